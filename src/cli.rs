@@ -1,0 +1,721 @@
+//! The command line: clap definitions, and each command's output (one human
+//! line, or the backend's JSON with `--json`). Exit codes: 0 ok, 1 the
+//! operation failed, 2 usage or configuration error, 3 a person must act
+//! (wrong password, disabled account, rejected token).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::clock::SystemClock;
+use crate::config::{self, Config, LogLevel};
+use crate::laravel::auth::{PasswordStore, SetupError};
+use crate::laravel::{
+    self, auth, ApiError, CreateOutcome, DocumentKind, InvoiceStatus, LaravelClient, NewInvoice,
+};
+use crate::logging::{self, Console, LogGuard};
+use crate::retry::RetryPolicy;
+use crate::sandbox::{LaravelSandbox, LaravelSandboxOptions, SANDBOX_EMAIL, SANDBOX_PASSWORD};
+use crate::secret::{self, Vault};
+use crate::{demo, service, token_check};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_NEEDS_PERSON: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pos-connector",
+    version,
+    about = "Turns every sale into a JoFotara e-invoice through the shop's Laravel invoicing backend",
+    after_help = "Exit codes: 0 ok, 1 operation failed, 2 usage/config error, 3 needs a person (password, disabled account)."
+)]
+pub struct Cli {
+    /// Config file [default: config/config.json, then config.json]
+    #[arg(long, global = true, env = config::ENV_CONFIG_PATH, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print results as JSON (the backend's own JSON where there is one)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log level for this run (error, warn, info, debug, trace); overrides log_level
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Prompt for the vendor password, verify it by logging in, and store it
+    /// (then run the command, if one is given)
+    #[arg(long, global = true)]
+    pub setup_password: bool,
+
+    /// With --setup-password: store the password in config.json (mode 0600)
+    /// instead of the encrypted store
+    #[arg(long, global = true)]
+    pub in_config: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent as a service (foreground; stops on SIGTERM / Ctrl-C)
+    Run,
+    /// Validate the configuration and print it with secrets redacted
+    CheckConfig,
+    /// Prompt for the vendor password, verify it, and store it
+    SetupPassword,
+    /// Check the token lifecycle against the configured backend
+    TestTokenRefresh {
+        /// Also create, submit and download a real test invoice
+        #[arg(long)]
+        create_invoice: bool,
+    },
+    /// One-shot invoice operations against the backend
+    #[command(subcommand)]
+    Invoice(InvoiceCommand),
+    /// Serve a simulator of the Laravel backend on 127.0.0.1
+    Sandbox(SandboxArgs),
+    /// Run a sale end to end against a sandbox started for the occasion
+    Demo {
+        /// Folder for the demo's config, state, logs and documents
+        /// [default: a new folder under the system temp folder]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvoiceCommand {
+    /// Create an invoice from a JSON sale (FILE, or - for standard input)
+    Create {
+        file: String,
+        /// What to do when the invoice number already exists
+        #[arg(long, value_enum, default_value_t = IfExists::Fail)]
+        if_exists: IfExists,
+    },
+    /// Submit invoice ID to JoFotara
+    Submit { id: u64 },
+    /// Show the status of invoice ID
+    Status { id: u64 },
+    /// Download the official PDF of invoice ID
+    Pdf {
+        id: u64,
+        /// File or folder to save to [default: <pdf_dir>/invoice_<number>.pdf]
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Download the UBL XML sent to JoFotara for invoice ID
+    Xml {
+        id: u64,
+        /// File or folder to save to [default: <pdf_dir>/invoice_<number>.xml]
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Show invoice ID with its items
+    Show { id: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IfExists {
+    /// Exit 1 when the invoice number is already taken
+    Fail,
+    /// Exit 0 when the invoice number is already taken
+    Ok,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Port on 127.0.0.1 (0 picks a free one; the address is printed)
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Login email of the sandbox vendor
+    #[arg(long, default_value = SANDBOX_EMAIL)]
+    pub email: String,
+    /// Password of the sandbox vendor
+    #[arg(long, default_value = SANDBOX_PASSWORD)]
+    pub password: String,
+    /// Make tokens expire this many minutes after login (default: never, like the real backend)
+    #[arg(long, value_name = "MINUTES")]
+    pub token_lifetime_minutes: Option<f64>,
+}
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+    pub fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            code: EXIT_FAILED,
+            message: message.into(),
+        }
+    }
+    pub fn needs_person(message: impl Into<String>) -> Failure {
+        Failure {
+            code: EXIT_NEEDS_PERSON,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+impl From<secret::SecretError> for Failure {
+    fn from(e: secret::SecretError) -> Self {
+        Failure::failed(e.to_string())
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Entry point used by the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let json = cli.json;
+    let result = runtime.block_on(dispatch(cli));
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(f) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "error": f.message, "exit_code": f.code})
+                );
+            }
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn log_level(cli: &Cli, cfg: Option<&Config>) -> Result<LogLevel, Failure> {
+    match &cli.log_level {
+        Some(s) => LogLevel::parse(s).ok_or_else(|| {
+            Failure::usage(format!(
+                "--log-level {s}: use error, warn, info, debug or trace"
+            ))
+        }),
+        None => Ok(cfg.map(|c| c.log_level).unwrap_or(LogLevel::Info)),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let path = config::locate(cli.config.as_deref())?;
+    Ok(config::load(&path)?)
+}
+
+/// File logs for commands that talk to the backend; console at warn on
+/// stderr so stdout carries only results.
+fn one_shot_logging(cli: &Cli, cfg: &Config) -> Result<LogGuard, Failure> {
+    let level = log_level(cli, Some(cfg))?;
+    let guard = logging::init(
+        Console::Stderr,
+        LogLevel::Warn,
+        Some((&cfg.log_dir, level, cfg.log_keep_files)),
+    );
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(guard)
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    let wants_setup = cli.setup_password || matches!(cli.command, Some(Command::SetupPassword));
+    if cli.in_config && !wants_setup {
+        return Err(Failure::usage(
+            "--in-config only goes with --setup-password",
+        ));
+    }
+    match &cli.command {
+        Some(Command::Sandbox(args)) => return run_sandbox(&cli, args).await,
+        Some(Command::Demo { dir }) => return run_demo(&cli, dir.as_deref()).await,
+        Some(Command::CheckConfig) => return check_config(&cli),
+        _ => {}
+    }
+    if !wants_setup && cli.command.is_none() {
+        return Err(Failure::usage(
+            "no command given: try `pos-connector --help` (run, check-config, invoice, test-token-refresh, sandbox, demo)",
+        ));
+    }
+    let cfg = load_config(&cli)?;
+    if matches!(cli.command, Some(Command::Run)) {
+        let level = log_level(&cli, Some(&cfg))?;
+        let _guard = logging::init(
+            Console::Stdout,
+            level,
+            Some((&cfg.log_dir, level, cfg.log_keep_files)),
+        );
+        for w in &cfg.warnings {
+            tracing::warn!("{w}");
+        }
+        if wants_setup {
+            setup_password(&cli, &cfg).await?;
+        }
+        service::run(&cfg, Arc::new(SystemClock), service::shutdown_signal()).await;
+        return Ok(());
+    }
+    let _guard = one_shot_logging(&cli, &cfg)?;
+    if wants_setup {
+        setup_password(&cli, &cfg).await?;
+    }
+    let client = || laravel::connect(&cfg, Arc::new(SystemClock), RetryPolicy::default());
+    match &cli.command {
+        None | Some(Command::SetupPassword) => Ok(()),
+        Some(Command::TestTokenRefresh { create_invoice }) => {
+            test_token_refresh(&cli, &cfg, &client(), *create_invoice).await
+        }
+        Some(Command::Invoice(cmd)) => invoice(&cli, &cfg, &client(), cmd).await,
+        Some(Command::Run | Command::CheckConfig | Command::Sandbox(_) | Command::Demo { .. }) => {
+            unreachable!("handled above")
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialise")
+    );
+}
+
+// ---------------------------------------------------------------- check-config
+
+fn check_config(cli: &Cli) -> Outcome {
+    let _guard = logging::init(Console::Stderr, LogLevel::Warn, None);
+    let cfg = load_config(cli)?;
+    let vault = Vault::new(&cfg.data_dir);
+    let origin = match secret::resolve_password(&cfg, &vault, secret::env_password()) {
+        Ok(Some((_, origin))) => Some(origin.describe().to_string()),
+        Ok(None) => None,
+        Err(e) => return Err(Failure::usage(e.to_string())),
+    };
+    let view = config::redacted_view(&cfg, origin.as_deref().unwrap_or("not set"));
+    let mut problems = Vec::new();
+    if origin.is_none() {
+        problems.push(format!(
+            "no password: run `pos-connector --setup-password` (or set {})",
+            secret::ENV_PASSWORD
+        ));
+    }
+    if cli.json {
+        print_json(&json!({
+            "ok": problems.is_empty(),
+            "config": view,
+            "warnings": cfg.warnings,
+            "problems": problems,
+        }));
+    } else {
+        println!("config file: {}", cfg.path.display());
+        if let Value::Object(map) = &view {
+            for (k, v) in map {
+                let shown = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                println!("  {k}: {shown}");
+            }
+        }
+        for w in &cfg.warnings {
+            println!("warning: {w}");
+        }
+    }
+    if problems.is_empty() {
+        if !cli.json {
+            println!("config OK");
+        }
+        Ok(())
+    } else {
+        Err(Failure::usage(problems.join("; ")))
+    }
+}
+
+// -------------------------------------------------------------- setup-password
+
+async fn setup_password(cli: &Cli, cfg: &Config) -> Outcome {
+    let password = secret::prompt_password(&format!("Password for {}: ", cfg.email))
+        .map_err(|e| Failure::usage(format!("cannot read the password: {e}")))?;
+    if secret::expose(&password).is_empty() {
+        return Err(Failure::usage("no password given; nothing was stored"));
+    }
+    let store = if cli.in_config {
+        PasswordStore::ConfigFile
+    } else {
+        PasswordStore::Encrypted
+    };
+    let saved = auth::verify_and_store_password(cfg, &password, store, Arc::new(SystemClock))
+        .await
+        .map_err(|e| match e {
+            SetupError::Api(ApiError::InvalidCredentials { .. }) => Failure::needs_person(format!(
+                "the backend refused this password for {}; nothing was stored. Check \"email\" in {} and try again",
+                cfg.email,
+                cfg.path.display()
+            )),
+            SetupError::Api(ApiError::Transport { detail, .. }) => Failure::failed(format!(
+                "could not reach the backend at {} ({detail}); nothing was stored. Check base_url and the network, then try again",
+                cfg.base_url
+            )),
+            SetupError::Api(other) => Failure::from(other),
+            SetupError::Secret(e) => Failure::from(e),
+            SetupError::Config(e) => Failure::failed(e.to_string()),
+        })?;
+    match store {
+        PasswordStore::ConfigFile => println!(
+            "password verified and written to {} (mode 0600, plain text: anyone who can read that file can read it)",
+            saved.location.display()
+        ),
+        PasswordStore::Encrypted => println!(
+            "password verified and stored encrypted in {}{}",
+            saved.location.display(),
+            if saved.removed_plaintext {
+                format!("; the plain-text \"password\" was removed from {}", cfg.path.display())
+            } else {
+                String::new()
+            }
+        ),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------- test-token-refresh
+
+async fn test_token_refresh(
+    cli: &Cli,
+    cfg: &Config,
+    client: &LaravelClient,
+    create_invoice: bool,
+) -> Outcome {
+    let results = token_check::run_checks(client, &cfg.email, create_invoice, &cfg.pdf_dir).await;
+    let passed = results.iter().filter(|r| r.passed).count();
+    let failed = results.len() - passed;
+    if cli.json {
+        print_json(
+            &json!({"ok": failed == 0, "passed": passed, "failed": failed, "checks": results}),
+        );
+    } else {
+        println!("token refresh check against {}", cfg.base_url);
+        for (i, r) in results.iter().enumerate() {
+            println!(
+                "{} {:>2}. {}: {}",
+                if r.passed { "PASS" } else { "FAIL" },
+                i + 1,
+                r.name,
+                r.detail
+            );
+        }
+        println!("{passed} passed, {failed} failed");
+    }
+    if failed == 0 {
+        Ok(())
+    } else if results.iter().any(|r| r.needs_person) {
+        Err(Failure::needs_person(format!(
+            "{failed} check(s) failed; a person must act: {}",
+            results
+                .iter()
+                .find(|r| r.needs_person)
+                .map(|r| r.detail.clone())
+                .unwrap_or_default()
+        )))
+    } else {
+        Err(Failure::failed(format!("{failed} check(s) failed")))
+    }
+}
+
+// --------------------------------------------------------------------- invoice
+
+fn read_sale(file: &str) -> Result<NewInvoice, Failure> {
+    let (name, bytes) = if file == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map_err(|e| {
+            Failure::usage(format!("cannot read the sale from standard input: {e}"))
+        })?;
+        ("standard input".to_string(), buf)
+    } else {
+        let bytes =
+            std::fs::read(file).map_err(|e| Failure::usage(format!("cannot read {file}: {e}")))?;
+        (file.to_string(), bytes)
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim_start_matches('\u{feff}');
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        Failure::usage(format!(
+            "{name} is not valid JSON: {e} (expected one sale: invoice_number, customer_name, items[description, quantity, price])"
+        ))
+    })?;
+    NewInvoice::from_json(&v).map_err(|problems| {
+        Failure::usage(format!(
+            "{name} is not a valid sale:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+    })
+}
+
+fn money(d: Option<rust_decimal::Decimal>) -> String {
+    d.map(|d| format!("{:.2}", d.round_dp(2)))
+        .unwrap_or_else(|| "?".into())
+}
+
+async fn invoice(cli: &Cli, cfg: &Config, client: &LaravelClient, cmd: &InvoiceCommand) -> Outcome {
+    match cmd {
+        InvoiceCommand::Create { file, if_exists } => {
+            let sale = read_sale(file)?;
+            match client.create_invoice(&sale).await? {
+                CreateOutcome::Created(c) => {
+                    if cli.json {
+                        print_json(&c.raw);
+                    } else {
+                        println!(
+                            "created invoice {} for {} (tax {}, total {}); status draft until submitted",
+                            c.id,
+                            sale.invoice_number,
+                            money(c.tax_amount),
+                            money(c.total_amount)
+                        );
+                    }
+                    Ok(())
+                }
+                CreateOutcome::AlreadyExists { after_lost_answer } => {
+                    let why = if after_lost_answer {
+                        "an earlier attempt of this command reached the backend although its answer was lost"
+                    } else {
+                        "it was created before"
+                    };
+                    let message = format!(
+                        "invoice number {} already exists in the backend ({why}); nothing new was created",
+                        sale.invoice_number
+                    );
+                    if cli.json {
+                        print_json(&json!({
+                            "ok": *if_exists == IfExists::Ok,
+                            "already_exists": true,
+                            "invoice_number": sale.invoice_number,
+                        }));
+                    }
+                    if *if_exists == IfExists::Ok {
+                        if !cli.json {
+                            println!("{message}");
+                        }
+                        Ok(())
+                    } else {
+                        Err(Failure::failed(format!(
+                            "{message} (use --if-exists ok to treat this as success)"
+                        )))
+                    }
+                }
+            }
+        }
+        InvoiceCommand::Submit { id } => {
+            let outcome = client.submit(*id).await?;
+            if cli.json {
+                print_json(&outcome.raw);
+            }
+            match outcome.status {
+                InvoiceStatus::Submitted => {
+                    if !cli.json {
+                        println!("invoice {id} submitted to JoFotara: status submitted");
+                    }
+                    Ok(())
+                }
+                InvoiceStatus::Rejected => Err(Failure::failed(format!(
+                    "JoFotara rejected invoice {id} (status rejected): it cannot be submitted again as it is; correct the sale in the backend or issue a new invoice"
+                ))),
+                InvoiceStatus::Error => Err(Failure::failed(format!(
+                    "the tax system call failed for invoice {id} (status error); try `pos-connector invoice submit {id}` again later"
+                ))),
+                other => Err(Failure::failed(format!(
+                    "submit of invoice {id} ended with status {other}"
+                ))),
+            }
+        }
+        InvoiceCommand::Status { id } => {
+            let (status, raw) = client.status(*id).await?;
+            if cli.json {
+                print_json(&raw);
+            } else {
+                println!("invoice {id}: {status}");
+            }
+            Ok(())
+        }
+        InvoiceCommand::Show { id } => {
+            let inv = client.invoice(*id).await?;
+            if cli.json {
+                print_json(&inv.raw);
+            } else {
+                println!(
+                    "invoice {} ({}) for {}: status {}, tax {}, total {}",
+                    inv.id,
+                    inv.invoice_number,
+                    inv.customer_name.as_deref().unwrap_or("?"),
+                    inv.status
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    money(inv.tax_amount),
+                    money(inv.total_amount)
+                );
+                for l in &inv.items {
+                    println!(
+                        "  {} x {} at {} (tax {}, total {})",
+                        l.quantity
+                            .map(|q| q.normalize().to_string())
+                            .unwrap_or_else(|| "?".into()),
+                        l.item_name,
+                        money(l.unit_price),
+                        money(l.tax),
+                        money(l.total)
+                    );
+                }
+            }
+            Ok(())
+        }
+        InvoiceCommand::Pdf { id, out } => {
+            download(cli, cfg, client, *id, DocumentKind::Pdf, out.as_deref()).await
+        }
+        InvoiceCommand::Xml { id, out } => {
+            download(cli, cfg, client, *id, DocumentKind::Xml, out.as_deref()).await
+        }
+    }
+}
+
+async fn download(
+    cli: &Cli,
+    cfg: &Config,
+    client: &LaravelClient,
+    id: u64,
+    kind: DocumentKind,
+    out: Option<&Path>,
+) -> Outcome {
+    let d = client.download(id, kind, out, &cfg.pdf_dir).await?;
+    if cli.json {
+        print_json(&json!({"id": id, "path": d.path, "bytes": d.bytes}));
+    } else {
+        println!(
+            "saved invoice {id} {} ({} bytes) to {}",
+            if kind == DocumentKind::Pdf {
+                "PDF"
+            } else {
+                "XML"
+            },
+            d.bytes,
+            d.path.display()
+        );
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------------- sandbox
+
+async fn run_sandbox(cli: &Cli, args: &SandboxArgs) -> Outcome {
+    let level = log_level(cli, None)?;
+    let _guard = logging::init(Console::Stderr, level, None);
+    let mut opts = LaravelSandboxOptions::default();
+    if let Some(user) = opts.users.first_mut() {
+        user.email = args.email.clone();
+        user.password = args.password.clone();
+    }
+    if let Some(m) = args.token_lifetime_minutes {
+        if !(m > 0.0 && m.is_finite()) {
+            return Err(Failure::usage("--token-lifetime-minutes must be above 0"));
+        }
+        opts.token_lifetime = Some(std::time::Duration::from_secs_f64(m * 60.0));
+    }
+    let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let sandbox = LaravelSandbox::start(bind, opts).await.map_err(|e| {
+        Failure::failed(format!(
+            "cannot listen on {bind}: {e} (is another sandbox or backend running there? try --port 0)"
+        ))
+    })?;
+    println!("sandbox listening on {}", sandbox.base_url());
+    println!("  vendor login: {} / {}", args.email, args.password);
+    println!("  control API: GET /__sandbox/stats, POST /__sandbox/faults, POST /__sandbox/tokens/revoke, POST /__sandbox/settings");
+    println!("  stop with Ctrl-C");
+    let _ = std::io::stdout().flush();
+    service::shutdown_signal().await;
+    sandbox.shutdown().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------ demo
+
+async fn run_demo(cli: &Cli, dir: Option<&Path>) -> Outcome {
+    let dir = demo::prepare_dir(dir)
+        .map_err(|e| Failure::failed(format!("cannot create the demo folder: {e}")))?;
+    let level = log_level(cli, None)?;
+    let _guard = logging::init(
+        Console::Stderr,
+        LogLevel::Warn,
+        Some((&dir.join("logs"), level.max_verbosity(LogLevel::Info), 14)),
+    );
+    demo::run(&dir, &mut std::io::stdout())
+        .await
+        .map_err(|e| Failure::failed(format!("demo failed: {e:#}")))
+}
+
+impl LogLevel {
+    /// The more verbose of two levels.
+    pub fn max_verbosity(self, other: LogLevel) -> LogLevel {
+        fn rank(l: LogLevel) -> u8 {
+            match l {
+                LogLevel::Error => 0,
+                LogLevel::Warn => 1,
+                LogLevel::Info => 2,
+                LogLevel::Debug => 3,
+                LogLevel::Trace => 4,
+            }
+        }
+        if rank(self) >= rank(other) {
+            self
+        } else {
+            other
+        }
+    }
+}

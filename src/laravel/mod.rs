@@ -1,0 +1,86 @@
+//! The Laravel invoicing backend (contract: shared/contracts/laravel-api.md):
+//! signing in ([`auth`]), the invoice calls ([`client`]), their data
+//! ([`model`]) and errors ([`error`]).
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod model;
+
+use std::sync::Arc;
+
+pub use auth::{LaravelLogin, LaravelToken, PasswordProvider};
+pub use client::{CreateOutcome, DocumentKind, Download, LaravelClient, SubmitOutcome};
+pub use error::ApiError;
+pub use model::{InvoiceStatus, NewInvoice};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::retry::RetryPolicy;
+use crate::secret::{self, Vault};
+use crate::token::TokenKeeper;
+
+/// The HTTP client for the backend: the configured timeout on every
+/// request, and no redirects (Laravel redirects to an HTML login page when
+/// it thinks it is talking to a browser; that must surface as an error,
+/// not be followed).
+pub fn http_client(cfg: &Config) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(cfg.request_timeout)
+        .connect_timeout(cfg.request_timeout.min(std::time::Duration::from_secs(15)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("pos-connector/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client's settings are valid")
+}
+
+/// The password provider the agent uses: asked anew at each sign-in, by the
+/// precedence of `secret::resolve_password`.
+pub fn configured_password(cfg: &Config, vault: &Vault) -> PasswordProvider {
+    let cfg = cfg.clone();
+    let vault = vault.clone();
+    Arc::new(
+        move || match secret::resolve_password(&cfg, &vault, secret::env_password()) {
+            Ok(found) => found.map(|(p, _)| p),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the stored password");
+                cfg.password.clone()
+            }
+        },
+    )
+}
+
+/// Builds the client from the configuration: the keeper starts with the
+/// token persisted by an earlier run, else the legacy `token` from
+/// config.json while it is valid, so a restart or an upgrade does not
+/// force a login.
+pub fn connect(cfg: &Config, clock: Arc<dyn Clock>, retry: RetryPolicy) -> LaravelClient {
+    let vault = Vault::new(&cfg.data_dir);
+    let http = http_client(cfg);
+    let login = LaravelLogin::new(
+        http.clone(),
+        cfg.base_url.clone(),
+        cfg.email.clone(),
+        configured_password(cfg, &vault),
+        cfg.token_lifetime,
+        clock.clone(),
+        Some(vault),
+    );
+    let now = clock.now();
+    let initial = login
+        .restore()
+        .or_else(|| {
+            cfg.legacy_token.as_ref().map(|t| LaravelToken {
+                secret: t.token.clone(),
+                expires_at: t.expires_at,
+                obtained_at: now,
+                vendor_id: cfg.vendor_id,
+            })
+        })
+        .filter(|t| t.expires_at > now);
+    if let Some(t) = &initial {
+        tracing::debug!(expires_at = %t.expires_at.to_rfc3339(), "starting with a stored token");
+    }
+    let keeper = Arc::new(TokenKeeper::new(login, clock, cfg.refresh_before, initial));
+    LaravelClient::new(http, cfg.base_url.clone(), keeper, retry)
+}

@@ -1,0 +1,18 @@
+//! pos-connector: the point-of-sale agent that turns every sale into a legal
+//! e-invoice through the shop's Laravel invoicing backend (and, later,
+//! QuickBooks Online). The binary is a thin shell over this library; see
+//! ARCHITECTURE.md for the map and the invariants.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod fsutil;
+pub mod laravel;
+pub mod logging;
+pub mod retry;
+pub mod sandbox;
+pub mod secret;
+pub mod service;
+pub mod token;
+pub mod token_check;

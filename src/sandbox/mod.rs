@@ -1,0 +1,32 @@
+//! Simulators of the backends the agent talks to.
+//!
+//! They exist for three audiences: the demo (`pos-connector demo` /
+//! `sandbox` run a full pipeline with no backend at hand), the tests (every
+//! integration test talks to a real HTTP server on 127.0.0.1:0, not to a
+//! mock of our own client), and integrators who want to try the agent on a
+//! till before the shop's backend is reachable.
+//!
+//! A simulator is only useful if it behaves like the real thing: what
+//! passes here must pass in the field. So the Laravel simulator follows
+//! `contracts/laravel-api.md` to the letter (paths, status codes, JSON and
+//! error shapes, Sanctum token format, Laravel's validation messages and its
+//! redirects for clients that do not ask for JSON), and adds what the real
+//! backend does only on a bad day, on demand: errors, 429s with
+//! `Retry-After`, dropped connections before or after the work is done,
+//! slow answers, revoked or expired tokens, disabled accounts.
+//!
+//! * [`http`]: the generic server machinery (serve loop with per-connection
+//!   kill switch, fault injection, per-route counters), reused by every
+//!   simulator.
+//! * [`laravel`]: the Laravel invoicing backend.
+//! * [`pdf`]: a tiny PDF writer for the documents the simulators serve.
+
+pub mod http;
+pub mod laravel;
+pub mod pdf;
+
+pub use http::{ConnKill, Fault, FaultSpec, Harness, ServerHandle};
+pub use laravel::{
+    LaravelSandbox, LaravelSandboxOptions, SandboxUser, SANDBOX_EMAIL, SANDBOX_PASSWORD,
+};
+pub use pdf::render_text_pdf;

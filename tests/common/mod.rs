@@ -1,0 +1,156 @@
+//! Fixtures shared by the integration tests: a sandbox backend on
+//! 127.0.0.1:0, a config in a temp folder, the real binary, and a
+//! wait-until helper (poll with a deadline, never a bare sleep).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pos_connector::clock::Clock;
+use pos_connector::config::{self, Config};
+use pos_connector::laravel::{self, LaravelClient};
+use pos_connector::retry::RetryPolicy;
+pub use pos_connector::sandbox::{Fault, SANDBOX_EMAIL, SANDBOX_PASSWORD};
+use pos_connector::sandbox::{LaravelSandbox, LaravelSandboxOptions};
+use serde_json::{json, Value};
+
+pub struct Fixture {
+    pub sandbox: LaravelSandbox,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn start() -> Fixture {
+        Fixture::with_options(LaravelSandboxOptions::default()).await
+    }
+
+    pub async fn with_options(opts: LaravelSandboxOptions) -> Fixture {
+        let sandbox = LaravelSandbox::start("127.0.0.1:0".parse().unwrap(), opts)
+            .await
+            .expect("sandbox starts");
+        Fixture {
+            sandbox,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes config.json with the sandbox's address, the folders in the
+    /// temp dir, and `extra` keys merged over that.
+    pub fn write_config(&self, extra: Value) -> PathBuf {
+        let mut cfg = json!({
+            "base_url": self.sandbox.base_url(),
+            "email": SANDBOX_EMAIL,
+            "data_dir": self.path("data"),
+            "log_dir": self.path("logs"),
+            "pdf_dir": self.path("pdfs"),
+            "log_level": "debug",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let p = self.path("config.json");
+        std::fs::write(&p, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+        p
+    }
+
+    /// A config with the sandbox password in it (plain, for library tests).
+    pub fn config(&self, extra: Value) -> Config {
+        let mut extra = extra;
+        if extra.get("password").is_none() {
+            extra["password"] = json!(SANDBOX_PASSWORD);
+        }
+        let p = self.write_config(extra);
+        config::load_from(&p, &[]).unwrap()
+    }
+
+    pub fn client(&self, cfg: &Config, clock: Arc<dyn Clock>) -> LaravelClient {
+        laravel::connect(cfg, clock, fast_retry())
+    }
+}
+
+/// Retries as in production, but with short waits so tests run quickly.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        min_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+        max_retry_after: Duration::from_secs(300),
+    }
+}
+
+pub fn sale(number: &str) -> pos_connector::laravel::NewInvoice {
+    pos_connector::laravel::NewInvoice::from_json(&json!({
+        "invoice_number": number,
+        "customer_name": "Test Customer",
+        "items": [{"description": "Widget", "quantity": 2, "price": 50}]
+    }))
+    .unwrap()
+}
+
+/// Polls `check` until it holds or `deadline` passes.
+pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The result of running the real binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `pos-connector` binary with a clean environment (none of the
+/// developer's POS_CONNECTOR_* variables leak in), in `cwd`.
+pub async fn run_bin(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pos-connector"));
+    cmd.args(args).current_dir(cwd);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("POS_CONNECTOR") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("binary starts");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("binary finishes within 2 minutes")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
