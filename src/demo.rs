@@ -209,16 +209,6 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out, "  invoice PDF:   {}", pdf.path.display())?;
     writeln!(out, "  invoice XML:   {}", xml.path.display())?;
     writeln!(out, "  logs:          {}", cfg.log_dir.display())?;
-    writeln!(
-        out,
-        "\ntry: pos-connector --config {} invoice status {}",
-        config_path.display(),
-        created.id
-    )?;
-    writeln!(
-        out,
-        "     (start `pos-connector sandbox` first: this demo's sandbox stops now)"
-    )?;
     let _ = sandbox.child.kill().await;
     Ok(())
 }

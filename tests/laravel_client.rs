@@ -234,9 +234,11 @@ async fn run_mode_refreshes_ahead_of_expiry_while_idle() {
 
 #[tokio::test]
 async fn backend_expiry_in_the_login_answer_is_used() {
-    let mut opts = LaravelSandboxOptions::default();
-    opts.token_lifetime = Some(Duration::from_secs(3600));
-    opts.advertise_expiry = true;
+    let opts = LaravelSandboxOptions {
+        token_lifetime: Some(Duration::from_secs(3600)),
+        advertise_expiry: true,
+        ..Default::default()
+    };
     let fx = Fixture::with_options(opts).await;
     let cfg = fx.config(json!({}));
     let client = fx.client(&cfg, Arc::new(SystemClock));

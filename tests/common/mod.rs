@@ -1,7 +1,7 @@
 //! Fixtures shared by the integration tests: a sandbox backend on
 //! 127.0.0.1:0, a config in a temp folder, the real binary, and a
 //! wait-until helper (poll with a deadline, never a bare sleep).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
