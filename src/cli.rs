@@ -275,7 +275,7 @@ async fn dispatch(cli: Cli) -> Outcome {
     match &cli.command {
         Some(Command::Sandbox(args)) => return run_sandbox(&cli, args).await,
         Some(Command::Demo { dir }) => return run_demo(&cli, dir.as_deref()).await,
-        Some(Command::CheckConfig) => return check_config(&cli),
+        Some(Command::CheckConfig) if !wants_setup => return check_config(&cli),
         _ => {}
     }
     if !wants_setup && cli.command.is_none() {
@@ -307,11 +307,12 @@ async fn dispatch(cli: Cli) -> Outcome {
     let client = || laravel::connect(&cfg, Arc::new(SystemClock), RetryPolicy::default());
     match &cli.command {
         None | Some(Command::SetupPassword) => Ok(()),
+        Some(Command::CheckConfig) => check_config(&cli),
         Some(Command::TestTokenRefresh { create_invoice }) => {
             test_token_refresh(&cli, &cfg, &client(), *create_invoice).await
         }
         Some(Command::Invoice(cmd)) => invoice(&cli, &cfg, &client(), cmd).await,
-        Some(Command::Run | Command::CheckConfig | Command::Sandbox(_) | Command::Demo { .. }) => {
+        Some(Command::Run | Command::Sandbox(_) | Command::Demo { .. }) => {
             unreachable!("handled above")
         }
     }

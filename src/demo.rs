@@ -175,7 +175,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         pdf.bytes, xml.bytes
     )?;
 
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let before = logins(&sandbox_stats(&http, &base).await?);
     http.post(format!("{base}/__sandbox/tokens/revoke"))
         .send()

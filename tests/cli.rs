@@ -371,7 +371,7 @@ async fn setup_password_verifies_before_storing() {
 async fn legacy_token_from_the_old_connector_is_used_without_a_login() {
     let fx = Fixture::start().await;
     // A token the old connector got and wrote into config.json.
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let answer: Value = http
         .post(format!("{}/api/vendors/login", fx.sandbox.base_url()))
         .header("Accept", "application/json")
@@ -616,7 +616,10 @@ async fn sandbox_command_serves_the_simulator_on_the_port_it_prints() {
         .strip_prefix("sandbox listening on ")
         .unwrap()
         .to_string();
-    let answer = reqwest::Client::new()
+    let answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
         .post(format!("{base}/api/vendors/login"))
         .header("Accept", "application/json")
         .json(&json!({"email": SANDBOX_EMAIL, "password": "wrong"}))

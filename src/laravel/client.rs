@@ -115,13 +115,15 @@ impl LaravelClient {
         &self.base
     }
 
-    fn send_once(
+    /// Sends one request with `lease`'s token; a transport failure becomes
+    /// an [`ApiError::Transport`], any answer is returned as it is.
+    async fn send(
         &self,
         method: &Method,
         path: &str,
         body: Option<&Value>,
         lease: &Lease<super::auth::LaravelToken>,
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<reqwest::Response, ApiError> {
         let url = self
             .base
             .join(path.trim_start_matches('/'))
@@ -141,7 +143,9 @@ impl LaravelClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        req
+        req.send()
+            .await
+            .map_err(|e| transport(method.as_str(), path, &e))
     }
 
     /// One authenticated request, with the 401 rule. Returns the response
@@ -154,11 +158,7 @@ impl LaravelClient {
     ) -> Result<reqwest::Response, ApiError> {
         let m = method.as_str();
         let lease = self.keeper.get().await?;
-        let resp = self
-            .send_once(&method, path, body, &lease)
-            .send()
-            .await
-            .map_err(|e| transport(m, path, &e))?;
+        let resp = self.send(&method, path, body, &lease).await?;
         let resp = if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
             drop(resp);
             tracing::info!(
@@ -168,11 +168,7 @@ impl LaravelClient {
             );
             self.keeper.invalidate(lease.generation);
             let lease = self.keeper.get().await?;
-            let resp = self
-                .send_once(&method, path, body, &lease)
-                .send()
-                .await
-                .map_err(|e| transport(m, path, &e))?;
+            let resp = self.send(&method, path, body, &lease).await?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
                 self.keeper.invalidate(lease.generation);
                 tracing::error!(
@@ -396,15 +392,7 @@ impl LaravelClient {
                 None => break,
             }
         }
-        let looks_right = match kind {
-            DocumentKind::Pdf => head.starts_with(b"%PDF-"),
-            DocumentKind::Xml => {
-                let text = String::from_utf8_lossy(&head);
-                let t = text.trim_start_matches('\u{feff}').trim_start();
-                t.starts_with('<') && !t.to_ascii_lowercase().starts_with("<!doctype html")
-            }
-        };
-        if !looks_right {
+        if !looks_like(kind, &content_type, &head) {
             return Err(ApiError::NotADocument {
                 method: "GET".into(),
                 path: path.into(),
@@ -417,6 +405,14 @@ impl LaravelClient {
                 excerpt: excerpt(&head),
             });
         }
+        // Truncation shows as a body error when the answer is framed
+        // (Content-Length or chunked); a close-delimited PDF is checked for
+        // its end marker instead.
+        let framed = expected_len.is_some()
+            || headers
+                .get(reqwest::header::TRANSFER_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
 
         let file_err = |source| ApiError::File {
             path: dest.clone(),
@@ -443,7 +439,7 @@ impl LaravelClient {
                 });
             }
         }
-        if kind == DocumentKind::Pdf && !tail.windows(5).any(|w| w == b"%%EOF") {
+        if !framed && kind == DocumentKind::Pdf && !tail.windows(5).any(|w| w == b"%%EOF") {
             return Err(ApiError::Transport {
                 method: "GET".into(),
                 path: path.into(),
@@ -458,6 +454,27 @@ impl LaravelClient {
             path: saved,
             bytes: written,
         })
+    }
+}
+
+/// Whether the start of a body is the document asked for. An error page
+/// (HTML or JSON) is never taken for a document, whatever its Content-Type;
+/// otherwise the Content-Type or the document's own signature decides.
+fn looks_like(kind: DocumentKind, content_type: &str, head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    let start = text.trim_start_matches('\u{feff}').trim_start();
+    let lower = start.to_ascii_lowercase();
+    let error_page = lower.starts_with("<!doctype html")
+        || lower.starts_with("<html")
+        || start.starts_with('{')
+        || content_type.contains("html")
+        || content_type.contains("json");
+    if error_page || head.is_empty() {
+        return false;
+    }
+    match kind {
+        DocumentKind::Pdf => head.starts_with(b"%PDF-") || content_type.contains("pdf"),
+        DocumentKind::Xml => start.starts_with('<') || content_type.contains("xml"),
     }
 }
 
@@ -489,6 +506,33 @@ fn file_name_from(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_pages_are_never_documents() {
+        use DocumentKind::*;
+        assert!(looks_like(Pdf, "application/pdf", b"%PDF-1.4 ..."));
+        assert!(looks_like(Pdf, "application/pdf", b"binary pdf bytes"));
+        assert!(looks_like(Pdf, "", b"%PDF-1.7"));
+        assert!(!looks_like(
+            Pdf,
+            "application/pdf",
+            b"<!DOCTYPE html><html>"
+        ));
+        assert!(!looks_like(Pdf, "text/html", b"%PDF-"));
+        assert!(!looks_like(
+            Pdf,
+            "application/json",
+            b"{\"message\":\"Server Error\"}"
+        ));
+        assert!(!looks_like(Pdf, "application/octet-stream", b"nope"));
+        assert!(looks_like(
+            Xml,
+            "application/xml",
+            b"<?xml version=\"1.0\"?>"
+        ));
+        assert!(!looks_like(Xml, "text/html", b"<html>"));
+        assert!(!looks_like(Pdf, "application/pdf", b""));
+    }
 
     #[test]
     fn content_disposition_names_are_sanitised() {

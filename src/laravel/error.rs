@@ -71,6 +71,8 @@ pub enum ApiError {
         /// The JSON `message`, when the body was JSON.
         message: Option<String>,
         excerpt: String,
+        /// A 503's `Retry-After`, when sent.
+        retry_after: Option<Duration>,
     },
 
     #[error("unexpected answer {status} to {method} {path}{}: {excerpt}", location_hint(.location))]
@@ -188,7 +190,8 @@ impl ApiError {
 impl Retryable for ApiError {
     fn retry_hint(&self) -> RetryHint {
         match self {
-            ApiError::Transport { .. } | ApiError::Server { .. } => RetryHint::After(None),
+            ApiError::Transport { .. } => RetryHint::After(None),
+            ApiError::Server { retry_after, .. } => RetryHint::After(*retry_after),
             ApiError::RateLimited { retry_after } => RetryHint::After(*retry_after),
             ApiError::Token(TokenError::Unavailable { retry_after, .. }) => {
                 RetryHint::After(*retry_after)
@@ -321,6 +324,7 @@ pub fn classify(
             status: s,
             message,
             excerpt: excerpt(body),
+            retry_after: parse_retry_after(headers),
         },
         s => ApiError::Unexpected {
             method: m,

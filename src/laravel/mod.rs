@@ -25,7 +25,17 @@ use crate::token::TokenKeeper;
 /// it thinks it is talking to a browser; that must surface as an error,
 /// not be followed).
 pub fn http_client(cfg: &Config) -> reqwest::Client {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    // A backend on this machine is never reached through a proxy, even when
+    // the till's environment sets HTTP_PROXY for the outside world.
+    if cfg
+        .base_url
+        .host_str()
+        .is_some_and(crate::config::is_loopback_host)
+    {
+        builder = builder.no_proxy();
+    }
+    builder
         .timeout(cfg.request_timeout)
         .connect_timeout(cfg.request_timeout.min(std::time::Duration::from_secs(15)))
         .redirect(reqwest::redirect::Policy::none())

@@ -286,23 +286,12 @@ fn invoice_full_json(inv: &Invoice) -> Value {
             })
         })
         .collect();
-    json!({
-        "id": inv.id,
-        "invoice_number": inv.invoice_number,
-        "customer_name": inv.customer_name,
-        "customer_email": inv.customer_email,
-        "customer_phone": inv.customer_phone,
-        "uuid": inv.uuid,
-        "vendor_id": inv.vendor_id,
-        "organization_id": inv.organization_id,
-        "invoice_date": invoice_date_json(inv.invoice_date),
-        "status": inv.status,
-        "total_amount": money(inv.total_amount),
-        "tax_amount": money(inv.tax_amount),
-        "created_at": inv.created_at,
-        "updated_at": inv.updated_at,
-        "items": items,
-    })
+    // The stored model is the created one plus what the create answer
+    // leaves out: its status (the database default) and its items.
+    let mut v = invoice_created_json(inv);
+    v["status"] = json!(inv.status);
+    v["items"] = Value::Array(items);
+    v
 }
 
 const LEGAL_TEXT: &[&str] = &[

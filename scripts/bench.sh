@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prints the agent's performance figures (release build):
+#  - sales/s through create + submit + PDF against the in-process sandbox
+#    without latency, at concurrency 1, 4, 8; backend calls per sale; CPU per sale
+#  - one shared login for 200 concurrent callers on an expired token
+#  - idle RSS and CPU of `pos-connector run` after IDLE_SECS (default 60) with nothing to do
+# Usage: scripts/bench.sh [SALES] (default 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sales="${1:-1000}"
+idle="${IDLE_SECS:-60}"
+cargo build --release --locked --quiet --example bench --bin pos-connector
+echo "== throughput (${sales} sales)"
+target/release/examples/bench "$sales"
+
+echo "== idle service (${idle} s)"
+work="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+target/release/pos-connector sandbox --port 0 > "$work/sandbox.out" 2>/dev/null &
+for _ in $(seq 100); do grep -q "listening on" "$work/sandbox.out" 2>/dev/null && break; sleep 0.1; done
+base="$(sed -n 's/^sandbox listening on //p' "$work/sandbox.out")"
+cat > "$work/config.json" <<JSON
+{"base_url": "$base", "email": "vendor@sandbox.test", "data_dir": "$work/data", "log_dir": "$work/logs"}
+JSON
+POS_CONNECTOR_PASSWORD=sandbox-password target/release/pos-connector --config "$work/config.json" run > "$work/run.out" 2>&1 &
+pid=$!
+sleep 2
+ticks0=$(awk '{print $14+$15}' /proc/$pid/stat)
+sleep "$idle"
+ticks1=$(awk '{print $14+$15}' /proc/$pid/stat)
+rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+hz=$(getconf CLK_TCK)
+echo "idle run: RSS $((rss_kb / 1024)) MiB (${rss_kb} kB), CPU $(( (ticks1 - ticks0) * 1000 / hz )) ms over ${idle} s"
+kill -TERM $pid; wait $pid || true
+echo "stopped on SIGTERM: $(tail -1 "$work/run.out" | sed 's/\x1b\[[0-9;]*m//g')"
