@@ -38,6 +38,12 @@ pub trait TokenValue: Send + Sync + 'static {
     /// The value sent as `Authorization: Bearer ...`.
     fn bearer(&self) -> &SecretString;
     fn expires_at(&self) -> DateTime<Utc>;
+    /// When the token was obtained, if known. Lets the keeper shrink the
+    /// refresh window for short-lived tokens (a backend that says a token
+    /// lives 10 minutes must not make a 30-minute window refresh forever).
+    fn issued_at(&self) -> Option<DateTime<Utc>> {
+        None
+    }
 }
 
 /// Why a refresh failed, as the source classifies it.
@@ -258,10 +264,23 @@ impl<S: TokenSource> TokenKeeper<S> {
         expiring_within(expires_at, self.clock.now(), self.window)
     }
 
+    /// When `tok` is due for refresh: `window` before its expiry, or half
+    /// its lifetime before, whichever is later.
+    fn refresh_due(&self, tok: &S::Token) -> DateTime<Utc> {
+        let mut window = chrono::Duration::from_std(self.window).unwrap_or_default();
+        if let Some(issued) = tok.issued_at() {
+            let half_life = (tok.expires_at() - issued) / 2;
+            if half_life > chrono::Duration::zero() && half_life < window {
+                window = half_life;
+            }
+        }
+        tok.expires_at() - window
+    }
+
     /// A token that needs no refresh yet.
     fn fresh(&self, st: &State<S::Token>) -> Option<Lease<S::Token>> {
         let tok = st.current.as_ref()?;
-        (!st.rejected && !self.is_expiring_soon(tok.expires_at())).then(|| Lease {
+        (!st.rejected && self.refresh_due(tok) > self.clock.now()).then(|| Lease {
             token: tok.clone(),
             generation: st.generation,
         })
@@ -382,6 +401,7 @@ impl<S: TokenSource> TokenKeeper<S> {
                     tracing::error!(backend = %backend, error = %e, "could not persist the new token; it is used in memory only and a restart will need a new sign-in");
                 }
                 let expires_at = token.expires_at();
+                let due = self.refresh_due(&token);
                 let mut st = self.lock();
                 st.current = Some(Arc::new(token));
                 st.generation += 1;
@@ -397,7 +417,6 @@ impl<S: TokenSource> TokenKeeper<S> {
                     ok: true,
                     detail: format!("valid until {}", expires_at.to_rfc3339()),
                 });
-                let due = expires_at - chrono::Duration::from_std(self.window).unwrap_or_default();
                 tracing::info!(backend = %backend, reason, outcome = "ok", expires_at = %expires_at.to_rfc3339(), next_refresh = %due.to_rfc3339(), "token refreshed");
                 let lease = Lease {
                     token: st.current.clone().expect("just set"),
@@ -497,9 +516,7 @@ impl<S: TokenSource> TokenKeeper<S> {
             has_token: tok.is_some(),
             token_valid: self.usable(&st).is_some(),
             expires_at: tok.map(|t| t.expires_at()),
-            refresh_due_at: tok.map(|t| {
-                t.expires_at() - chrono::Duration::from_std(self.window).unwrap_or_default()
-            }),
+            refresh_due_at: tok.map(|t| self.refresh_due(t)),
             generation: st.generation,
             refreshes_ok: st.refreshes_ok,
             refreshes_failed: st.refreshes_failed,
@@ -527,7 +544,7 @@ impl<S: TokenSource> TokenKeeper<S> {
         let Some(tok) = st.current.as_ref().filter(|_| !st.rejected) else {
             return Duration::ZERO;
         };
-        let due = tok.expires_at() - chrono::Duration::from_std(self.window).unwrap_or_default();
+        let due = self.refresh_due(tok);
         // Sleep in slices of at most a minute: a wall-clock jump (NTP, a
         // suspended till) is noticed within that.
         (due - self.clock.now())
@@ -584,6 +601,7 @@ mod tests {
     struct Tok {
         value: SecretString,
         expires_at: DateTime<Utc>,
+        issued_at: DateTime<Utc>,
     }
     impl TokenValue for Tok {
         fn bearer(&self) -> &SecretString {
@@ -591,6 +609,9 @@ mod tests {
         }
         fn expires_at(&self) -> DateTime<Utc> {
             self.expires_at
+        }
+        fn issued_at(&self) -> Option<DateTime<Utc>> {
+            Some(self.issued_at)
         }
     }
 
@@ -625,6 +646,7 @@ mod tests {
             Ok(Tok {
                 value: SecretString::from(format!("tok-{n}")),
                 expires_at: self.clock.now() + self.lifetime,
+                issued_at: self.clock.now(),
             })
         }
         fn persist(&self, _t: &Tok) -> Result<(), String> {
@@ -784,6 +806,30 @@ mod tests {
         assert!((4..=5).contains(&calls), "calls {calls}");
         stop_tx.send(()).unwrap();
         bg.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_lived_tokens_are_not_refreshed_on_every_call() {
+        let clock = Arc::new(TokioClock::new());
+        let fake = Fake {
+            clock: clock.clone(),
+            calls: AtomicU64::new(0),
+            fail_next: AtomicU32::new(0),
+            needs_person: false.into(),
+            persisted: AtomicU64::new(0),
+            // The backend says 10 minutes; the window is 30.
+            lifetime: chrono::Duration::minutes(10),
+            creds: AtomicU64::new(1),
+        };
+        let k = TokenKeeper::new(fake, clock, Duration::from_secs(30 * 60), None);
+        for _ in 0..20 {
+            k.get().await.unwrap();
+        }
+        assert_eq!(k.source().calls.load(Ordering::SeqCst), 1);
+        // Half its life later it is refreshed.
+        tokio::time::advance(Duration::from_secs(5 * 60 + 1)).await;
+        k.get().await.unwrap();
+        assert_eq!(k.source().calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]

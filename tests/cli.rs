@@ -633,3 +633,58 @@ async fn sandbox_command_serves_the_simulator_on_the_port_it_prints() {
     );
     child.kill().await.unwrap();
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_signs_in_at_start_and_stops_cleanly_on_sigterm() {
+    let fx = Fixture::start().await;
+    let cfg = fx.write_config(json!({"log_level": "info"}));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pos-connector"))
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .env("POS_CONNECTOR_PASSWORD", SANDBOX_PASSWORD)
+        .current_dir(fx.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The first sale of the morning must not wait for a login: the service
+    // signs in as soon as it starts, with nothing to do.
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the service's first login",
+        || async { fx.sandbox.logins_ok() == 1 },
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("stops within 20 s")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let logs: Vec<_> = std::fs::read_dir(fx.path("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let local_today = chrono::Local::now().format("%Y-%m-%d").to_string();
+    assert!(
+        logs.iter()
+            .any(|n| *n == format!("pos-connector.log.{today}")
+                || *n == format!("pos-connector.log.{local_today}")),
+        "{logs:?}"
+    );
+    let text = std::fs::read_to_string(fx.path("logs").join(&logs[0])).unwrap();
+    assert!(
+        text.contains("pos-connector running")
+            && text.contains("token refreshed")
+            && text.contains("pos-connector stopped"),
+        "{text}"
+    );
+}

@@ -46,6 +46,9 @@ impl TokenValue for LaravelToken {
     fn expires_at(&self) -> DateTime<Utc> {
         self.expires_at
     }
+    fn issued_at(&self) -> Option<DateTime<Utc>> {
+        Some(self.obtained_at)
+    }
 }
 
 /// The login answer.

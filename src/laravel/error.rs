@@ -248,6 +248,7 @@ pub fn transport(method: &str, path: &str, err: &reqwest::Error) -> ApiError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
+    tracing::warn!(method, path, error = %detail, "backend not reached");
     ApiError::Transport {
         method: method.to_string(),
         path: path.to_string(),
