@@ -250,13 +250,18 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Ok(config::load(&path)?)
 }
 
-/// File logs for commands that talk to the backend; console at warn on
-/// stderr so stdout carries only results.
-fn one_shot_logging(cli: &Cli, cfg: &Config) -> Result<LogGuard, Failure> {
+/// Logs for commands that use the config: the daily files in `log_dir` at
+/// the configured level, the console as given; then the config's warnings.
+fn command_logging(
+    cli: &Cli,
+    cfg: &Config,
+    console: Console,
+    console_level: Option<LogLevel>,
+) -> Result<LogGuard, Failure> {
     let level = log_level(cli, Some(cfg))?;
     let guard = logging::init(
-        Console::Stderr,
-        LogLevel::Warn,
+        console,
+        console_level.unwrap_or(level),
         Some((&cfg.log_dir, level, cfg.log_keep_files)),
     );
     for w in &cfg.warnings {
@@ -285,22 +290,16 @@ async fn dispatch(cli: Cli) -> Outcome {
     }
     let cfg = load_config(&cli)?;
     if matches!(cli.command, Some(Command::Run)) {
-        let level = log_level(&cli, Some(&cfg))?;
-        let _guard = logging::init(
-            Console::Stdout,
-            level,
-            Some((&cfg.log_dir, level, cfg.log_keep_files)),
-        );
-        for w in &cfg.warnings {
-            tracing::warn!("{w}");
-        }
+        // The service logs to stdout (journald) at the configured level.
+        let _guard = command_logging(&cli, &cfg, Console::Stdout, None)?;
         if wants_setup {
             setup_password(&cli, &cfg).await?;
         }
         service::run(&cfg, Arc::new(SystemClock), service::shutdown_signal()).await;
         return Ok(());
     }
-    let _guard = one_shot_logging(&cli, &cfg)?;
+    // One-shot commands keep stdout for results: warnings to stderr.
+    let _guard = command_logging(&cli, &cfg, Console::Stderr, Some(LogLevel::Warn))?;
     if wants_setup {
         setup_password(&cli, &cfg).await?;
     }

@@ -659,6 +659,12 @@ mod tests {
     }
 
     fn keeper() -> Arc<TokenKeeper<Fake>> {
+        keeper_with_lifetime(chrono::Duration::hours(24))
+    }
+
+    /// A keeper with a 30-minute window over a fake backend whose tokens
+    /// live `lifetime`.
+    fn keeper_with_lifetime(lifetime: chrono::Duration) -> Arc<TokenKeeper<Fake>> {
         let clock = Arc::new(TokioClock::new());
         let fake = Fake {
             clock: clock.clone(),
@@ -666,7 +672,7 @@ mod tests {
             fail_next: AtomicU32::new(0),
             needs_person: false.into(),
             persisted: AtomicU64::new(0),
-            lifetime: chrono::Duration::hours(24),
+            lifetime,
             creds: AtomicU64::new(1),
         };
         Arc::new(TokenKeeper::new(
@@ -810,18 +816,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn short_lived_tokens_are_not_refreshed_on_every_call() {
-        let clock = Arc::new(TokioClock::new());
-        let fake = Fake {
-            clock: clock.clone(),
-            calls: AtomicU64::new(0),
-            fail_next: AtomicU32::new(0),
-            needs_person: false.into(),
-            persisted: AtomicU64::new(0),
-            // The backend says 10 minutes; the window is 30.
-            lifetime: chrono::Duration::minutes(10),
-            creds: AtomicU64::new(1),
-        };
-        let k = TokenKeeper::new(fake, clock, Duration::from_secs(30 * 60), None);
+        // The backend says 10 minutes; the window is 30.
+        let k = keeper_with_lifetime(chrono::Duration::minutes(10));
         for _ in 0..20 {
             k.get().await.unwrap();
         }
