@@ -1,26 +1,255 @@
-//! Benchmark figures for `scripts/bench.sh` (run in release mode):
-//! sales per second through create + submit + PDF against the in-process
-//! sandbox (no latency: this measures the agent's own cost), backend calls
-//! per sale, and the cost of one shared refresh under 200 concurrent callers.
+//! Benchmark figures for `scripts/bench.sh` (run in release mode). Every
+//! figure goes through the real agent (`service::run_with`: outbox,
+//! pipeline, receipts) against the in-process sandbox:
+//!
+//! 1. end to end (create + submit + PDF) with the sandbox's realistic
+//!    latency profile and its pool of 8 workers, at pipeline concurrency
+//!    1, 4 and 8, as a fraction of the pool's ceiling;
+//! 2. without latency, 1,000 sales: the agent's own CPU cost per sale;
+//! 3. backend calls per sale;
+//! 4. the inbox-to-outbox intake rate for 10,000 small files;
+//! 5. one shared login for 200 concurrent callers on an expired token.
+//!
+//! Usage: bench [SALES_NO_LATENCY] [INBOX_FILES]
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pos_connector::clock::SystemClock;
-use pos_connector::config;
-use pos_connector::laravel::{self, CreateOutcome, DocumentKind, NewInvoice};
+use pos_connector::config::{self, Config};
+use pos_connector::intake;
+use pos_connector::intake::sale::{IntakeOptions, Sale};
+use pos_connector::laravel;
 use pos_connector::retry::RetryPolicy;
 use pos_connector::sandbox::{
-    LaravelSandbox, LaravelSandboxOptions, SANDBOX_EMAIL, SANDBOX_PASSWORD,
+    LaravelSandbox, LaravelSandboxOptions, LatencyProfile, SANDBOX_EMAIL, SANDBOX_PASSWORD,
 };
-use serde_json::json;
+use pos_connector::service;
+use pos_connector::store::Outbox;
+use serde_json::{json, Value};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let sales: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let mut args = std::env::args().skip(1);
+    let sales: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let files: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+
+    println!("== end to end with the realistic latency profile (pool of 8 workers)");
+    let profile = LatencyProfile::realistic();
+    let ceiling = profile.ceiling_per_sec(8).unwrap_or(f64::NAN);
+    println!(
+        "   service time per sale {} ms (create + submit + pdf): pool ceiling {ceiling:.1} sales/s",
+        profile.per_sale().as_millis()
+    );
+    for concurrency in [1usize, 4, 8] {
+        let n = 12 * concurrency;
+        let r = run_pipeline(n, concurrency, profile, Some(8)).await;
+        println!(
+            "   concurrency {concurrency}: {n} sales in {:.2} s = {:.2} sales/s = {:.0}% of the ceiling; pool busy {:.0}%; calls/sale {:.2}",
+            r.elapsed,
+            r.rate(),
+            100.0 * r.rate() / ceiling,
+            100.0 * r.pool_utilisation,
+            r.calls_per_sale
+        );
+    }
+
+    println!("== without latency ({sales} sales): the agent's own cost");
+    for concurrency in [4usize, 8] {
+        let r = run_pipeline(sales, concurrency, LatencyProfile::none(), None).await;
+        println!(
+            "   concurrency {concurrency}: {:.0} sales/s; CPU {:.2} ms per sale (agent + in-process sandbox + receipts); backend calls per sale {:.2}; logins {}",
+            r.rate(),
+            r.cpu_ms_per_sale,
+            r.calls_per_sale,
+            r.logins
+        );
+    }
+
+    println!("== intake: {files} small files, inbox to outbox");
+    intake_rate(files).await;
+
+    println!("== token refresh under load");
+    shared_login().await;
+}
+
+struct RunResult {
+    elapsed: f64,
+    sales: usize,
+    calls_per_sale: f64,
+    cpu_ms_per_sale: f64,
+    pool_utilisation: f64,
+    logins: u64,
+}
+
+impl RunResult {
+    fn rate(&self) -> f64 {
+        self.sales as f64 / self.elapsed
+    }
+}
+
+fn write_config(dir: &Path, base_url: &str, extra: Value) -> Config {
+    let mut cfg = json!({
+        "base_url": base_url,
+        "email": SANDBOX_EMAIL,
+        "password": SANDBOX_PASSWORD,
+        "data_dir": dir.join("data"),
+        "log_dir": dir.join("logs"),
+        "pdf_dir": dir.join("pdfs"),
+        "invoice_folder": dir.join("inbox"),
+        "sync_interval": 1,
+        "intake": {"settle_seconds": 0},
+        "local_api": {"enabled": false},
+        "receipts": {"dir": dir.join("receipts"), "shop_name": "Bench Shop"},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    let path = dir.join("config.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    config::load_from(&path, &[]).unwrap()
+}
+
+fn sale(n: usize) -> Sale {
+    let v = json!({"invoice_number": format!("B-{n:06}"), "customer_name": "Bench",
+                   "items": [{"description": "Item", "quantity": 1, "price": "9.99"}]});
+    intake::sale::parse_json(&v, &IntakeOptions::default())
+        .unwrap()
+        .remove(0)
+}
+
+/// Puts `n` sales in the outbox, runs the agent until all are done.
+async fn run_pipeline(
+    n: usize,
+    concurrency: usize,
+    latency: LatencyProfile,
+    workers: Option<usize>,
+) -> RunResult {
+    let sandbox = LaravelSandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        LaravelSandboxOptions {
+            latency,
+            workers,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &sandbox.base_url().to_string(),
+        json!({"pipeline": {"concurrency": concurrency}}),
+    );
+    {
+        let mut ob = Outbox::open(&cfg.data_dir).unwrap();
+        let jobs: Vec<_> = (0..n).map(|i| intake::new_job(&sale(i), "bench")).collect();
+        ob.enqueue_all(&jobs, chrono::Utc::now()).unwrap();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let agent = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            service::run(&cfg, Arc::new(SystemClock), async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let ob = Outbox::open(&cfg.data_dir).unwrap();
+    loop {
+        if ob.counts().unwrap()["done"] as usize == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Receipts are printed in the background; count their cost too.
+    while ob.without_receipt(1).unwrap().len() == 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+    let stats = sandbox.stats_json();
+    let requests = stats["requests_total"].as_u64().unwrap_or(0);
+    let logins = sandbox.logins_ok();
+    let pool = sandbox.pool_stats();
+    RunResult {
+        elapsed,
+        sales: n,
+        calls_per_sale: (requests - logins) as f64 / n as f64,
+        cpu_ms_per_sale: cpu * 1000.0 / n as f64,
+        pool_utilisation: pool
+            .utilisation(Duration::from_secs_f64(elapsed))
+            .unwrap_or(0.0),
+        logins,
+    }
+}
+
+async fn intake_rate(files: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: the pipeline backs off globally and costs
+    // nothing, so the figure is the intake's (receipts included).
+    let cfg = write_config(dir.path(), "http://127.0.0.1:9", json!({}));
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    for i in 0..files {
+        let body = json!({"invoice_number": format!("F-{i:06}"), "customer_name": "Walk-in",
+                          "items": [{"description": "Coffee", "quantity": 1, "price": "2.50"}]});
+        std::fs::write(inbox.join(format!("sale-{i:06}.json")), body.to_string()).unwrap();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let start = Instant::now();
+    let cpu0 = cpu_seconds();
+    let agent = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            service::run(&cfg, Arc::new(SystemClock), async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    };
+    let ob = Outbox::open(&cfg.data_dir).unwrap();
+    let total = |ob: &Outbox| ob.counts().unwrap().values().sum::<u64>() as usize;
+    while total(&ob) < files {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let committed = start.elapsed().as_secs_f64();
+    while ob.without_receipt(1).unwrap().len() == 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let printed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+    let archived = count_files(&inbox.join("archive"));
+    println!(
+        "   {files} files committed in {committed:.2} s = {:.0} files/s (each committed with fsync before it is archived; {archived} archived); all receipts printed after {printed:.2} s; CPU {:.2} ms per file",
+        files as f64 / committed,
+        cpu * 1000.0 / files as f64
+    );
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                n += count_files(&e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+async fn shared_login() {
     let sandbox = LaravelSandbox::start(
         "127.0.0.1:0".parse().unwrap(),
         LaravelSandboxOptions::default(),
@@ -28,85 +257,25 @@ async fn main() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg_path = dir.path().join("config.json");
-    std::fs::write(
-        &cfg_path,
-        json!({
-            "base_url": sandbox.base_url(),
-            "email": SANDBOX_EMAIL,
-            "password": SANDBOX_PASSWORD,
-            "data_dir": dir.path().join("data"),
-            "pdf_dir": dir.path().join("pdfs"),
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let cfg = config::load_from(&cfg_path, &[]).unwrap();
+    let cfg = write_config(dir.path(), &sandbox.base_url().to_string(), json!({}));
     let client = laravel::connect(&cfg, Arc::new(SystemClock), RetryPolicy::default());
-
-    for concurrency in [1usize, 4, 8] {
-        let before_requests = sandbox.stats_json()["requests_total"].as_u64().unwrap_or(0);
-        let start = Instant::now();
-        let cpu0 = cpu_seconds();
-        let per_task = sales / concurrency;
-        let mut tasks = Vec::new();
-        for t in 0..concurrency {
-            let client = client.clone();
-            let pdf_dir = cfg.pdf_dir.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..per_task {
-                    let sale = NewInvoice::from_json(&json!({
-                        "invoice_number": format!("B{concurrency}-{t}-{i}"),
-                        "customer_name": "Bench",
-                        "items": [{"description": "Item", "quantity": 1, "price": 9.99}]
-                    }))
-                    .unwrap();
-                    let CreateOutcome::Created(c) = client.create_invoice(&sale).await.unwrap()
-                    else {
-                        panic!("duplicate")
-                    };
-                    client.submit(c.id).await.unwrap();
-                    client
-                        .download(c.id, DocumentKind::Pdf, None, &pdf_dir)
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu0;
-        let done = per_task * concurrency;
-        let requests =
-            sandbox.stats_json()["requests_total"].as_u64().unwrap_or(0) - before_requests;
-        println!(
-            "no-latency sandbox, concurrency {concurrency}: {done} sales in {elapsed:.2} s = {:.0} sales/s; backend calls per sale {:.2}; process CPU {:.2} ms per sale (agent + in-process sandbox)",
-            done as f64 / elapsed,
-            requests as f64 / done as f64,
-            cpu * 1000.0 / done as f64
-        );
-    }
-
-    // 200 callers find the token expired at once: one login between them.
+    client.profile().await.unwrap();
     let logins0 = sandbox.logins_ok();
     client.keeper().expire_locally();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let c = client.clone();
-        tasks.push(tokio::spawn(async move { c.status(1).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { c.profile().await.unwrap() }));
     }
     for t in tasks {
         t.await.unwrap();
     }
     println!(
-        "200 concurrent calls on an expired token: {} login(s), all answered in {:.1} ms",
+        "   200 concurrent calls on an expired token: {} login(s), all answered in {:.1} ms",
         sandbox.logins_ok() - logins0,
         start.elapsed().as_secs_f64() * 1000.0
     );
-    println!("logins over the whole run: {}", sandbox.logins_ok());
 }
 
 /// User + system CPU time of this process, from /proc (Linux).

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Prints the agent's performance figures (release build):
-#  - sales/s through create + submit + PDF against the in-process sandbox
-#    without latency, at concurrency 1, 4, 8; backend calls per sale; CPU per sale
+# Prints the agent's performance figures (release build), all through the
+# real agent (outbox, pipeline, receipts) against the in-process sandbox:
+#  - sales/s end to end (create + submit + PDF) with the realistic latency
+#    profile and a pool of 8 workers, at concurrency 1, 4, 8, as a fraction
+#    of the pool's ceiling
+#  - without latency, SALES sales: sales/s, CPU per sale, backend calls per sale
+#  - inbox-to-outbox intake rate for FILES small files
 #  - one shared login for 200 concurrent callers on an expired token
 #  - idle RSS and CPU of `pos-connector run` after IDLE_SECS (default 60) with nothing to do
-# Usage: scripts/bench.sh [SALES] (default 1000)
+# Usage: scripts/bench.sh [SALES] [FILES] (defaults 1000 and 10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sales="${1:-1000}"
+files="${2:-10000}"
 idle="${IDLE_SECS:-60}"
 cargo build --release --locked --quiet --example bench --bin pos-connector
-echo "== throughput (${sales} sales)"
-target/release/examples/bench "$sales"
+target/release/examples/bench "$sales" "$files"
 
 echo "== idle service (${idle} s)"
 work="$(mktemp -d)"
@@ -20,7 +24,9 @@ target/release/pos-connector sandbox --port 0 > "$work/sandbox.out" 2>/dev/null 
 for _ in $(seq 100); do grep -q "listening on" "$work/sandbox.out" 2>/dev/null && break; sleep 0.1; done
 base="$(sed -n 's/^sandbox listening on //p' "$work/sandbox.out")"
 cat > "$work/config.json" <<JSON
-{"base_url": "$base", "email": "vendor@sandbox.test", "data_dir": "$work/data", "log_dir": "$work/logs"}
+{"base_url": "$base", "email": "vendor@sandbox.test", "data_dir": "$work/data", "log_dir": "$work/logs",
+ "invoice_folder": "$work/inbox", "receipts": {"dir": "$work/receipts"},
+ "local_api": {"bind": "127.0.0.1:0", "api_key": "bench"}}
 JSON
 POS_CONNECTOR_PASSWORD=sandbox-password target/release/pos-connector --config "$work/config.json" run > "$work/run.out" 2>&1 &
 pid=$!

@@ -52,11 +52,60 @@ pub struct Config {
     pub log_keep_files: usize,
     pub pdf_dir: PathBuf,
     pub allow_insecure_http: bool,
+    /// `intake.*`: how POS exports are read.
+    pub intake: IntakeSettings,
+    /// `local_api.*`: the loopback HTTP server (`POST /v1/sales`, ...).
+    pub local_api: LocalApiSettings,
+    /// `pipeline.*`: the worker that sends the outbox to the backend.
+    pub pipeline: PipelineConfig,
+    /// `receipts.*`: provisional receipts printed locally.
+    pub receipts: ReceiptSettings,
     /// Keys this version does not know, kept as they were.
     pub extra: Map<String, Value>,
     /// Things worth a warning that do not stop the agent.
     pub warnings: Vec<String>,
 }
+
+#[derive(Debug, Clone)]
+pub struct IntakeSettings {
+    /// `intake.mapping`: canonical field -> the till's column or JSON path.
+    pub mapping: crate::intake::sale::Mapping,
+    /// `intake.default_customer`: the customer of a sale that names none.
+    pub default_customer: String,
+    /// `intake.settle_seconds`: a file's size and time must stay the same
+    /// this long before it is taken (it may still be being written).
+    pub settle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalApiSettings {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
+    /// `local_api.api_key`: callers send `Authorization: Bearer <key>`.
+    pub api_key: Option<SecretString>,
+    /// `local_api.allow_remote`: permit a non-loopback `bind`.
+    pub allow_remote: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub concurrency: usize,
+    pub lookup_path: Option<String>,
+    pub scan_limit: u32,
+    pub max_backoff: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiptSettings {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub shop_name: Option<String>,
+}
+
+/// The default `local_api.bind`.
+pub const DEFAULT_LOCAL_API_BIND: &str = "127.0.0.1:8765";
+pub const DEFAULT_CUSTOMER: &str = "Walk-in customer";
 
 #[derive(Debug, Clone)]
 pub struct LegacyToken {
@@ -290,7 +339,40 @@ const KNOWN_KEYS: &[&str] = &[
     "log_keep_files",
     "pdf_dir",
     "allow_insecure_http",
+    "intake",
+    "local_api",
+    "pipeline",
+    "receipts",
 ];
+
+/// The keys inside each section (also accepted flat: `"local_api.bind"`).
+const SECTION_KEYS: &[(&str, &[&str])] = &[
+    ("intake", &["mapping", "default_customer", "settle_seconds"]),
+    ("local_api", &["enabled", "bind", "api_key", "allow_remote"]),
+    (
+        "pipeline",
+        &[
+            "concurrency",
+            "lookup_path",
+            "scan_limit",
+            "max_backoff_seconds",
+            "shutdown_grace_seconds",
+        ],
+    ),
+    ("receipts", &["enabled", "dir", "shop_name"]),
+];
+
+fn is_known_key(k: &str) -> bool {
+    if KNOWN_KEYS.contains(&k) {
+        return true;
+    }
+    match k.split_once('.') {
+        Some((section, key)) => SECTION_KEYS
+            .iter()
+            .any(|(s, keys)| *s == section && keys.contains(&key)),
+        None => false,
+    }
+}
 
 /// Reads typed values out of the merged JSON map, collecting every problem
 /// instead of stopping at the first, so a shop owner fixes the file once.
@@ -307,8 +389,14 @@ impl<'a> Reader<'a> {
         });
     }
 
+    /// A key's value; `section.key` is looked up flat first, then inside
+    /// the `section` object.
     fn present(&self, key: &str) -> Option<&'a Value> {
-        match self.map.get(key) {
+        let found = self.map.get(key).or_else(|| {
+            let (section, inner) = key.split_once('.')?;
+            self.map.get(section)?.as_object()?.get(inner)
+        });
+        match found {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.trim().is_empty() => None,
             Some(v) => Some(v),
@@ -495,9 +583,131 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("pdfs"));
 
+    for (section, keys) in SECTION_KEYS {
+        match map.get(*section) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(inner)) => {
+                for k in inner.keys() {
+                    if !keys.contains(&k.as_str()) {
+                        warnings.push(format!(
+                            "{section}.{k} is not a setting this version knows (ignored); known: {}",
+                            keys.join(", ")
+                        ));
+                    }
+                }
+            }
+            Some(other) => r.problem(
+                section,
+                format!(
+                    "must be an object of settings ({}), found {}",
+                    keys.join(", "),
+                    json_type(other)
+                ),
+            ),
+        }
+    }
+
+    let mapping = match r.present("intake.mapping") {
+        None => crate::intake::sale::Mapping::default(),
+        Some(v) => crate::intake::sale::Mapping::from_json(v).unwrap_or_else(|problem| {
+            r.problem("intake.mapping", problem);
+            crate::intake::sale::Mapping::default()
+        }),
+    };
+    let intake = IntakeSettings {
+        mapping,
+        default_customer: r
+            .string("intake.default_customer")
+            .unwrap_or_else(|| DEFAULT_CUSTOMER.into()),
+        settle: Duration::from_secs_f64(
+            r.number("intake.settle_seconds", 0.0, 3600.0, "seconds")
+                .unwrap_or(2.0),
+        ),
+    };
+
+    let allow_remote = r.boolean("local_api.allow_remote").unwrap_or(false);
+    let bind_text = r
+        .string("local_api.bind")
+        .unwrap_or_else(|| DEFAULT_LOCAL_API_BIND.into());
+    let bind = match bind_text.parse::<std::net::SocketAddr>() {
+        Ok(addr) if !addr.ip().is_loopback() && !allow_remote => {
+            r.problem(
+                "local_api.bind",
+                format!(
+                    "{addr} is not a loopback address: the local API would be reachable from \
+                     the network; use 127.0.0.1:PORT, or set local_api.allow_remote to true if \
+                     that is really wanted (the API key is then the only protection)"
+                ),
+            );
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            r.problem(
+                "local_api.bind",
+                format!(
+                    "\"{bind_text}\" is not an address:port, e.g. \"{DEFAULT_LOCAL_API_BIND}\""
+                ),
+            );
+            None
+        }
+    };
+    let local_api = LocalApiSettings {
+        enabled: r.boolean("local_api.enabled").unwrap_or(true),
+        bind: bind.unwrap_or_else(|| DEFAULT_LOCAL_API_BIND.parse().expect("valid default")),
+        api_key: r.string("local_api.api_key").map(SecretString::from),
+        allow_remote,
+    };
+    if local_api.enabled && local_api.api_key.is_none() {
+        warnings.push(
+            "local_api.api_key is not set: the local API (POST /v1/sales) answers 401 to \
+             everything until a key is configured"
+                .to_string(),
+        );
+    }
+
+    let lookup_path = r.string("pipeline.lookup_path");
+    if let Some(p) = &lookup_path {
+        if !p.starts_with('/') || !p.contains("{invoice_number}") {
+            r.problem(
+                "pipeline.lookup_path",
+                format!(
+                    "\"{p}\" must be a path starting with / that contains {{invoice_number}}, \
+                     e.g. \"/api/invoices/by-number/{{invoice_number}}\""
+                ),
+            );
+        }
+    }
+    let pipeline = PipelineConfig {
+        concurrency: r
+            .number("pipeline.concurrency", 1.0, 64.0, "jobs at once")
+            .unwrap_or(4.0) as usize,
+        lookup_path,
+        scan_limit: r
+            .number("pipeline.scan_limit", 1.0, 100_000.0, "reads")
+            .unwrap_or(500.0) as u32,
+        max_backoff: Duration::from_secs_f64(
+            r.number("pipeline.max_backoff_seconds", 1.0, 86_400.0, "seconds")
+                .unwrap_or(900.0),
+        ),
+        shutdown_grace: Duration::from_secs_f64(
+            r.number("pipeline.shutdown_grace_seconds", 0.0, 600.0, "seconds")
+                .unwrap_or(10.0),
+        ),
+    };
+
+    let receipts = ReceiptSettings {
+        enabled: r.boolean("receipts.enabled").unwrap_or(true),
+        dir: r
+            .string("receipts.dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("receipts")),
+        shop_name: r.string("receipts.shop_name"),
+    };
+
     let extra: Map<String, Value> = map
         .iter()
-        .filter(|(k, _)| !KNOWN_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| !is_known_key(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
 
@@ -526,6 +736,10 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         log_keep_files,
         pdf_dir,
         allow_insecure_http,
+        intake,
+        local_api,
+        pipeline,
+        receipts,
         extra,
         warnings,
     })
@@ -680,6 +894,41 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
     m.insert("log_keep_files".into(), cfg.log_keep_files.into());
     m.insert("pdf_dir".into(), cfg.pdf_dir.display().to_string().into());
     m.insert("allow_insecure_http".into(), cfg.allow_insecure_http.into());
+    m.insert(
+        "intake".into(),
+        serde_json::json!({
+            "mapping": cfg.intake.mapping.to_json(),
+            "default_customer": cfg.intake.default_customer,
+            "settle_seconds": cfg.intake.settle.as_secs_f64(),
+        }),
+    );
+    m.insert(
+        "local_api".into(),
+        serde_json::json!({
+            "enabled": cfg.local_api.enabled,
+            "bind": cfg.local_api.bind.to_string(),
+            "api_key": cfg.local_api.api_key.as_ref().map(|_| "[REDACTED]"),
+            "allow_remote": cfg.local_api.allow_remote,
+        }),
+    );
+    m.insert(
+        "pipeline".into(),
+        serde_json::json!({
+            "concurrency": cfg.pipeline.concurrency,
+            "lookup_path": cfg.pipeline.lookup_path,
+            "scan_limit": cfg.pipeline.scan_limit,
+            "max_backoff_seconds": cfg.pipeline.max_backoff.as_secs_f64(),
+            "shutdown_grace_seconds": cfg.pipeline.shutdown_grace.as_secs_f64(),
+        }),
+    );
+    m.insert(
+        "receipts".into(),
+        serde_json::json!({
+            "enabled": cfg.receipts.enabled,
+            "dir": cfg.receipts.dir.display().to_string(),
+            "shop_name": cfg.receipts.shop_name,
+        }),
+    );
     if !cfg.extra.is_empty() {
         let ignored: BTreeMap<&String, &str> =
             cfg.extra.keys().map(|k| (k, "(not used, kept)")).collect();
@@ -706,6 +955,81 @@ mod tests {
         let p = dir.join("config.json");
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn the_example_config_loads_and_uses_only_known_keys() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.example.json");
+        let cfg = load_from(&p, &[]).unwrap();
+        assert!(cfg.extra.is_empty(), "{:?}", cfg.extra);
+        assert!(
+            cfg.warnings.iter().all(|w| !w.contains("not a setting")),
+            "{:?}",
+            cfg.warnings
+        );
+        assert_eq!(cfg.local_api.bind.to_string(), DEFAULT_LOCAL_API_BIND);
+        assert_eq!(cfg.pipeline.concurrency, 4);
+    }
+
+    #[test]
+    fn service_sections_nested_or_flat_with_defaults_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            r#"{"email": "a@b.co", "local_api.bind": "127.0.0.1:9999",
+                "pipeline": {"concurrency": 8, "lookup_path": "/api/x/{invoice_number}", "colour": 1},
+                "intake": {"mapping": {"invoice_number": "Ticket#"}}}"#,
+        );
+        let cfg = load_from(&p, &[]).unwrap();
+        assert_eq!(cfg.local_api.bind.port(), 9999);
+        assert_eq!(cfg.pipeline.concurrency, 8);
+        assert_eq!(cfg.intake.default_customer, DEFAULT_CUSTOMER);
+        assert_eq!(cfg.receipts.dir, PathBuf::from("receipts"));
+        assert!(!cfg.intake.mapping.is_empty());
+        assert!(cfg.warnings.iter().any(|w| w.contains("pipeline.colour")));
+        assert!(cfg.warnings.iter().any(|w| w.contains("local_api.api_key")));
+        // The API key comes from the environment too, and is redacted.
+        let cfg = load_from(
+            &p,
+            &[(
+                "POS_CONNECTOR__LOCAL_API__API_KEY".into(),
+                "k3y-from-env".into(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.local_api.api_key.as_ref().unwrap().expose_secret(),
+            "k3y-from-env"
+        );
+        assert!(!redacted_view(&cfg, "x")
+            .to_string()
+            .contains("k3y-from-env"));
+        assert!(!format!("{cfg:?}").contains("k3y-from-env"));
+
+        let p = write(
+            dir.path(),
+            r#"{"email": "a@b.co", "local_api": {"bind": "0.0.0.0:8765"},
+                "pipeline": {"concurrency": 0, "lookup_path": "by-number"},
+                "intake": {"mapping": {"colour": "x"}}, "receipts": "yes"}"#,
+        );
+        let ConfigError::Invalid { problems, .. } = load_from(&p, &[]).unwrap_err() else {
+            panic!("invalid expected")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "local_api.bind",
+            "pipeline.concurrency",
+            "pipeline.lookup_path",
+            "intake.mapping",
+            "receipts",
+        ] {
+            assert!(keys.contains(&k), "{k} not reported: {problems:?}");
+        }
+        let p = write(
+            dir.path(),
+            r#"{"email": "a@b.co", "local_api": {"bind": "0.0.0.0:8765", "allow_remote": true}}"#,
+        );
+        assert!(load_from(&p, &[]).is_ok());
     }
 
     #[test]

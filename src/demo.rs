@@ -4,8 +4,11 @@
 //! `--setup-password` does, runs one sale through create, submit, status
 //! and the PDF/XML downloads, then shows a token refresh: the backend
 //! revokes every token, the next call gets a 401, and the agent signs in
-//! again once and replays the call. Everything it made stays in one folder,
-//! printed at the end.
+//! again once and replays the call. Then the service itself: POS export
+//! files dropped into the inbox and a sale posted to the local API flow
+//! through the outbox to the backend, with a provisional receipt for each;
+//! a file that reuses another sale's numbers is set aside with the reason.
+//! Everything it made stays in one folder, printed at the end.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +40,138 @@ pub fn prepare_dir(dir: Option<&Path>) -> std::io::Result<PathBuf> {
     };
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The key the demo's local API takes.
+const DEMO_API_KEY: &str = "demo-local-api-key";
+
+/// POS exports the demo drops into the inbox (the shapes of real tills).
+const DEMO_EXPORTS: [(&str, &[u8]); 5] = [
+    (
+        "cafe_pos_sales.csv",
+        include_bytes!("../tests/fixtures/intake/cafe_pos_sales.csv"),
+    ),
+    (
+        "generic_pos.json",
+        include_bytes!("../tests/fixtures/intake/generic_pos.json"),
+    ),
+    (
+        "minimal_format.json",
+        include_bytes!("../tests/fixtures/intake/minimal_format.json"),
+    ),
+    (
+        "quickbooks_format.json",
+        include_bytes!("../tests/fixtures/intake/quickbooks_format.json"),
+    ),
+    (
+        "store_sales.csv",
+        include_bytes!("../tests/fixtures/intake/store_sales.csv"),
+    ),
+];
+
+struct ServiceSummary {
+    outbox: PathBuf,
+}
+
+/// Steps 8 and 9: the agent as it runs on a till.
+async fn run_service(
+    cfg: &config::Config,
+    dir: &Path,
+    out: &mut impl Write,
+) -> anyhow::Result<ServiceSummary> {
+    use crate::store::Outbox;
+    let inbox = &cfg.invoice_folder;
+    std::fs::create_dir_all(inbox)?;
+    // Files are taken in name order: the café's before the store's, which
+    // reuses TXN001..3 and so is the one set aside.
+    for (name, bytes) in DEMO_EXPORTS {
+        std::fs::write(inbox.join(name), bytes)?;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let agent = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            crate::service::run_with(
+                &cfg,
+                Arc::new(SystemClock),
+                async {
+                    let _ = stop_rx.await;
+                },
+                move |r| {
+                    let _ = addr_tx.send(r.local_api);
+                },
+            )
+            .await
+        })
+    };
+    let api = addr_rx
+        .await
+        .map_err(|_| anyhow!("the agent did not start"))?
+        .ok_or_else(|| anyhow!("the local API is off"))?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let posted: Value = http
+        .post(format!("http://{api}/v1/sales"))
+        .bearer_auth(DEMO_API_KEY)
+        .json(&json!({
+            "invoice_number": format!("WEB-{}", chrono::Local::now().format("%Y%m%d-%H%M%S")),
+            "customer": {"name": "محمد الأحمد", "email": "m.ahmad@example.com"},
+            "items": [{"description": "قهوة عربية", "quantity": 1.5, "price": "2.000"}]
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    writeln!(
+        out,
+        "[8/9] started the agent (`pos-connector run`): dropped {} POS exports into {} and POSTed a sale to http://{api}/v1/sales (202, job #{})",
+        DEMO_EXPORTS.len(),
+        inbox.display(),
+        posted["id"]
+    )?;
+    let ob = Outbox::open(&cfg.data_dir)?;
+    let expected = 12; // 8 café sales, 3 single-sale files, 1 posted
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = ob.counts()?["done"];
+        let receipts = ob.without_receipt(1)?.is_empty();
+        let rejected = inbox.join("rejected/store_sales.csv.error.txt").exists();
+        if done >= expected && receipts && rejected {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the agent did not finish within 60 s ({done} of {expected} sales done); see the logs in {}", cfg.log_dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    agent.await??;
+    let why = std::fs::read_to_string(inbox.join("rejected/store_sales.csv.error.txt"))?;
+    let reason = why
+        .lines()
+        .find(|l| l.contains("TXN00"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    writeln!(
+        out,
+        "[9/9] every sale went through create, submit and PDF ({expected} done in the outbox, each with a provisional receipt in {}); store_sales.csv was set aside in rejected/ because its numbers collide with the café's: {}",
+        cfg.receipts.dir.display(),
+        first_chars(&reason, 160)
+    )?;
+    let _ = dir;
+    Ok(ServiceSummary {
+        outbox: ob.path().to_path_buf(),
+    })
+}
+
+fn first_chars(s: &str, n: usize) -> String {
+    let mut t: String = s.chars().take(n).collect();
+    if s.chars().count() > n {
+        t.push_str("...");
+    }
+    t
 }
 
 /// The sandbox child process; killed when dropped.
@@ -94,7 +229,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let base = sandbox.base_url.clone();
     writeln!(
         out,
-        "[1/7] started the sandbox backend at {base} (a separate process)"
+        "[1/9] started the sandbox backend at {base} (a separate process)"
     )?;
 
     let config_path = dir.join("config.json");
@@ -104,6 +239,9 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         "sync_interval": 60,
         "auto_submit_jofotara": true,
         "invoice_folder": dir.join("inbox"),
+        "intake": {"settle_seconds": 0.2},
+        "local_api": {"bind": "127.0.0.1:0", "api_key": DEMO_API_KEY},
+        "receipts": {"dir": dir.join("receipts"), "shop_name": "Demo Coffee Shop"},
         "log_level": "info",
         "data_dir": dir.join("data"),
         "log_dir": dir.join("logs"),
@@ -120,7 +258,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     .await?;
     writeln!(
         out,
-        "[2/7] wrote {} and stored the vendor password encrypted in {} (as --setup-password does)",
+        "[2/9] wrote {} and stored the vendor password encrypted in {} (as --setup-password does)",
         config_path.display(),
         saved.location.display()
     )?;
@@ -144,7 +282,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let show = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
     writeln!(
         out,
-        "[3/7] created invoice {} for sale {number}: 2 x Coffee - Large at 4.50, 1 x Sandwich - Turkey at 8.99; tax {} (16%), total {}",
+        "[3/9] created invoice {} for sale {number}: 2 x Coffee - Large at 4.50, 1 x Sandwich - Turkey at 8.99; tax {} (16%), total {}",
         created.id,
         show(created.tax_amount),
         show(created.total_amount)
@@ -153,13 +291,13 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let submitted = client.submit(created.id).await?;
     writeln!(
         out,
-        "[4/7] submitted it to JoFotara (simulated): status {}",
+        "[4/9] submitted it to JoFotara (simulated): status {}",
         submitted.status
     )?;
     let (status, _) = client.status(created.id).await?;
     writeln!(
         out,
-        "[5/7] status check (GET /api/invoices/status/{}): {status}",
+        "[5/9] status check (GET /api/invoices/status/{}): {status}",
         created.id
     )?;
 
@@ -171,7 +309,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         .await?;
     writeln!(
         out,
-        "[6/7] downloaded the official PDF ({} bytes) and the UBL XML ({} bytes)",
+        "[6/9] downloaded the official PDF ({} bytes) and the UBL XML ({} bytes)",
         pdf.bytes, xml.bytes
     )?;
 
@@ -186,7 +324,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let st = client.keeper().status();
     writeln!(
         out,
-        "[7/7] token refresh: the backend revoked every token; the next call got 401, the agent signed in again ({} login{}) and replayed it (status {status}). New token valid until {}, refreshed ahead of expiry at {}",
+        "[7/9] token refresh: the backend revoked every token; the next call got 401, the agent signed in again ({} login{}) and replayed it (status {status}). New token valid until {}, refreshed ahead of expiry at {}",
         after - before,
         if after - before == 1 { "" } else { "s" },
         st.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
@@ -199,6 +337,8 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         );
     }
 
+    let service = run_service(&cfg, dir, out).await?;
+
     writeln!(out, "\nfiles:")?;
     writeln!(out, "  config:        {}", config_path.display())?;
     writeln!(
@@ -208,6 +348,13 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     writeln!(out, "  invoice PDF:   {}", pdf.path.display())?;
     writeln!(out, "  invoice XML:   {}", xml.path.display())?;
+    writeln!(
+        out,
+        "  inbox:         {} (archive/, rejected/)",
+        cfg.invoice_folder.display()
+    )?;
+    writeln!(out, "  receipts:      {}", cfg.receipts.dir.display())?;
+    writeln!(out, "  outbox:        {}", service.outbox.display())?;
     writeln!(out, "  logs:          {}", cfg.log_dir.display())?;
     let _ = sandbox.child.kill().await;
     Ok(())

@@ -54,6 +54,28 @@ impl RetryPolicy {
         }
     }
 
+    /// The jittered exponential delays between attempts, without end.
+    fn delays(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// How long to wait after the `failures`-th failure in a row (from 1):
+    /// for callers that schedule retries themselves (the pipeline keeps its
+    /// jobs' next attempt in the outbox rather than sleeping on them).
+    pub fn delay_after(&self, failures: u32) -> Duration {
+        let n = failures.saturating_sub(1).min(64) as usize;
+        self.delays()
+            .nth(n)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
+    }
+
     /// Runs `op` (given the attempt number, from 1) until it succeeds, fails
     /// for good, or the attempts run out; `what` names it in the logs.
     pub async fn run<T, E, F, Fut>(&self, what: &str, mut op: F) -> Result<T, E>
@@ -62,13 +84,7 @@ impl RetryPolicy {
         F: FnMut(usize) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays = self.delays();
         let mut attempt = 1;
         loop {
             let err = match op(attempt).await {
@@ -125,6 +141,22 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(calls, 5);
         assert!(start.elapsed() >= Duration::from_secs(28));
+    }
+
+    #[test]
+    fn delays_grow_and_stay_capped() {
+        let p = RetryPolicy {
+            min_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(900),
+            ..RetryPolicy::default()
+        };
+        assert!(p.delay_after(1) >= Duration::from_secs(2));
+        assert!(
+            p.delay_after(1) <= Duration::from_secs(4),
+            "jitter adds at most one delay"
+        );
+        assert!(p.delay_after(5) >= Duration::from_secs(32));
+        assert_eq!(p.delay_after(40), Duration::from_secs(900));
     }
 
     #[tokio::test(start_paused = true)]

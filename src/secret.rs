@@ -317,9 +317,32 @@ pub fn expose(secret: &SecretString) -> &str {
     secret.expose_secret()
 }
 
+/// Compares a presented key with the configured secret in time that does
+/// not depend on where they differ (no timing oracle for the API key).
+pub fn constant_time_eq(given: &str, expected: &SecretString) -> bool {
+    let a = given.as_bytes();
+    let b = expected.expose_secret().as_bytes();
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_comparison() {
+        let k = SecretString::from("abc123");
+        assert!(constant_time_eq("abc123", &k));
+        assert!(!constant_time_eq("abc124", &k));
+        assert!(!constant_time_eq("abc12", &k));
+        assert!(!constant_time_eq("", &k));
+    }
 
     #[test]
     fn round_trip_encrypted_and_private() {

@@ -1,31 +1,290 @@
-//! `pos-connector run`: the long-running agent. For now it keeps the
-//! Laravel token fresh ahead of expiry even when no sale is flowing, so the
-//! first sale of the morning never waits for a login; the outbox, intake
-//! and pipeline join it here. Shutdown is passed in as a future so tests
-//! (and the signal handler) decide when it stops.
+//! `pos-connector run`: the long-running agent. It wires the parts
+//! together and owns their lifetimes:
+//!
+//! - the outbox (`store.rs`), opened once, under a lock file so that two
+//!   agents never work the same data folder;
+//! - the intake: the inbox folder poller and the loopback HTTP server,
+//!   both committing to the outbox through one [`Intake`];
+//! - the pipeline worker, woken by every commit;
+//! - the receipt printer;
+//! - the token keeper's background refresher, so the first sale of the
+//!   morning never waits for a login;
+//! - systemd readiness and watchdog.
+//!
+//! Shutdown is passed in as a future (the signal handler in production, a
+//! test's trigger in tests). On it, the agent stops taking work, lets
+//! in-flight steps finish within `pipeline.shutdown_grace_seconds`, and
+//! returns. A hard kill at any instant is safe too: that is the outbox's
+//! job.
 
+use std::fs;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::intake::inbox::Inbox;
+use crate::intake::receipts::ReceiptPrinter;
+use crate::intake::{self, Intake, OnCommit};
 use crate::laravel;
+use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::retry::RetryPolicy;
+use crate::server::{self, ServerError};
+use crate::store::{OutboxHandle, StoreError};
+use crate::systemd;
 
-pub async fn run(cfg: &Config, clock: Arc<dyn Clock>, shutdown: impl Future<Output = ()>) {
-    let client = laravel::connect(cfg, clock, RetryPolicy::default());
+/// The lock file that keeps a second agent off the same data folder.
+pub const LOCK_FILE: &str = "agent.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("another pos-connector is already running with the data folder {} (it holds {}); stop it first, or give this one its own data_dir", .dir.display(), LOCK_FILE)]
+    AlreadyRunning { dir: PathBuf },
+    #[error("cannot use the data folder {}: {source}", .dir.display())]
+    DataDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl ServiceError {
+    /// The process exit code: 2 for what the operator's setup must fix.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServiceError::AlreadyRunning { .. }
+            | ServiceError::Server(_)
+            | ServiceError::DataDir { .. } => 2,
+            ServiceError::Store(StoreError::TooNew { .. }) => 2,
+            ServiceError::Store(_) => 1,
+        }
+    }
+}
+
+/// Where the running agent can be reached (for tests).
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub local_api: Option<std::net::SocketAddr>,
+}
+
+pub async fn run(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    run_with(cfg, clock, shutdown, |_| {}).await
+}
+
+/// [`run`], telling `started` where the parts listen once they do.
+pub async fn run_with(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(&Running),
+) -> Result<(), ServiceError> {
+    let _lock = hold_lock(&cfg.data_dir)?;
+    let outbox = OutboxHandle::open(&cfg.data_dir)?;
+    remove_stale_temp_files(&[&cfg.pdf_dir, &cfg.receipts.dir]);
+
+    // The pipeline schedules its own retries in the outbox, so the client
+    // makes one attempt per call (the 401 refresh-and-replay still applies).
+    let client = laravel::connect(cfg, clock.clone(), RetryPolicy::once());
     let keeper = client.keeper().clone();
+    let pipeline = Pipeline::new(
+        outbox.clone(),
+        client,
+        PipelineSettings::from_config(cfg),
+        clock.clone(),
+    );
+    let (printer, printer_task) = if cfg.receipts.enabled {
+        let shop = cfg
+            .receipts
+            .shop_name
+            .clone()
+            .unwrap_or_else(|| cfg.email.clone());
+        let (p, t) =
+            ReceiptPrinter::start(outbox.clone(), cfg.receipts.clone(), shop, clock.clone());
+        (p, Some(t))
+    } else {
+        (ReceiptPrinter::disabled(), None)
+    };
+    let on_commit: OnCommit = {
+        let pipeline = pipeline.clone();
+        let printer = printer.clone();
+        Arc::new(move |job| {
+            printer.print(job);
+            pipeline.wake();
+        })
+    };
+    let intake = Intake::new(
+        outbox.clone(),
+        intake::options_from_config(cfg),
+        clock.clone(),
+        on_commit,
+    );
+    let listener = if cfg.local_api.enabled {
+        Some(server::bind(&cfg.local_api).await?)
+    } else {
+        None
+    };
+    let running = Running {
+        local_api: listener.as_ref().and_then(|l| l.local_addr().ok()),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = JoinSet::new();
+    {
+        let p = pipeline.clone();
+        let s = stopped();
+        tasks.spawn(async move { p.run(s).await });
+    }
+    {
+        let inbox = Inbox::new(
+            cfg.invoice_folder.clone(),
+            intake.clone(),
+            cfg.sync_interval,
+            cfg.intake.settle,
+            clock.clone(),
+        );
+        let s = stopped();
+        tasks.spawn(async move { inbox.run(s).await });
+    }
+    {
+        let k = keeper.clone();
+        let s = stopped();
+        tasks.spawn(async move { k.keep_fresh(s).await });
+    }
+    if let Some(listener) = listener {
+        let app = server::protect(
+            intake::http::routes(intake.clone()),
+            cfg.local_api.api_key.clone(),
+        );
+        tasks.spawn(server::serve(listener, app, stopped()));
+    }
+    if let Some(every) = systemd::watchdog_interval() {
+        let outbox = outbox.clone();
+        let s = stopped();
+        tasks.spawn(async move { watchdog(outbox, every, s).await });
+    }
+
     let st = keeper.status();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         backend = %cfg.base_url,
         email = %cfg.email,
         has_token = st.has_token,
-        expires_at = ?st.expires_at.map(|t| t.to_rfc3339()),
+        inbox = %cfg.invoice_folder.display(),
+        local_api = ?running.local_api,
+        outbox = %outbox.path().display(),
         "pos-connector running"
     );
-    keeper.keep_fresh(shutdown).await;
+    systemd::ready("taking sales");
+    started(&running);
+
+    shutdown.await;
+    systemd::stopping();
+    tracing::info!("stopping: no new work is taken");
+    let _ = stop_tx.send(true);
+    let deadline = cfg.pipeline.shutdown_grace + Duration::from_secs(5);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(deadline, drain).await.is_err() {
+        tracing::warn!("some tasks did not stop in time; abandoning them");
+        tasks.shutdown().await;
+    }
+    drop(printer);
+    drop(intake);
+    if let Some(t) = printer_task {
+        // A receipt mid-render may finish; a missing one is printed at the
+        // next start.
+        if tokio::time::timeout(Duration::from_secs(2), t)
+            .await
+            .is_err()
+        {
+            tracing::debug!("receipt printer still busy at shutdown");
+        }
+    }
     tracing::info!("pos-connector stopped");
+    Ok(())
+}
+
+/// Pings systemd's watchdog while the outbox's thread answers: a wedged
+/// database or runtime stops the pings and systemd restarts the agent.
+async fn watchdog(outbox: OutboxHandle, every: Duration, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    loop {
+        let alive = tokio::time::timeout(every, outbox.call(|_| Ok(()))).await;
+        if matches!(alive, Ok(Ok(()))) {
+            systemd::watchdog_ping();
+        } else {
+            tracing::error!("outbox not answering; withholding the watchdog ping");
+        }
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Takes the data folder's lock file for the life of the returned handle.
+fn hold_lock(dir: &Path) -> Result<fs::File, ServiceError> {
+    crate::fsutil::create_private_dir(dir).map_err(|source| ServiceError::DataDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|source| ServiceError::DataDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(ServiceError::AlreadyRunning {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(ServiceError::DataDir {
+            dir: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Removes the temporary files a kill left behind in the folders the
+/// agent writes (`.tmp-*.part`, see `fsutil::AtomicFile`). They are ours
+/// and incomplete by construction; final files are never touched.
+fn remove_stale_temp_files(dirs: &[&Path]) {
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".tmp-") && name.ends_with(".part") {
+                if let Err(err) = fs::remove_file(e.path()) {
+                    tracing::debug!(file = %e.path().display(), error = %err, "cannot remove a stale temporary file");
+                }
+            }
+        }
+    }
 }
 
 /// Completes on Ctrl-C, or SIGTERM on Unix (systemd's stop).

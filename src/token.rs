@@ -508,6 +508,12 @@ impl<S: TokenSource> TokenKeeper<S> {
         st.rejected = false;
     }
 
+    /// The token held now, whatever its state, without refreshing (for
+    /// facts that came with it, like the Laravel vendor id).
+    pub fn current(&self) -> Option<Arc<S::Token>> {
+        self.lock().current.clone()
+    }
+
     pub fn status(&self) -> KeeperStatus {
         let st = self.lock();
         let tok = st.current.as_ref();

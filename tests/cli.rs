@@ -117,8 +117,7 @@ async fn exit_codes_for_bad_input_wrong_password_and_disabled_account() {
     let dir = fx.dir.path();
 
     // A sale with problems: exit 2, each field named, nothing sent.
-    let bad =
-        r#"{"customer_name": "X", "items": [{"description": "A", "quantity": 1.5, "price": 1}]}"#;
+    let bad = r#"{"customer_name": "X", "items": [{"description": "A", "quantity": -1, "price": "abc"}]}"#;
     let r = run_bin(
         dir,
         &["--config", c, "invoice", "create", "-"],
@@ -128,7 +127,7 @@ async fn exit_codes_for_bad_input_wrong_password_and_disabled_account() {
     .await;
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr.contains("invoice_number") && r.stderr.contains("items[0].quantity"),
+        r.stderr.contains("items[0].quantity") && r.stderr.contains("items[0].price"),
         "{}",
         r.stderr
     );
@@ -587,16 +586,23 @@ async fn demo_runs_end_to_end_and_says_where_the_files_are() {
     .await;
     assert_eq!(r.code, 0, "{r:?}");
     for step in [
-        "[1/7]",
-        "[3/7]",
-        "[4/7] submitted it to JoFotara (simulated): status submitted",
-        "[7/7] token refresh",
+        "[1/9]",
+        "[3/9]",
+        "[4/9] submitted it to JoFotara (simulated): status submitted",
+        "[7/9] token refresh",
         "1 login)",
+        "[9/9] every sale went through create, submit and PDF (12 done",
     ] {
         assert!(r.stdout.contains(step), "{step} missing: {}", r.stdout);
     }
     let pdfs: Vec<_> = std::fs::read_dir(out.join("pdfs")).unwrap().collect();
-    assert_eq!(pdfs.len(), 2, "PDF and XML saved");
+    assert_eq!(
+        pdfs.len(),
+        2 + 12,
+        "PDF and XML of the first sale, then a PDF per sale"
+    );
+    let receipts: Vec<_> = std::fs::read_dir(out.join("receipts")).unwrap().collect();
+    assert_eq!(receipts.len(), 12);
     assert!(r.stdout.contains(&out.join("pdfs").display().to_string()));
 }
 
@@ -687,4 +693,159 @@ async fn run_signs_in_at_start_and_stops_cleanly_on_sigterm() {
             && text.contains("pos-connector stopped"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn queue_commands_list_show_and_release_jobs() {
+    use pos_connector::intake::{new_job, sale};
+    use pos_connector::store::Outbox;
+    let fx = Fixture::start().await;
+    let config = fx.write_config(json!({"password": SANDBOX_PASSWORD}));
+    let cfg = pos_connector::config::load(&config).unwrap();
+    {
+        let mut ob = Outbox::open(&cfg.data_dir).unwrap();
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/intake/cafe_pos_sales.csv"),
+        )
+        .unwrap();
+        let sales = sale::parse_file("cafe.csv", &bytes, &Default::default()).unwrap();
+        let jobs: Vec<_> = sales.iter().map(|s| new_job(s, "inbox:cafe.csv")).collect();
+        ob.enqueue_all(&jobs, chrono::Utc::now()).unwrap();
+        let j = ob.find("TXN002").unwrap().unwrap();
+        ob.park(
+            j.id,
+            "JoFotara rejected invoice TXN002 (test)",
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    }
+    let cfg_arg = config.to_str().unwrap();
+    let list = run_bin(
+        fx.dir.path(),
+        &["--config", cfg_arg, "queue", "list"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(
+        list.stdout.contains("parked 1") && list.stdout.contains("queued 7"),
+        "{}",
+        list.stdout
+    );
+    assert!(list.stdout.contains("TXN008"));
+
+    let parked = run_bin(
+        fx.dir.path(),
+        &[
+            "--config", cfg_arg, "--json", "queue", "list", "--state", "parked",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&parked.stdout).unwrap();
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(v["jobs"][0]["invoice_number"], "TXN002");
+    assert_eq!(v["jobs"][0]["sale"]["customer_name"], "Jane Doe");
+
+    let show = run_bin(
+        fx.dir.path(),
+        &["--config", cfg_arg, "queue", "show", "TXN002"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(show.code, 0);
+    assert!(
+        show.stdout.contains("last error: JoFotara rejected"),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("parked"));
+
+    let retry = run_bin(
+        fx.dir.path(),
+        &["--config", cfg_arg, "queue", "retry", "--all-parked"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(retry.code, 0);
+    assert!(
+        retry.stdout.contains("TXN002") && retry.stdout.contains("released"),
+        "{}",
+        retry.stdout
+    );
+
+    let bad_state = run_bin(
+        fx.dir.path(),
+        &["--config", cfg_arg, "queue", "list", "--state", "lost"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(bad_state.code, 2);
+    assert!(bad_state.stderr.contains("parked"), "{}", bad_state.stderr);
+    let missing = run_bin(
+        fx.dir.path(),
+        &["--config", cfg_arg, "queue", "show", "NOPE"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("queue list"), "{}", missing.stderr);
+    let neither = run_bin(
+        fx.dir.path(),
+        &["--config", cfg_arg, "queue", "retry"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(neither.code, 2, "N or --all-parked is required");
+}
+
+#[tokio::test]
+async fn invoice_render_writes_a_receipt_without_a_backend() {
+    let fx = Fixture::start().await;
+    let config = fx.write_config(json!({"password": SANDBOX_PASSWORD}));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/intake/generic_pos.json");
+    let out = fx.path("r.pdf");
+    let r = run_bin(
+        fx.dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "invoice",
+            "render",
+            src.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("INV-GEN-001"));
+    let pdf = std::fs::read(&out).unwrap();
+    assert!(pdf.starts_with(b"%PDF"));
+    assert_eq!(fx.sandbox.requests("*"), 0, "no backend call");
+    let bad = run_bin(
+        fx.dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "invoice",
+            "render",
+            "no-such-thing",
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(bad.code, 2);
 }

@@ -229,7 +229,7 @@ async fn run_mode_refreshes_ahead_of_expiry_while_idle() {
         "the persisted token was reused"
     );
     stop_tx.send(()).unwrap();
-    service.await.unwrap();
+    service.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -252,8 +252,12 @@ impl LaravelClient {
 
     /// `GET /api/invoices/{id}`.
     pub async fn invoice(&self, id: u64) -> Result<Invoice, ApiError> {
-        let path = format!("/api/invoices/{id}");
-        let path = &path;
+        self.invoice_at(&format!("/api/invoices/{id}")).await
+    }
+
+    /// `GET <path>` answered like `GET /api/invoices/{id}`: also used for
+    /// a backend's own lookup by invoice number (`pipeline.lookup_path`).
+    pub async fn invoice_at(&self, path: &str) -> Result<Invoice, ApiError> {
         self.retry
             .run("get invoice", |_| async move {
                 let raw = self.call_json(Method::GET, path, None).await?;

@@ -9,7 +9,9 @@
 //!   without writing any response (what a crashed proxy or a cut network
 //!   looks like to the client).
 //! * [`Harness`] holds a fault plan ([`Fault`], per route key, FIFO, each with
-//!   a remaining count) and per-route counters of what was answered.
+//!   a remaining count), optional random faults ([`RandomFaults`], seeded
+//!   for reproducible runs), and per-route counters of what was answered and
+//!   which faults were injected.
 //!   [`fault_middleware`] applies both; install it with
 //!   `axum::middleware::from_fn_with_state(harness, fault_middleware)` via
 //!   `Router::layer`, so that axum's [`MatchedPath`] is known to it.
@@ -33,6 +35,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -200,6 +204,11 @@ pub enum Fault {
     /// Wait this long (tokio time, so a paused clock applies), then handle
     /// the request normally.
     Delay(Duration),
+    /// Run the handler (its effect is committed), then wait this long
+    /// (tokio time) before answering: a window in which the backend has
+    /// done the work but the client has not heard of it yet (to kill the
+    /// client in between, for example).
+    HoldAfter(Duration),
 }
 
 impl Fault {
@@ -210,6 +219,7 @@ impl Fault {
             Fault::Drop => "drop",
             Fault::DropAfter => "drop_after",
             Fault::Delay(_) => "delay",
+            Fault::HoldAfter(_) => "hold_after",
         }
     }
 
@@ -224,14 +234,83 @@ impl Fault {
                 json!({"kind": "status", "status": status, "retry_after": retry_after, "html": html})
             }
             Fault::Delay(d) => json!({"kind": "delay", "delay_ms": d.as_millis() as u64}),
+            Fault::HoldAfter(d) => {
+                json!({"kind": "hold_after", "hold_ms": d.as_millis() as u64})
+            }
             other => json!({"kind": other.kind()}),
         }
+    }
+
+    /// Parses a fault from its JSON description (the fields of
+    /// [`Fault::to_json`]): `{"kind": "status", "status": 500, "retry_after":
+    /// 2, "html": false}`, `{"kind": "drop"}`, `{"kind": "drop_after"}`,
+    /// `{"kind": "delay", "delay_ms": 100}`, `{"kind": "hold_after",
+    /// "hold_ms": 5000}` (`"ms"` is accepted for either duration). Other
+    /// fields are ignored; the error says what is wrong.
+    pub fn from_json(v: &Value) -> Result<Fault, String> {
+        let obj = v
+            .as_object()
+            .ok_or("a fault must be a JSON object with a \"kind\"")?;
+        let opt_u64 = |name: &str| opt_u64_field(obj, name);
+        let html = match obj.get("html") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("\"html\" must be a boolean".into()),
+        };
+        let kind = match obj.get("kind") {
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err("\"kind\" must be a string".into()),
+            None => return Err(format!("\"kind\" is required: one of {KINDS}")),
+        };
+        let millis = |name: &str| -> Result<Duration, String> {
+            let ms = match opt_u64(name)? {
+                Some(ms) => Some(ms),
+                None => opt_u64("ms")?,
+            };
+            ms.map(Duration::from_millis)
+                .ok_or(format!("\"{name}\" is required when kind is \"{kind}\""))
+        };
+        Ok(match kind {
+            "status" => {
+                let status =
+                    opt_u64("status")?.ok_or("\"status\" is required when kind is \"status\"")?;
+                if !(100..=599).contains(&status) {
+                    return Err(format!(
+                        "\"status\" must be an HTTP status code (100-599), got {status}"
+                    ));
+                }
+                Fault::Status {
+                    status: status as u16,
+                    retry_after: opt_u64("retry_after")?,
+                    html,
+                }
+            }
+            "drop" => Fault::Drop,
+            "drop_after" => Fault::DropAfter,
+            "delay" => Fault::Delay(millis("delay_ms")?),
+            "hold_after" => Fault::HoldAfter(millis("hold_ms")?),
+            other => return Err(format!("unknown kind \"{other}\": expected one of {KINDS}")),
+        })
+    }
+}
+
+/// The fault kinds, as error messages list them.
+const KINDS: &str = "status, drop, drop_after, delay, hold_after";
+
+fn opt_u64_field(obj: &serde_json::Map<String, Value>, name: &str) -> Result<Option<u64>, String> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .map(Some)
+            .ok_or(format!("\"{name}\" must be a non-negative integer")),
     }
 }
 
 /// A fault request as the control APIs receive it:
-/// `{"route": "POST /api/x", "kind": "status"|"drop"|"drop_after"|"delay",
-///   "status": 500, "retry_after": 2, "html": false, "delay_ms": 100, "times": 1}`.
+/// `{"route": "POST /api/x", "kind": "status"|"drop"|"drop_after"|"delay"|"hold_after",
+///   "status": 500, "retry_after": 2, "html": false, "delay_ms": 100,
+///   "hold_ms": 5000, "times": 1}` (see [`Fault::from_json`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultSpec {
     pub route: String,
@@ -253,66 +332,124 @@ impl FaultSpec {
             }
         };
         validate_route_key(&route)?;
-        let opt_u64 = |name: &str| -> Result<Option<u64>, String> {
-            match obj.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_u64()
-                    .map(Some)
-                    .ok_or(format!("\"{name}\" must be a non-negative integer")),
-            }
-        };
-        let html = match obj.get("html") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err("\"html\" must be a boolean".into()),
-        };
-        let times = match opt_u64("times")? {
+        let times = match opt_u64_field(obj, "times")? {
             None => 1,
             Some(0) => return Err("\"times\" must be at least 1".into()),
             Some(t) => u32::try_from(t).map_err(|_| "\"times\" is too large".to_string())?,
         };
-        let kind = match obj.get("kind") {
-            Some(Value::String(s)) => s.as_str(),
-            Some(_) => return Err("\"kind\" must be a string".into()),
-            None => {
-                return Err("\"kind\" is required: one of status, drop, drop_after, delay".into())
-            }
-        };
-        let fault = match kind {
-            "status" => {
-                let status =
-                    opt_u64("status")?.ok_or("\"status\" is required when kind is \"status\"")?;
-                if !(100..=599).contains(&status) {
-                    return Err(format!(
-                        "\"status\" must be an HTTP status code (100-599), got {status}"
-                    ));
-                }
-                Fault::Status {
-                    status: status as u16,
-                    retry_after: opt_u64("retry_after")?,
-                    html,
-                }
-            }
-            "drop" => Fault::Drop,
-            "drop_after" => Fault::DropAfter,
-            "delay" => {
-                let ms = opt_u64("delay_ms")?
-                    .ok_or("\"delay_ms\" is required when kind is \"delay\"")?;
-                Fault::Delay(Duration::from_millis(ms))
-            }
-            other => {
-                return Err(format!(
-                    "unknown kind \"{other}\": expected one of status, drop, drop_after, delay"
-                ))
-            }
-        };
+        let fault = Fault::from_json(v)?;
         Ok(FaultSpec {
             route,
             fault,
             times,
         })
     }
+}
+
+/// Faults injected at random: each API request whose route key is in
+/// `routes` (or any request when `routes` holds `"*"`) gets, with
+/// probability `rate`, one of `kinds` picked uniformly. Queued faults
+/// ([`Harness::inject`]) take precedence. With a `seed` the sequence of
+/// decisions is reproducible (for the same sequence of requests).
+///
+/// Control-API form: `{"rate": 0.2, "routes": ["POST /api/invoices", "*"],
+/// "kinds": [{"kind": "status", "status": 500}, {"kind": "drop"}], "seed": 42}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RandomFaults {
+    /// Probability, 0.0 to 1.0, that a matching request faults.
+    pub rate: f64,
+    /// Route keys (`"POST /api/invoices/{id}/submit"`) or `"*"`.
+    pub routes: Vec<String>,
+    /// The faults to pick from, uniformly.
+    pub kinds: Vec<Fault>,
+    /// Seed of the generator; `None` = from the OS.
+    pub seed: Option<u64>,
+}
+
+impl RandomFaults {
+    /// Checks the rate, the route keys and that there is a kind to pick.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.rate) {
+            return Err(format!(
+                "\"rate\" must be a probability between 0 and 1, got {}",
+                self.rate
+            ));
+        }
+        if self.routes.is_empty() {
+            return Err("\"routes\" must list route keys, or [\"*\"] for every route".into());
+        }
+        for r in &self.routes {
+            validate_route_key(r)?;
+        }
+        if self.kinds.is_empty() {
+            return Err("\"kinds\" must list at least one fault".into());
+        }
+        Ok(())
+    }
+
+    /// Parses and validates the control-API form.
+    pub fn from_json(v: &Value) -> Result<RandomFaults, String> {
+        let obj = v
+            .as_object()
+            .ok_or("the body must be a JSON object with \"rate\", \"routes\" and \"kinds\"")?;
+        const KNOWN: [&str; 4] = ["rate", "routes", "kinds", "seed"];
+        if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(format!(
+                "unknown field \"{k}\"; expected: {}",
+                KNOWN.join(", ")
+            ));
+        }
+        let rate = obj
+            .get("rate")
+            .and_then(Value::as_f64)
+            .ok_or("\"rate\" (a number between 0 and 1) is required")?;
+        let routes = match obj.get("routes") {
+            None | Some(Value::Null) => vec!["*".to_string()],
+            Some(Value::String(s)) => vec![s.trim().to_string()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|r| r.as_str().map(|s| s.trim().to_string()))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("\"routes\" must be an array of route keys")?,
+            Some(_) => return Err("\"routes\" must be an array of route keys".into()),
+        };
+        let kinds = obj
+            .get("kinds")
+            .and_then(Value::as_array)
+            .ok_or("\"kinds\" (an array of faults, e.g. [{\"kind\": \"drop\"}]) is required")?
+            .iter()
+            .map(Fault::from_json)
+            .collect::<Result<Vec<_>, _>>()?;
+        let seed = opt_u64_field(obj, "seed")?;
+        let rf = RandomFaults {
+            rate,
+            routes,
+            kinds,
+            seed,
+        };
+        rf.validate()?;
+        Ok(rf)
+    }
+
+    /// The control-API form.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "rate": self.rate,
+            "routes": self.routes,
+            "kinds": self.kinds.iter().map(Fault::to_json).collect::<Vec<_>>(),
+            "seed": self.seed,
+        })
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        self.routes.iter().any(|r| r == "*" || r == key)
+    }
+}
+
+/// Random faults in force, with their generator.
+struct RandomPlan {
+    spec: RandomFaults,
+    rng: StdRng,
 }
 
 /// Checks that a route key is `"*"` or `"METHOD /path"`.
@@ -348,9 +485,18 @@ struct RouteCounter {
 /// Builds the JSON error body a simulator answers for a status.
 pub type ErrorBodyFn = Arc<dyn Fn(u16) -> Value + Send + Sync>;
 
+/// Faults injected so far, by source and kind.
+#[derive(Clone, Debug, Default)]
+struct Injected {
+    planned: BTreeMap<&'static str, u64>,
+    random: BTreeMap<&'static str, u64>,
+}
+
 /// Fault plan and counters of one simulator.
 pub struct Harness {
     plan: Mutex<HashMap<String, VecDeque<PlannedFault>>>,
+    random: Mutex<Option<RandomPlan>>,
+    injected: Mutex<Injected>,
     counters: Mutex<BTreeMap<String, RouteCounter>>,
     error_body: ErrorBodyFn,
     control_prefix: String,
@@ -374,6 +520,8 @@ impl Harness {
     ) -> Arc<Harness> {
         Arc::new(Harness {
             plan: Mutex::new(HashMap::new()),
+            random: Mutex::new(None),
+            injected: Mutex::new(Injected::default()),
             counters: Mutex::new(BTreeMap::new()),
             error_body: Arc::new(error_body),
             control_prefix: control_prefix.into(),
@@ -422,8 +570,71 @@ impl Harness {
         Value::Array(out)
     }
 
-    /// Takes the next fault for `key` (exact key first, then `"*"`).
+    /// From now on, faults `spec` at random (replacing any earlier random
+    /// faults); the error says what is wrong with `spec`.
+    pub fn inject_random(&self, spec: RandomFaults) -> Result<(), String> {
+        spec.validate()?;
+        let rng = match spec.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        *lock(&self.random) = Some(RandomPlan { spec, rng });
+        Ok(())
+    }
+
+    /// Stops the random faults (the queued ones stay).
+    pub fn clear_random(&self) {
+        *lock(&self.random) = None;
+    }
+
+    /// The random faults in force, if any.
+    pub fn random_faults(&self) -> Option<RandomFaults> {
+        lock(&self.random).as_ref().map(|p| p.spec.clone())
+    }
+
+    /// How many faults were injected at random, by kind
+    /// ([`Fault::kind`]), since the counters were last reset.
+    pub fn random_injected(&self) -> BTreeMap<String, u64> {
+        lock(&self.injected)
+            .random
+            .iter()
+            .map(|(k, n)| (k.to_string(), *n))
+            .collect()
+    }
+
+    /// `{"planned": {kind: n}, "random": {kind: n}}`: faults injected since
+    /// the counters were last reset.
+    pub fn injected_json(&self) -> Value {
+        let inj = lock(&self.injected);
+        json!({"planned": inj.planned, "random": inj.random})
+    }
+
+    /// The random faults in force (their control-API form), or null.
+    pub fn random_faults_json(&self) -> Value {
+        self.random_faults().map_or(Value::Null, |r| r.to_json())
+    }
+
+    /// Takes the fault for a request on `key`: the next queued one (exact
+    /// key first, then `"*"`), else maybe a random one.
     fn take_fault(&self, key: &str) -> Option<Fault> {
+        if let Some(f) = self.take_planned(key) {
+            *lock(&self.injected).planned.entry(f.kind()).or_insert(0) += 1;
+            return Some(f);
+        }
+        let f = {
+            let mut random = lock(&self.random);
+            let plan = random.as_mut().filter(|p| p.spec.matches(key))?;
+            if !plan.rng.random_bool(plan.spec.rate) {
+                return None;
+            }
+            let i = plan.rng.random_range(0..plan.spec.kinds.len());
+            plan.spec.kinds[i].clone()
+        };
+        *lock(&self.injected).random.entry(f.kind()).or_insert(0) += 1;
+        Some(f)
+    }
+
+    fn take_planned(&self, key: &str) -> Option<Fault> {
         let mut plan = lock(&self.plan);
         for k in [key, "*"] {
             if let Some(queue) = plan.get_mut(k) {
@@ -484,13 +695,15 @@ impl Harness {
         lock(&self.counters).get(route).map_or(0, |c| c.unanswered)
     }
 
-    /// Zeroes every counter.
+    /// Zeroes every counter (requests, answers, injected faults).
     pub fn reset_counters(&self) {
         lock(&self.counters).clear();
+        *lock(&self.injected) = Injected::default();
     }
 
     /// `{"routes": {key: {"requests", "unanswered", "responses": {"200": n}}},
-    ///   "statuses": {"200": n}, "requests_total": n}`.
+    ///   "statuses": {"200": n}, "requests_total": n,
+    ///   "faults_injected": {"planned": {kind: n}, "random": {kind: n}}}`.
     pub fn counters_json(&self) -> Value {
         let counters = lock(&self.counters);
         let mut routes = serde_json::Map::new();
@@ -512,7 +725,9 @@ impl Harness {
             .into_iter()
             .map(|(s, n)| (s.to_string(), json!(n)))
             .collect();
-        json!({"routes": routes, "statuses": statuses, "requests_total": total})
+        drop(counters);
+        json!({"routes": routes, "statuses": statuses, "requests_total": total,
+               "faults_injected": self.injected_json()})
     }
 
     /// The answer to an injected [`Fault::Status`].
@@ -543,7 +758,8 @@ pub fn route_key(req: &Request) -> String {
 }
 
 /// The middleware applying a [`Harness`]: counts the request, applies the
-/// next queued fault of its route if any, counts the answer.
+/// next queued fault of its route if any (else perhaps a random one), counts
+/// the answer.
 pub async fn fault_middleware(State(h): State<Arc<Harness>>, req: Request, next: Next) -> Response {
     if h.is_control(req.uri().path()) {
         return next.run(req).await;
@@ -575,6 +791,11 @@ pub async fn fault_middleware(State(h): State<Arc<Harness>>, req: Request, next:
             drop(resp);
             h.count_unanswered(&key);
             return kill_connection(kill).await;
+        }
+        Some(Fault::HoldAfter(d)) => {
+            let resp = next.run(req).await;
+            tokio::time::sleep(d).await;
+            resp
         }
     };
     h.count_status(&key, resp.status());
@@ -800,5 +1021,171 @@ mod tests {
         ] {
             assert!(FaultSpec::from_json(&bad).is_err(), "{bad}");
         }
+        // hold_after: `hold_ms`, or `ms` for either duration
+        for body in [
+            json!({"route": "POST /api/invoices", "kind": "hold_after", "hold_ms": 5000}),
+            json!({"route": "POST /api/invoices", "kind": "hold_after", "ms": 5000}),
+        ] {
+            let s = FaultSpec::from_json(&body).unwrap();
+            assert_eq!(s.fault, Fault::HoldAfter(Duration::from_secs(5)));
+            assert_eq!(s.fault.kind(), "hold_after");
+            assert_eq!(
+                s.fault.to_json(),
+                json!({"kind": "hold_after", "hold_ms": 5000})
+            );
+            assert_eq!(Fault::from_json(&s.fault.to_json()).unwrap(), s.fault);
+        }
+        let s = FaultSpec::from_json(&json!({"route": "*", "kind": "delay", "ms": 7})).unwrap();
+        assert_eq!(s.fault, Fault::Delay(Duration::from_millis(7)));
+        assert!(FaultSpec::from_json(&json!({"route": "*", "kind": "hold_after"})).is_err());
+        // every kind round-trips through its JSON
+        for f in [
+            Fault::Status {
+                status: 429,
+                retry_after: Some(3),
+                html: true,
+            },
+            Fault::Drop,
+            Fault::DropAfter,
+            Fault::Delay(Duration::from_millis(12)),
+            Fault::HoldAfter(Duration::from_millis(34)),
+        ] {
+            assert_eq!(Fault::from_json(&f.to_json()).unwrap(), f, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn random_faults_parsing() {
+        let r = RandomFaults::from_json(&json!({
+            "rate": 0.25,
+            "routes": ["POST /api/invoices", "*"],
+            "kinds": [{"kind": "status", "status": 500}, {"kind": "drop"}],
+            "seed": 7,
+        }))
+        .unwrap();
+        assert_eq!(
+            r,
+            RandomFaults {
+                rate: 0.25,
+                routes: vec!["POST /api/invoices".into(), "*".into()],
+                kinds: vec![
+                    Fault::Status {
+                        status: 500,
+                        retry_after: None,
+                        html: false
+                    },
+                    Fault::Drop
+                ],
+                seed: Some(7),
+            }
+        );
+        assert_eq!(RandomFaults::from_json(&r.to_json()).unwrap(), r);
+        // routes default to every route
+        let r = RandomFaults::from_json(&json!({"rate": 1, "kinds": [{"kind": "drop"}]})).unwrap();
+        assert_eq!((r.routes, r.seed), (vec!["*".to_string()], None));
+        for bad in [
+            json!({"rate": 1.5, "kinds": [{"kind": "drop"}]}),
+            json!({"rate": -0.1, "kinds": [{"kind": "drop"}]}),
+            json!({"kinds": [{"kind": "drop"}]}),
+            json!({"rate": 0.5, "kinds": []}),
+            json!({"rate": 0.5}),
+            json!({"rate": 0.5, "kinds": [{"kind": "boom"}]}),
+            json!({"rate": 0.5, "kinds": [{"kind": "drop"}], "routes": ["login"]}),
+            json!({"rate": 0.5, "kinds": [{"kind": "drop"}], "routes": []}),
+            json!({"rate": 0.5, "kinds": [{"kind": "drop"}], "seed": -1}),
+            json!({"rate": 0.5, "kinds": [{"kind": "drop"}], "probability": 1}),
+            json!("drop"),
+        ] {
+            assert!(RandomFaults::from_json(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn random_faults_in_the_harness() {
+        let h = Harness::new("/__ctl", |s| json!({"error": s}));
+        let kinds = vec![
+            Fault::Drop,
+            Fault::DropAfter,
+            Fault::Delay(Duration::from_millis(1)),
+        ];
+        let spec = |rate: f64, seed: u64| RandomFaults {
+            rate,
+            routes: vec!["GET /a".into()],
+            kinds: kinds.clone(),
+            seed: Some(seed),
+        };
+        // rate 1: every matching request faults; other routes never
+        h.inject_random(spec(1.0, 1)).unwrap();
+        assert!((0..50).all(|_| h.take_fault("GET /a").is_some()));
+        assert!(h.take_fault("GET /b").is_none());
+        let injected = h.random_injected();
+        assert_eq!(injected.values().sum::<u64>(), 50);
+        assert_eq!(injected.len(), 3, "all kinds picked: {injected:?}");
+        // queued faults come first and are counted apart
+        h.inject(
+            "GET /a",
+            Fault::Status {
+                status: 500,
+                retry_after: None,
+                html: false,
+            },
+            1,
+        );
+        assert_eq!(h.take_fault("GET /a").unwrap().kind(), "status");
+        assert_eq!(h.injected_json()["planned"], json!({"status": 1}));
+        assert_eq!(h.counters_json()["faults_injected"]["planned"]["status"], 1);
+        // rate 0: never
+        h.inject_random(spec(0.0, 1)).unwrap();
+        assert!((0..50).all(|_| h.take_fault("GET /a").is_none()));
+        // seeded: the same decisions again
+        let run = |seed| {
+            h.inject_random(spec(0.5, seed)).unwrap();
+            (0..64).map(|_| h.take_fault("GET /a")).collect::<Vec<_>>()
+        };
+        let first = run(42);
+        assert_eq!(run(42), first);
+        assert_ne!(run(43), first);
+        let hits = first.iter().filter(|f| f.is_some()).count();
+        assert!((10..=54).contains(&hits), "{hits} of 64 at rate 0.5");
+        assert!(h
+            .inject_random(RandomFaults {
+                rate: 2.0,
+                ..spec(0.5, 1)
+            })
+            .is_err());
+        assert_eq!(
+            h.random_faults().unwrap().rate,
+            0.5,
+            "a bad spec changes nothing"
+        );
+        h.clear_random();
+        assert!(h.random_faults().is_none());
+        assert_eq!(h.random_faults_json(), Value::Null);
+        assert!(h.take_fault("GET /a").is_none());
+        h.reset_counters();
+        assert!(h.random_injected().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hold_after_runs_the_handler_then_waits() {
+        let (server, h, hits) = start().await;
+        let base = format!("http://{}", server.addr());
+        h.inject(
+            "POST /items/{id}",
+            Fault::HoldAfter(Duration::from_secs(5)),
+            1,
+        );
+        let before = tokio::time::Instant::now();
+        let req = tokio::spawn(client().post(format!("{base}/items/1")).send());
+        while hits.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(before.elapsed() < Duration::from_secs(5));
+        assert!(!req.is_finished(), "the answer is held back");
+        let r = req.await.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(before.elapsed() >= Duration::from_secs(5));
+        assert_eq!(h.responses("POST /items/{id}", 200), 1);
+        assert_eq!(h.injected_json()["planned"]["hold_after"], 1);
     }
 }

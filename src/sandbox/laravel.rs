@@ -19,10 +19,26 @@
 //!   not configured, else 200 with the outcome (`submitted` or a scripted
 //!   `rejected` / `error`).
 //!
+//! Options beyond the contract: per-route service times
+//! ([`LatencyProfile`]) and a bounded worker pool like PHP-FPM's
+//! ([`LaravelSandboxOptions::workers`]), both off by default; and, off by
+//! default too, a lookup route the real backend does not have
+//! (`GET /api/invoices/by-number/{invoice_number}`).
+//!
 //! Besides the API, `/__sandbox/...` is a control API (JSON) for tests and
-//! demos: stats, faults, token revocation, settings. It is neither counted
-//! nor subject to faults. The same controls exist as methods of
-//! [`LaravelSandbox`].
+//! demos. It is neither counted nor subject to faults nor to the pool:
+//!
+//! * `GET /__sandbox/stats` (counters, faults injected, pool statistics),
+//!   `POST /__sandbox/stats/reset`;
+//! * `POST /__sandbox/faults` (a [`FaultSpec`]), `DELETE /__sandbox/faults`;
+//! * `POST /__sandbox/random-faults` (a [`RandomFaults`]),
+//!   `DELETE /__sandbox/random-faults`;
+//! * `POST /__sandbox/tokens/revoke`, `POST /__sandbox/settings`,
+//!   `POST /__sandbox/users/active`, `POST /__sandbox/submit-outcomes`;
+//! * `POST /__sandbox/foreign-invoices` `{"count": n}`: invoices of another
+//!   vendor.
+//!
+//! The same controls exist as methods of [`LaravelSandbox`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,15 +55,17 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rand::Rng;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::http::{
     fault_middleware, html_error_page, html_response, json_response, lock, serve, Fault, FaultSpec,
-    Harness, ServerHandle,
+    Harness, RandomFaults, ServerHandle,
 };
 use super::pdf::render_text_pdf;
+use super::pool::{micros, pool_middleware, PoolStats, WorkerPool};
+use crate::tax::{line_tax, round_money, RATE};
 
 /// E-mail of the default sandbox vendor.
 pub const SANDBOX_EMAIL: &str = "vendor@sandbox.test";
@@ -56,8 +74,6 @@ pub const SANDBOX_PASSWORD: &str = "sandbox-password";
 /// Prefix of the control API.
 pub const CONTROL_PREFIX: &str = "/__sandbox";
 
-/// Jordan's general sales tax, applied per line.
-const TAX_RATE: Decimal = Decimal::from_parts(16, 0, 0, false, 2);
 const CURRENCY: &str = "JOD";
 const INVOICE_MODEL: &str = "App\\Models\\Invoice";
 
@@ -98,6 +114,16 @@ pub struct LaravelSandboxOptions {
     pub advertise_expiry: bool,
     /// Whether the organisation has JoFotara configured (else submit: 500).
     pub jofotara_configured: bool,
+    /// Service time of each API route (default: none, answers at once).
+    pub latency: LatencyProfile,
+    /// PHP-FPM workers: at most this many API requests are served at once,
+    /// the others wait their turn (FIFO). `None` (default) = unbounded.
+    /// `Some(0)` is refused by [`LaravelSandbox::start`].
+    pub workers: Option<usize>,
+    /// Serve `GET /api/invoices/by-number/{invoice_number}`, a lookup the
+    /// real backend does NOT have (default off), so that the agent's
+    /// configurable lookup path can be tested.
+    pub lookup_route: bool,
 }
 
 impl Default for LaravelSandboxOptions {
@@ -107,9 +133,173 @@ impl Default for LaravelSandboxOptions {
             token_lifetime: None,
             advertise_expiry: false,
             jofotara_configured: true,
+            latency: LatencyProfile::none(),
+            workers: None,
+            lookup_route: false,
         }
     }
 }
+
+impl LaravelSandboxOptions {
+    /// The defaults with the real stack's service times
+    /// ([`LatencyProfile::realistic`]) and [`REALISTIC_WORKERS`] workers.
+    pub fn realistic_pool() -> LaravelSandboxOptions {
+        LaravelSandboxOptions {
+            latency: LatencyProfile::realistic(),
+            workers: Some(REALISTIC_WORKERS),
+            ..LaravelSandboxOptions::default()
+        }
+    }
+}
+
+/// PHP-FPM workers of [`LaravelSandboxOptions::realistic_pool`].
+pub const REALISTIC_WORKERS: usize = 8;
+
+/// Service time of each API route: how long a worker is busy with a request
+/// before its handler runs (`tokio::time::sleep`, so a paused clock
+/// applies). Routes not listed (unknown paths, `/up`) cost nothing; the
+/// lookup route costs what `show` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyProfile {
+    /// `POST /api/vendors/login` (bcrypt).
+    pub login: Duration,
+    /// `POST /api/invoices`.
+    pub create: Duration,
+    /// `POST /api/invoices/{id}/submit` (the JoFotara round trip).
+    pub submit: Duration,
+    /// `GET /api/invoices/status/{id}`.
+    pub status: Duration,
+    /// `GET /api/invoices/{id}` (and the optional lookup by number).
+    pub show: Duration,
+    /// `GET /api/vendors/profile`.
+    pub profile: Duration,
+    /// `GET /api/invoices/{id}/pdf` (dompdf).
+    pub pdf: Duration,
+    /// `GET /api/invoices/{id}/xml`.
+    pub xml: Duration,
+}
+
+impl LatencyProfile {
+    /// No service time anywhere (the default).
+    pub fn none() -> LatencyProfile {
+        LatencyProfile::default()
+    }
+
+    /// The real stack's service times: login 120 ms (bcrypt), create 30 ms,
+    /// submit 300 ms (JoFotara round trip), status 15 ms, show 15 ms,
+    /// profile 10 ms, pdf 200 ms (dompdf), xml 30 ms.
+    pub fn realistic() -> LatencyProfile {
+        let ms = Duration::from_millis;
+        LatencyProfile {
+            login: ms(120),
+            create: ms(30),
+            submit: ms(300),
+            status: ms(15),
+            show: ms(15),
+            profile: ms(10),
+            pdf: ms(200),
+            xml: ms(30),
+        }
+    }
+
+    /// Every time multiplied by `factor` (e.g. `0.01` for quick tests); a
+    /// negative or NaN factor gives zero, an overflowing one the maximum.
+    pub fn scaled(&self, factor: f64) -> LatencyProfile {
+        let f = |d: Duration| {
+            let secs = d.as_secs_f64() * factor;
+            if secs.is_nan() || secs <= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+            }
+        };
+        LatencyProfile {
+            login: f(self.login),
+            create: f(self.create),
+            submit: f(self.submit),
+            status: f(self.status),
+            show: f(self.show),
+            profile: f(self.profile),
+            pdf: f(self.pdf),
+            xml: f(self.xml),
+        }
+    }
+
+    /// Whether every time is zero.
+    pub fn is_none(&self) -> bool {
+        *self == LatencyProfile::none()
+    }
+
+    /// Worker time of one sale as the agent makes it: create + submit + PDF
+    /// (login is amortised over many sales). 530 ms when realistic.
+    pub fn per_sale(&self) -> Duration {
+        self.create
+            .saturating_add(self.submit)
+            .saturating_add(self.pdf)
+    }
+
+    /// The most sales a second `workers` workers can serve:
+    /// `workers / per_sale()` (`None` when a sale costs nothing). About
+    /// 15.1 for the realistic profile and 8 workers.
+    pub fn ceiling_per_sec(&self, workers: usize) -> Option<f64> {
+        let secs = self.per_sale().as_secs_f64();
+        (secs > 0.0).then(|| workers as f64 / secs)
+    }
+
+    /// The service times by route key.
+    pub fn route_times(&self) -> Vec<(String, Duration)> {
+        [
+            (LOGIN_ROUTE, self.login),
+            ("POST /api/invoices", self.create),
+            ("POST /api/invoices/{id}/submit", self.submit),
+            ("GET /api/invoices/status/{id}", self.status),
+            ("GET /api/invoices/{id}", self.show),
+            (LOOKUP_ROUTE_KEY, self.show),
+            ("GET /api/vendors/profile", self.profile),
+            ("GET /api/invoices/{id}/pdf", self.pdf),
+            ("GET /api/invoices/{id}/xml", self.xml),
+        ]
+        .into_iter()
+        .map(|(k, d)| (k.to_string(), d))
+        .collect()
+    }
+
+    /// `{"login_us": 120000, ...}` (microseconds).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "login_us": micros(self.login),
+            "create_us": micros(self.create),
+            "submit_us": micros(self.submit),
+            "status_us": micros(self.status),
+            "show_us": micros(self.show),
+            "profile_us": micros(self.profile),
+            "pdf_us": micros(self.pdf),
+            "xml_us": micros(self.xml),
+        })
+    }
+}
+
+/// The latency profile and worker count a named profile stands for, for
+/// the CLI's `sandbox --latency <name>`: `"none"` (no service time,
+/// unbounded) or `"realistic"` ([`LatencyProfile::realistic`],
+/// [`REALISTIC_WORKERS`] workers). Case and surrounding blanks are ignored.
+pub fn options_from_profile(name: &str) -> Result<(LatencyProfile, Option<usize>), String> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "none" => Ok((LatencyProfile::none(), None)),
+        "realistic" => Ok((LatencyProfile::realistic(), Some(REALISTIC_WORKERS))),
+        other => Err(format!(
+            "unknown latency profile \"{other}\": expected \"none\" or \"realistic\""
+        )),
+    }
+}
+
+/// Route key of the login.
+const LOGIN_ROUTE: &str = "POST /api/vendors/login";
+/// Route pattern and key of the optional lookup by invoice number.
+const LOOKUP_ROUTE: &str = "/api/invoices/by-number/{invoice_number}";
+const LOOKUP_ROUTE_KEY: &str = "GET /api/invoices/by-number/{invoice_number}";
+/// The vendor that owns [`LaravelSandbox::seed_foreign_invoices`]' invoices.
+const FOREIGN_VENDOR_EMAIL: &str = "other-vendor@sandbox.test";
 
 // ---------------------------------------------------------------------------
 // State
@@ -203,6 +393,9 @@ impl Db {
 struct Shared {
     state: Mutex<Db>,
     harness: Arc<Harness>,
+    pool: Arc<WorkerPool>,
+    latency: Mutex<LatencyProfile>,
+    lookup_route: bool,
 }
 
 impl Shared {
@@ -224,12 +417,13 @@ fn now_timestamp() -> String {
     laravel_timestamp(Utc::now())
 }
 
-fn round2(d: Decimal) -> Decimal {
-    d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+fn money(d: Decimal) -> String {
+    format!("{:.2}", round_money(d))
 }
 
-fn money(d: Decimal) -> String {
-    format!("{:.2}", round2(d))
+/// The tax rate as a percentage, `16`.
+fn tax_percent() -> String {
+    (RATE * Decimal::ONE_HUNDRED).normalize().to_string()
 }
 
 fn user_json(u: &SandboxUser, created_at: &str) -> Value {
@@ -379,7 +573,7 @@ fn invoice_pdf(inv: &Invoice) -> Vec<u8> {
     ));
     lines.push(format!(
         "{:>78}{:>12}",
-        "General sales tax 16%:",
+        format!("General sales tax {}%:", tax_percent()),
         money(inv.tax_amount)
     ));
     lines.push(format!(
@@ -471,13 +665,14 @@ fn invoice_xml(inv: &Invoice) -> String {
     for (n, it) in inv.items.iter().enumerate() {
         let line_ext = it.total - it.tax;
         x.push_str(&format!(
-            "  <cac:InvoiceLine>\n    <cbc:ID>{}</cbc:ID>\n    <cbc:InvoicedQuantity unitCode=\"PCE\">{}</cbc:InvoicedQuantity>\n    <cbc:LineExtensionAmount currencyID=\"{CURRENCY}\">{}</cbc:LineExtensionAmount>\n    <cac:TaxTotal>\n      <cbc:TaxAmount currencyID=\"{CURRENCY}\">{}</cbc:TaxAmount>\n      <cbc:RoundingAmount currencyID=\"{CURRENCY}\">{}</cbc:RoundingAmount>\n      <cac:TaxSubtotal>\n        <cbc:TaxAmount currencyID=\"{CURRENCY}\">{}</cbc:TaxAmount>\n        <cac:TaxCategory>\n          <cbc:ID>S</cbc:ID>\n          <cbc:Percent>16</cbc:Percent>\n          <cac:TaxScheme>\n            <cbc:ID>VAT</cbc:ID>\n          </cac:TaxScheme>\n        </cac:TaxCategory>\n      </cac:TaxSubtotal>\n    </cac:TaxTotal>\n    <cac:Item>\n      <cbc:Name>{}</cbc:Name>\n    </cac:Item>\n    <cac:Price>\n      <cbc:PriceAmount currencyID=\"{CURRENCY}\">{}</cbc:PriceAmount>\n    </cac:Price>\n  </cac:InvoiceLine>\n",
+            "  <cac:InvoiceLine>\n    <cbc:ID>{}</cbc:ID>\n    <cbc:InvoicedQuantity unitCode=\"PCE\">{}</cbc:InvoicedQuantity>\n    <cbc:LineExtensionAmount currencyID=\"{CURRENCY}\">{}</cbc:LineExtensionAmount>\n    <cac:TaxTotal>\n      <cbc:TaxAmount currencyID=\"{CURRENCY}\">{}</cbc:TaxAmount>\n      <cbc:RoundingAmount currencyID=\"{CURRENCY}\">{}</cbc:RoundingAmount>\n      <cac:TaxSubtotal>\n        <cbc:TaxAmount currencyID=\"{CURRENCY}\">{}</cbc:TaxAmount>\n        <cac:TaxCategory>\n          <cbc:ID>S</cbc:ID>\n          <cbc:Percent>{}</cbc:Percent>\n          <cac:TaxScheme>\n            <cbc:ID>VAT</cbc:ID>\n          </cac:TaxScheme>\n        </cac:TaxCategory>\n      </cac:TaxSubtotal>\n    </cac:TaxTotal>\n    <cac:Item>\n      <cbc:Name>{}</cbc:Name>\n    </cac:Item>\n    <cac:Price>\n      <cbc:PriceAmount currencyID=\"{CURRENCY}\">{}</cbc:PriceAmount>\n    </cac:Price>\n  </cac:InvoiceLine>\n",
             n + 1,
             it.quantity,
             money(line_ext),
             money(it.tax),
             money(it.total),
             money(it.tax),
+            tax_percent(),
             e(&it.item_name),
             money(it.unit_price)
         ));
@@ -514,10 +709,16 @@ fn unauthenticated() -> Response {
     )
 }
 
-fn model_not_found(id: &str) -> Response {
+/// Laravel's `ModelNotFoundException` answer: with the ids looked up
+/// (`findOrFail`), or without (`where(...)->firstOrFail()`).
+fn model_not_found(id: Option<&str>) -> Response {
+    let message = match id {
+        Some(id) => format!("No query results for model [{INVOICE_MODEL}] {id}."),
+        None => format!("No query results for model [{INVOICE_MODEL}]."),
+    };
     exception_response(
         StatusCode::NOT_FOUND,
-        json!({"message": format!("No query results for model [{INVOICE_MODEL}] {id}.")}),
+        json!({ "message": message }),
         Exception::NotFound,
     )
 }
@@ -1178,7 +1379,8 @@ async fn create_invoice(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -
         Err(e) => return e.into_response(),
     };
 
-    // Money: exact decimals, each line's tax rounded half up to cents.
+    // Money: exact decimals, each line's tax rounded half away from zero to
+    // cents: the shared rule of `crate::tax`, which receipts use too.
     let now = now_timestamp();
     let id = st.next_invoice_id;
     let mut stored = Vec::new();
@@ -1188,13 +1390,13 @@ async fn create_invoice(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -
         let Some(line) = Decimal::from(it.quantity).checked_mul(it.price) else {
             return server_error();
         };
-        let Some(tax) = line.checked_mul(TAX_RATE).map(round2) else {
+        let Some(tax) = line_tax(line) else {
             return server_error();
         };
         let (Some(s), Some(t), Some(total)) = (
             subtotal.checked_add(line),
             tax_amount.checked_add(tax),
-            line.checked_add(tax).map(round2),
+            line.checked_add(tax).map(round_money),
         ) else {
             return server_error();
         };
@@ -1204,13 +1406,13 @@ async fn create_invoice(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -
             id: st.next_item_id + stored.len() as u64,
             item_name: it.name,
             quantity: it.quantity,
-            unit_price: round2(it.price),
+            unit_price: round_money(it.price),
             tax,
             total,
             created_at: now.clone(),
         });
     }
-    let subtotal = round2(subtotal);
+    let subtotal = round_money(subtotal);
     let Some(total_amount) = subtotal.checked_add(tax_amount) else {
         return server_error();
     };
@@ -1259,7 +1461,7 @@ fn with_invoice(
         .filter(|n| st.invoices.contains_key(n))
     {
         Some(n) => f(&mut st, user, n),
-        None => model_not_found(id),
+        None => model_not_found(Some(id)),
     }
 }
 
@@ -1271,6 +1473,24 @@ async fn show_invoice(
     with_invoice(&sh, &headers, &id, |st, _, n| {
         json_response(StatusCode::OK, &invoice_full_json(&st.invoices[&n]))
     })
+}
+
+/// `GET /api/invoices/by-number/{invoice_number}` (optional, not in the
+/// real backend): like `show`, found by number. Like the real routes, it
+/// does not check that the invoice belongs to the caller's vendor.
+async fn show_by_number(
+    State(sh): State<Sh>,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
+    let st = sh.state();
+    if st.authenticate(&headers).is_none() {
+        return unauthenticated();
+    }
+    match st.invoices.values().find(|i| i.invoice_number == number) {
+        Some(inv) => json_response(StatusCode::OK, &invoice_full_json(inv)),
+        None => model_not_found(None),
+    }
 }
 
 async fn invoice_status(
@@ -1398,6 +1618,7 @@ async fn ctl_stats(State(sh): State<Sh>) -> Response {
 
 async fn ctl_stats_reset(State(sh): State<Sh>) -> Response {
     sh.harness.reset_counters();
+    sh.pool.reset_stats();
     {
         let mut st = sh.state();
         st.logins_ok = 0;
@@ -1423,6 +1644,38 @@ async fn ctl_add_fault(State(sh): State<Sh>, body: Bytes) -> Response {
 async fn ctl_clear_faults(State(sh): State<Sh>) -> Response {
     sh.harness.clear_faults();
     json_response(StatusCode::OK, &json!({"ok": true}))
+}
+
+async fn ctl_random_faults(State(sh): State<Sh>, body: Bytes) -> Response {
+    let spec = serde_json::from_slice::<Value>(&body)
+        .map_err(|e| format!("the body is not valid JSON: {e}"))
+        .and_then(|v| RandomFaults::from_json(&v))
+        .and_then(|spec| sh.harness.inject_random(spec));
+    ctl_answer(match spec {
+        Ok(()) => Ok(json!({"ok": true, "random_faults": sh.harness.random_faults_json()})),
+        Err(msg) => Err(bad_request(msg)),
+    })
+}
+
+async fn ctl_clear_random_faults(State(sh): State<Sh>) -> Response {
+    sh.harness.clear_random();
+    json_response(StatusCode::OK, &json!({"ok": true}))
+}
+
+fn foreign_invoices(sh: &Shared, body: &[u8]) -> CtlResult {
+    let body = control_body(body, &["count"])?;
+    let count = body
+        .get("count")
+        .and_then(Value::as_u64)
+        .filter(|n| (1..=100_000).contains(n))
+        .ok_or_else(|| bad_request("\"count\" (an integer from 1 to 100000) is required"))?;
+    let ids = seed_foreign(sh, count as usize);
+    let highest = sh.state().invoices.keys().next_back().copied();
+    Ok(json!({"ok": true, "ids": ids, "highest_invoice_id": highest}))
+}
+
+async fn ctl_foreign_invoices(State(sh): State<Sh>, body: Bytes) -> Response {
+    ctl_answer(foreign_invoices(&sh, &body))
 }
 
 async fn ctl_revoke(State(sh): State<Sh>) -> Response {
@@ -1550,13 +1803,110 @@ fn stats_json(sh: &Shared) -> Value {
         .count());
     v["invoices"] = json!(st.invoices.len());
     v["invoices_by_status"] = json!(by_status);
+    v["highest_invoice_id"] = json!(st.invoices.keys().next_back());
     v["faults_pending"] = sh.harness.pending_faults_json();
+    v["random_faults"] = sh.harness.random_faults_json();
     v["settings"] = settings_json(&st);
+    drop(st);
+    v["pool"] = pool_json(sh);
     v
 }
 
+/// The pool's statistics, latency profile and ceiling.
+fn pool_json(sh: &Shared) -> Value {
+    let stats = sh.pool.stats();
+    let latency = *lock(&sh.latency);
+    let mut v = stats.to_json();
+    v["latency"] = latency.to_json();
+    v["per_sale_us"] = json!(micros(latency.per_sale()));
+    v["ceiling_sales_per_sec"] = json!(stats.workers.and_then(|w| latency.ceiling_per_sec(w)));
+    v
+}
+
+/// Adds `count` invoices owned by another vendor (created on first use,
+/// organisation 2), as other shops sharing the backend would; returns
+/// their ids.
+fn seed_foreign(sh: &Shared, count: usize) -> Vec<u64> {
+    let mut st = sh.state();
+    let vendor = match st.users.iter().find(|u| u.email == FOREIGN_VENDOR_EMAIL) {
+        Some(u) => u.clone(),
+        None => {
+            let id = st.users.iter().map(|u| u.id).max().unwrap_or(1) + 1;
+            let org = st
+                .users
+                .iter()
+                .map(|u| u.organization_id)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let u = SandboxUser {
+                id,
+                name: "Other Vendor".into(),
+                email: FOREIGN_VENDOR_EMAIL.into(),
+                password: uuid::Uuid::new_v4().to_string(),
+                active: true,
+                organization_id: org,
+            };
+            st.users.push(u.clone());
+            u
+        }
+    };
+    let now = now_timestamp();
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = st.next_invoice_id;
+        let quantity = 1 + (id % 3) as i64;
+        let unit_price = Decimal::new(250 + (id % 7) as i64 * 125, 2);
+        let subtotal = Decimal::from(quantity) * unit_price;
+        let tax = line_tax(subtotal).unwrap_or_default();
+        let item = Item {
+            id: st.next_item_id,
+            item_name: "Other shop's article".into(),
+            quantity,
+            unit_price,
+            tax,
+            total: round_money(subtotal + tax),
+            created_at: now.clone(),
+        };
+        let mut number = format!("OTHER-{}-{id:06}", vendor.id);
+        while st.invoices.values().any(|i| i.invoice_number == number) {
+            number.push('X');
+        }
+        let invoice = Invoice {
+            id,
+            invoice_number: number,
+            customer_name: "Another shop's customer".into(),
+            customer_email: None,
+            customer_phone: None,
+            uuid: uuid::Uuid::new_v4().to_string(),
+            vendor_id: vendor.id,
+            vendor_name: vendor.name.clone(),
+            organization_id: vendor.organization_id,
+            invoice_date: Utc::now().date_naive(),
+            status: "submitted".into(),
+            subtotal: round_money(subtotal),
+            tax_amount: tax,
+            total_amount: round_money(subtotal + tax),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            items: vec![item],
+        };
+        st.next_item_id += 1;
+        st.next_invoice_id += 1;
+        st.invoices.insert(id, invoice);
+        ids.push(id);
+    }
+    ids
+}
+
 fn router(sh: Sh) -> Router {
-    let api = Router::new()
+    let mut api = Router::new();
+    if sh.lookup_route {
+        // A static segment: matched before `/api/invoices/{id}`, which it
+        // does not shadow (two segments after `invoices`, not one).
+        api = api.route(LOOKUP_ROUTE, get(show_by_number));
+    }
+    let api = api
         .route("/api/vendors/login", post(login))
         .route("/api/vendors/profile", get(profile))
         .route("/api/invoices", post(create_invoice))
@@ -1567,6 +1917,9 @@ fn router(sh: Sh) -> Router {
         .route("/api/invoices/{id}/xml", get(xml))
         .route("/up", get(health))
         .fallback(route_not_found)
+        // Inner: the worker pool (faults that answer without the handler
+        // never take a worker; DropAfter and HoldAfter run it in one).
+        .layer(from_fn_with_state(sh.pool.clone(), pool_middleware))
         .layer(from_fn_with_state(sh.harness.clone(), fault_middleware))
         .with_state(sh.clone());
     // The renderer wraps the whole API router (not each route) so that it
@@ -1585,6 +1938,11 @@ fn router(sh: Sh) -> Router {
         .route("/__sandbox/settings", post(ctl_settings))
         .route("/__sandbox/users/active", post(ctl_user_active))
         .route("/__sandbox/submit-outcomes", post(ctl_submit_outcomes))
+        .route(
+            "/__sandbox/random-faults",
+            post(ctl_random_faults).delete(ctl_clear_random_faults),
+        )
+        .route("/__sandbox/foreign-invoices", post(ctl_foreign_invoices))
         .with_state(sh);
     api.merge(control)
 }
@@ -1613,7 +1971,15 @@ impl LaravelSandbox {
         bind: SocketAddr,
         opts: LaravelSandboxOptions,
     ) -> std::io::Result<LaravelSandbox> {
+        if opts.workers == Some(0) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the sandbox needs at least 1 worker",
+            ));
+        }
         let harness = Harness::new(CONTROL_PREFIX, laravel_error_body);
+        let pool = WorkerPool::new(opts.workers);
+        pool.set_service_times(opts.latency.route_times());
         let shared = Arc::new(Shared {
             state: Mutex::new(Db {
                 users: opts.users,
@@ -1632,6 +1998,9 @@ impl LaravelSandbox {
                 tokens_issued: 0,
             }),
             harness,
+            pool,
+            latency: Mutex::new(opts.latency),
+            lookup_route: opts.lookup_route,
         });
         let server = serve(bind, router(shared.clone())).await?;
         tracing::info!(addr = %server.addr(), "Laravel sandbox listening");
@@ -1655,6 +2024,55 @@ impl LaravelSandbox {
 
     pub fn clear_faults(&self) {
         self.shared.harness.clear_faults();
+    }
+
+    /// From now on, API requests fault at random as `spec` says (replacing
+    /// earlier random faults; queued faults still come first). The error
+    /// says what is wrong with `spec`.
+    pub fn inject_random(&self, spec: RandomFaults) -> Result<(), String> {
+        self.shared.harness.inject_random(spec)
+    }
+
+    /// Stops the random faults.
+    pub fn clear_random(&self) {
+        self.shared.harness.clear_random();
+    }
+
+    /// Faults injected at random so far, by kind (`"status"`, `"drop"`,
+    /// ...); also in the stats as `faults_injected.random`.
+    pub fn random_faults_injected(&self) -> BTreeMap<String, u64> {
+        self.shared.harness.random_injected()
+    }
+
+    /// What the worker pool did: requests served, in flight, queue, busy
+    /// time ([`PoolStats::utilisation`] gives the fraction of the pool used;
+    /// compare sales a second with [`LatencyProfile::ceiling_per_sec`]).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.shared.pool.stats()
+    }
+
+    /// The current service times.
+    pub fn latency(&self) -> LatencyProfile {
+        *lock(&self.shared.latency)
+    }
+
+    /// Changes the service times (requests already served keep theirs).
+    pub fn set_latency(&self, latency: LatencyProfile) {
+        *lock(&self.shared.latency) = latency;
+        self.shared.pool.set_service_times(latency.route_times());
+    }
+
+    /// The largest invoice id in use (every vendor's), `None` when empty.
+    pub fn highest_invoice_id(&self) -> Option<u64> {
+        self.shared.state().invoices.keys().next_back().copied()
+    }
+
+    /// Adds `count` invoices owned by another vendor (another shop on the
+    /// same backend: its own vendor id and organisation, status
+    /// `submitted`, numbers `OTHER-<vendor>-<id>`), taking the next ids;
+    /// returns them.
+    pub fn seed_foreign_invoices(&self, count: usize) -> Vec<u64> {
+        seed_foreign(&self.shared, count)
     }
 
     /// Every token answers 401 from now on (an operator's revocation).
@@ -2808,5 +3226,652 @@ mod tests {
         assert_eq!(c.get(ctl("/stats")).send().await.unwrap().status(), 200);
         t.sb.clear_faults();
         t.sb.shutdown().await;
+    }
+
+    const PROFILE: &str = "GET /api/vendors/profile";
+    const LOOKUP: &str = "GET /api/invoices/by-number/{invoice_number}";
+
+    #[tokio::test]
+    async fn totals_follow_the_shared_tax_rule() {
+        let t = start().await;
+        let token = t.login().await;
+        let lines = [
+            ("3", "0.335"),
+            ("1", "0.03125"),
+            ("7", "1.005"),
+            ("2", "15.5"),
+        ];
+        let items: Vec<Value> = lines
+            .iter()
+            .map(|(q, p)| json!({"description": "x", "quantity": q, "price": p}))
+            .collect();
+        let (s, v) = t
+            .post_json(
+                &token,
+                "/api/invoices",
+                json!({"invoice_number": "TAX-1", "customer_name": "A", "items": items}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let expected = crate::tax::totals(lines.iter().map(|(q, p)| (d(q), d(p)))).unwrap();
+        assert_eq!(v["tax_amount"], json!(money(expected.tax)));
+        assert_eq!(v["total_amount"], json!(money(expected.total)));
+        let full = t.sb.invoice_by_number("TAX-1").unwrap();
+        for (item, (q, p)) in full["items"].as_array().unwrap().iter().zip(lines) {
+            let tax = crate::tax::line_tax(d(q) * d(p)).unwrap();
+            assert_eq!(item["tax"], json!(money(tax)));
+        }
+        assert_eq!(tax_percent(), "16");
+    }
+
+    #[test]
+    fn latency_profiles() {
+        let r = LatencyProfile::realistic();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            (r.login, r.create, r.submit, r.status, r.show, r.profile, r.pdf, r.xml),
+            (
+                ms(120),
+                ms(30),
+                ms(300),
+                ms(15),
+                ms(15),
+                ms(10),
+                ms(200),
+                ms(30)
+            )
+        );
+        assert_eq!(r.per_sale(), ms(530));
+        let ceiling = r.ceiling_per_sec(REALISTIC_WORKERS).unwrap();
+        assert!((ceiling - 8.0 / 0.53).abs() < 1e-9, "{ceiling}");
+        let small = r.scaled(0.1);
+        assert_eq!(
+            (small.submit, small.status),
+            (ms(30), Duration::from_micros(1500))
+        );
+        assert!(r.scaled(0.0).is_none());
+        assert!(r.scaled(-2.0).is_none());
+        assert!(r.scaled(f64::NAN).is_none());
+        assert_eq!(r.scaled(f64::INFINITY).login, Duration::MAX);
+        assert!(LatencyProfile::none().is_none());
+        assert_eq!(LatencyProfile::none().ceiling_per_sec(8), None);
+        assert_eq!(LatencyProfile::default(), LatencyProfile::none());
+        let routes = r.route_times();
+        assert!(routes.contains(&(LOOKUP.to_string(), ms(15))));
+        assert!(routes.contains(&(SUBMIT.to_string(), ms(300))));
+        assert_eq!(r.to_json()["pdf_us"], json!(200_000));
+
+        assert_eq!(
+            options_from_profile(" Realistic "),
+            Ok((LatencyProfile::realistic(), Some(8)))
+        );
+        assert_eq!(
+            options_from_profile("none"),
+            Ok((LatencyProfile::none(), None))
+        );
+        let e = options_from_profile("fast").unwrap_err();
+        assert!(e.contains("realistic") && e.contains("fast"), "{e}");
+        let o = LaravelSandboxOptions::realistic_pool();
+        assert_eq!(
+            (o.latency, o.workers),
+            (LatencyProfile::realistic(), Some(8))
+        );
+        assert!(!o.lookup_route && o.jofotara_configured);
+        let d = LaravelSandboxOptions::default();
+        assert_eq!(
+            (d.latency, d.workers, d.lookup_route),
+            (LatencyProfile::none(), None, false)
+        );
+    }
+
+    #[tokio::test]
+    async fn zero_workers_is_refused() {
+        let e = LaravelSandbox::start(
+            "127.0.0.1:0".parse().unwrap(),
+            LaravelSandboxOptions {
+                workers: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn worker_pool_bounds_concurrency_on_the_paused_clock() {
+        let t = start_with(LaravelSandboxOptions {
+            latency: LatencyProfile {
+                profile: Duration::from_millis(100),
+                ..LatencyProfile::none()
+            },
+            workers: Some(2),
+            ..Default::default()
+        })
+        .await;
+        let token = t.login().await;
+        let base = t.sb.pool_stats();
+        assert_eq!(
+            (base.workers, base.served, base.in_flight, base.queued),
+            (Some(2), 1, 0, 0),
+            "the login went through a worker"
+        );
+        let started = Instant::now();
+        let requests: Vec<_> = (0..6)
+            .map(|_| {
+                let req = t.c.get(t.url("/api/vendors/profile")).bearer_auth(&token);
+                tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+            })
+            .collect();
+        for r in requests {
+            assert_eq!(r.await.unwrap(), 200);
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        let p = t.sb.pool_stats();
+        assert_eq!(p.max_in_flight, 2);
+        assert_eq!((p.served, p.in_flight, p.queued), (7, 0, 0));
+        assert!(p.max_queued >= 1, "{p:?}");
+        assert!(p.busy >= Duration::from_millis(600), "{p:?}");
+        // waits 0, 0, 100, 100, 200, 200 ms when the six arrive together
+        assert!(p.queue_wait >= Duration::from_millis(500), "{p:?}");
+        let u = p.utilisation(elapsed).unwrap();
+        assert!(u > 0.5 && u <= 1.0, "{u}");
+
+        // a fault answered without the handler takes no worker
+        t.sb.inject(
+            PROFILE,
+            Fault::Status {
+                status: 503,
+                retry_after: None,
+                html: false,
+            },
+            1,
+        );
+        assert_eq!(t.get(&token, "/api/vendors/profile").await.status(), 503);
+        assert_eq!(t.sb.pool_stats().served, 7);
+
+        let stats = t.sb.stats_json();
+        let pool = &stats["pool"];
+        assert_eq!(pool["workers"], 2);
+        assert_eq!(pool["served"], 7);
+        assert_eq!(pool["max_in_flight"], 2);
+        assert_eq!(pool["latency"]["profile_us"], json!(100_000));
+        assert_eq!(pool["per_sale_us"], json!(0));
+        assert_eq!(pool["ceiling_sales_per_sec"], Value::Null);
+        assert!(pool["busy_us"].as_u64().unwrap() >= 600_000);
+
+        // the control API's reset zeroes the totals
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        c.post(t.url("/__sandbox/stats/reset"))
+            .send()
+            .await
+            .unwrap();
+        let p = t.sb.pool_stats();
+        assert_eq!((p.served, p.max_in_flight, p.busy), (0, 0, Duration::ZERO));
+
+        // the service times can change at run time
+        t.sb.set_latency(LatencyProfile::none());
+        let started = Instant::now();
+        assert_eq!(t.get(&token, "/api/vendors/profile").await.status(), 200);
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(t.sb.latency(), LatencyProfile::none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn realistic_pool_ceiling_in_the_stats() {
+        let t = start_with(LaravelSandboxOptions::realistic_pool()).await;
+        let started = Instant::now();
+        let token = t.login().await;
+        assert!(started.elapsed() >= Duration::from_millis(120), "bcrypt");
+        let started = Instant::now();
+        let (s, v) = t.create(&token, "R-1").await;
+        assert_eq!(s, 201);
+        let id = v["id"].as_u64().unwrap();
+        t.post_json(&token, &format!("/api/invoices/{id}/submit"), json!({}))
+            .await;
+        let pdf = t.get(&token, &format!("/api/invoices/{id}/pdf")).await;
+        assert_eq!(pdf.status(), 200);
+        pdf.bytes().await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(530));
+        let pool = &t.sb.stats_json()["pool"];
+        assert_eq!(pool["workers"], 8);
+        assert_eq!(pool["per_sale_us"], json!(530_000));
+        let ceiling = pool["ceiling_sales_per_sec"].as_f64().unwrap();
+        assert!((ceiling - 8.0 / 0.53).abs() < 1e-9);
+        assert_eq!(pool["served"], 4);
+        assert_eq!(pool["max_in_flight"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_work_is_finished_when_the_client_hangs_up() {
+        let t = start_with(LaravelSandboxOptions {
+            latency: LatencyProfile {
+                create: Duration::from_secs(2),
+                ..LatencyProfile::none()
+            },
+            workers: Some(1),
+            ..Default::default()
+        })
+        .await;
+        let token = t.login().await;
+        let e =
+            t.c.post(t.url("/api/invoices"))
+                .bearer_auth(&token)
+                .timeout(Duration::from_secs(1))
+                .json(&json!({"invoice_number": "GONE-1", "customer_name": "A",
+                          "items": [{"description": "d", "quantity": 1, "price": 1}]}))
+                .send()
+                .await;
+        assert!(e.unwrap_err().is_timeout());
+        assert_eq!(t.sb.invoice_count(), 0, "still in its service time");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(t.sb.invoices_with_number("GONE-1"), 1, "PHP ran to the end");
+        assert_eq!(t.sb.pool_stats().served, 2);
+        // the retry learns it through the 422
+        assert_eq!(t.create(&token, "GONE-1").await.0, 422);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hold_after_commits_before_answering() {
+        let t = start().await;
+        let token = t.login().await;
+        t.sb.inject(CREATE, Fault::HoldAfter(Duration::from_secs(5)), 1);
+        let started = Instant::now();
+        let req =
+            t.c.post(t.url("/api/invoices"))
+                .bearer_auth(&token)
+                .json(&json!({"invoice_number": "HOLD-1", "customer_name": "A",
+                          "items": [{"description": "d", "quantity": 1, "price": 1}]}));
+        let pending = tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        });
+        while t.sb.invoices_with_number("HOLD-1") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!pending.is_finished(), "committed, but not answered yet");
+        assert_eq!(t.sb.responses(CREATE, 201), 0);
+        let (s, v) = pending.await.unwrap();
+        assert_eq!(s, 201);
+        assert_eq!(v["invoice_number"], "HOLD-1");
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        assert_eq!(t.sb.responses(CREATE, 201), 1);
+
+        // a client that gives up during the hold: the invoice stays
+        t.sb.inject(CREATE, Fault::HoldAfter(Duration::from_secs(60)), 1);
+        let e =
+            t.c.post(t.url("/api/invoices"))
+                .bearer_auth(&token)
+                .timeout(Duration::from_secs(2))
+                .json(&json!({"invoice_number": "HOLD-2", "customer_name": "A",
+                          "items": [{"description": "d", "quantity": 1, "price": 1}]}))
+                .send()
+                .await;
+        assert!(e.unwrap_err().is_timeout());
+        assert_eq!(t.sb.invoices_with_number("HOLD-2"), 1);
+        assert_eq!(
+            t.sb.stats_json()["faults_injected"]["planned"]["hold_after"],
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn random_faults() {
+        let t = start().await;
+        let token = t.login().await;
+        let s503 = Fault::Status {
+            status: 503,
+            retry_after: None,
+            html: false,
+        };
+        // rate 1: every request on the listed routes faults
+        t.sb.inject_random(RandomFaults {
+            rate: 1.0,
+            routes: vec![PROFILE.into(), CREATE.into()],
+            kinds: vec![s503.clone()],
+            seed: None,
+        })
+        .unwrap();
+        for _ in 0..5 {
+            assert_eq!(t.get(&token, "/api/vendors/profile").await.status(), 503);
+        }
+        assert_eq!(t.create(&token, "RF-1").await.0, 503);
+        assert_eq!(t.get(&token, "/api/invoices/status/1").await.status(), 404);
+        assert_eq!(t.sb.invoice_count(), 0);
+        assert_eq!(
+            t.sb.random_faults_injected(),
+            BTreeMap::from([("status".to_string(), 6)])
+        );
+        assert_eq!(t.sb.stats_json()["faults_injected"]["random"]["status"], 6);
+        assert_eq!(t.sb.stats_json()["random_faults"]["rate"], 1.0);
+
+        // "*" and several kinds, all of them used
+        t.sb.inject_random(RandomFaults {
+            rate: 1.0,
+            routes: vec!["*".into()],
+            kinds: vec![s503.clone(), Fault::Drop],
+            seed: Some(9),
+        })
+        .unwrap();
+        let mut drops = 0;
+        for _ in 0..40 {
+            match t
+                .c
+                .get(t.url("/api/vendors/profile"))
+                .bearer_auth(&token)
+                .send()
+                .await
+            {
+                Ok(r) => assert_eq!(r.status(), 503),
+                Err(_) => drops += 1,
+            }
+        }
+        assert!((1..40).contains(&drops), "{drops}");
+        assert_eq!(t.sb.random_faults_injected()["drop"], drops);
+
+        // seeded runs repeat
+        let run = |seed: u64| {
+            let t = &t;
+            let token = token.clone();
+            let kinds = vec![
+                s503.clone(),
+                Fault::Status {
+                    status: 500,
+                    retry_after: None,
+                    html: false,
+                },
+            ];
+            async move {
+                t.sb.inject_random(RandomFaults {
+                    rate: 0.5,
+                    routes: vec!["*".into()],
+                    kinds,
+                    seed: Some(seed),
+                })
+                .unwrap();
+                let mut statuses = Vec::new();
+                for _ in 0..30 {
+                    statuses.push(
+                        t.get(&token, "/api/vendors/profile")
+                            .await
+                            .status()
+                            .as_u16(),
+                    );
+                }
+                statuses
+            }
+        };
+        let first = run(1234).await;
+        assert_eq!(run(1234).await, first);
+        assert_ne!(run(4321).await, first);
+        for s in [200, 500, 503] {
+            assert!(first.contains(&s), "{first:?}");
+        }
+
+        // queued faults come first; clearing stops the random ones
+        t.sb.inject(
+            PROFILE,
+            Fault::Status {
+                status: 418,
+                retry_after: None,
+                html: false,
+            },
+            1,
+        );
+        assert_eq!(t.get(&token, "/api/vendors/profile").await.status(), 418);
+        t.sb.clear_random();
+        assert_eq!(t.sb.stats_json()["random_faults"], Value::Null);
+        for _ in 0..10 {
+            assert_eq!(t.get(&token, "/api/vendors/profile").await.status(), 200);
+        }
+        let bad = RandomFaults {
+            rate: 0.5,
+            routes: vec![],
+            kinds: vec![Fault::Drop],
+            seed: None,
+        };
+        assert!(t.sb.inject_random(bad).is_err());
+    }
+
+    #[tokio::test]
+    async fn lookup_route_by_number() {
+        let t = start_with(LaravelSandboxOptions {
+            lookup_route: true,
+            ..Default::default()
+        })
+        .await;
+        let token = t.login().await;
+        for n in ["L-1", "L/2 x", "pdf", "by-number"] {
+            assert_eq!(t.create(&token, n).await.0, 201, "{n}");
+        }
+        let (s, by_id) = t.get_json(&token, "/api/invoices/2").await;
+        assert_eq!(s, 200, "GET /api/invoices/{{id}} still answers");
+        let (s, v) = t
+            .get_json(&token, "/api/invoices/by-number/L%2F2%20x")
+            .await;
+        assert_eq!((s, &v), (200, &by_id));
+        assert_eq!(
+            t.get_json(&token, "/api/invoices/by-number/pdf").await.1["id"],
+            3
+        );
+        assert_eq!(
+            t.get_json(&token, "/api/invoices/by-number/by-number")
+                .await
+                .1["id"],
+            4
+        );
+        assert_eq!(
+            t.get_json(&token, "/api/invoices/by-number/NOPE").await,
+            (
+                404,
+                json!({"message": "No query results for model [App\\Models\\Invoice]."})
+            )
+        );
+        assert_eq!(
+            t.get_json("bad-token", "/api/invoices/by-number/L-1").await,
+            (401, json!({"message": "Unauthenticated."}))
+        );
+        // the other invoice routes are not shadowed
+        assert_eq!(t.get(&token, "/api/invoices/1/pdf").await.status(), 200);
+        assert_eq!(t.get(&token, "/api/invoices/1/xml").await.status(), 200);
+        assert_eq!(
+            t.get_json(&token, "/api/invoices/status/1").await,
+            (200, json!({"status": "draft"}))
+        );
+        assert_eq!(
+            t.post_json(&token, "/api/invoices/1/submit", json!({}))
+                .await,
+            (200, json!({"status": "submitted"}))
+        );
+        assert_eq!(
+            t.get_json(&token, "/api/invoices/by-number").await.1["message"],
+            "No query results for model [App\\Models\\Invoice] by-number."
+        );
+        assert_eq!(t.sb.requests(LOOKUP), 5);
+        assert_eq!(t.sb.responses(LOOKUP, 200), 3);
+        assert_eq!(t.sb.requests("GET /api/invoices/{id}"), 2);
+
+        // off by default: the real backend has no such route
+        let t = start().await;
+        let token = t.login().await;
+        t.create(&token, "L-1").await;
+        assert_eq!(
+            t.get_json(&token, "/api/invoices/by-number/L-1").await,
+            (
+                404,
+                json!({"message": "The route api/invoices/by-number/L-1 could not be found."})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn foreign_invoices_and_the_highest_id() {
+        let t = start().await;
+        let token = t.login().await;
+        assert_eq!(t.sb.highest_invoice_id(), None);
+        assert_eq!(t.sb.stats_json()["highest_invoice_id"], Value::Null);
+        t.create(&token, "OWN-1").await;
+        assert_eq!(t.sb.seed_foreign_invoices(3), vec![2, 3, 4]);
+        assert_eq!(t.create(&token, "OWN-2").await.1["id"], 5);
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let r = c
+            .post(t.url("/__sandbox/foreign-invoices"))
+            .json(&json!({"count": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"ok": true, "ids": [6, 7], "highest_invoice_id": 7})
+        );
+        for bad in [
+            json!({}),
+            json!({"count": 0}),
+            json!({"count": "2"}),
+            json!({"n": 1}),
+        ] {
+            let r = c
+                .post(t.url("/__sandbox/foreign-invoices"))
+                .json(&bad)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+        }
+        assert_eq!(t.create(&token, "OWN-3").await.1["id"], 8);
+        assert_eq!(t.sb.highest_invoice_id(), Some(8));
+        assert_eq!(t.sb.stats_json()["highest_invoice_id"], 8);
+
+        // an id scan that keeps only the caller's invoices
+        let mut own = Vec::new();
+        for id in 1..=t.sb.highest_invoice_id().unwrap() {
+            let (s, v) = t.get_json(&token, &format!("/api/invoices/{id}")).await;
+            assert_eq!(s, 200);
+            if v["vendor_id"] == 2 {
+                own.push(v["invoice_number"].as_str().unwrap().to_string());
+            } else {
+                assert_eq!(v["vendor_id"], 3);
+                assert_eq!(v["organization_id"], 2);
+                assert_eq!(v["status"], "submitted");
+                assert!(v["invoice_number"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("OTHER-3-"));
+                let items = v["items"].as_array().unwrap();
+                let tax = crate::tax::line_tax(
+                    Decimal::from(items[0]["quantity"].as_i64().unwrap())
+                        * items[0]["unit_price"]
+                            .as_str()
+                            .unwrap()
+                            .parse::<Decimal>()
+                            .unwrap(),
+                )
+                .unwrap();
+                assert_eq!(v["tax_amount"], json!(money(tax)));
+            }
+        }
+        assert_eq!(own, ["OWN-1", "OWN-2", "OWN-3"]);
+        assert_eq!(t.sb.invoice_count(), 8);
+        // the other vendor's invoice numbers are taken for everyone
+        let (s, _) = t.create(&token, "OTHER-3-000002").await;
+        assert_eq!(s, 422);
+        // the other vendor is a second account; its password is not known
+        let (s, _) = t
+            .login_raw(json!({"email": FOREIGN_VENDOR_EMAIL, "password": SANDBOX_PASSWORD}))
+            .await;
+        assert_eq!(s, 401);
+    }
+
+    #[tokio::test]
+    async fn control_api_random_and_hold_after_faults() {
+        let t = start().await;
+        let token = t.login().await;
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let ctl = |p: &str| t.url(&format!("/__sandbox{p}"));
+
+        let r = c
+            .post(ctl("/faults"))
+            .json(&json!({"route": CREATE, "kind": "hold_after", "hold_ms": 5000, "times": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["faults_pending"],
+            json!([{"kind": "hold_after", "hold_ms": 5000, "route": CREATE, "remaining": 2}])
+        );
+        c.delete(ctl("/faults")).send().await.unwrap();
+
+        let spec = json!({"rate": 1.0, "routes": [PROFILE],
+                          "kinds": [{"kind": "status", "status": 500, "retry_after": 3}],
+                          "seed": 5});
+        let r = c
+            .post(ctl("/random-faults"))
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["random_faults"]["seed"], 5);
+        assert_eq!(v["random_faults"]["kinds"][0]["status"], 500);
+        let r = t.get(&token, "/api/vendors/profile").await;
+        assert_eq!(r.status(), 500);
+        assert_eq!(r.headers()["retry-after"], "3");
+        let stats: Value = c
+            .get(ctl("/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stats["random_faults"]["routes"], json!([PROFILE]));
+        assert_eq!(stats["faults_injected"]["random"], json!({"status": 1}));
+        assert_eq!(stats["pool"]["workers"], Value::Null);
+        assert_eq!(
+            stats["pool"]["served"], 1,
+            "the login; the fault took no worker"
+        );
+        for bad in [
+            json!({"rate": 2, "kinds": [{"kind": "drop"}]}),
+            json!({"rate": 0.5, "kinds": []}),
+            json!({"rate": 0.5, "kinds": [{"kind": "drop"}], "routes": ["nope"]}),
+        ] {
+            let r = c
+                .post(ctl("/random-faults"))
+                .json(&bad)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+        }
+        let r = c
+            .post(ctl("/random-faults"))
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = c.delete(ctl("/random-faults")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(t.get(&token, "/api/vendors/profile").await.status(), 200);
+        c.post(ctl("/stats/reset")).send().await.unwrap();
+        let stats: Value = c
+            .get(ctl("/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            stats["faults_injected"],
+            json!({"planned": {}, "random": {}})
+        );
     }
 }

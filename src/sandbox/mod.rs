@@ -13,20 +13,28 @@
 //! redirects for clients that do not ask for JSON), and adds what the real
 //! backend does only on a bad day, on demand: errors, 429s with
 //! `Retry-After`, dropped connections before or after the work is done,
-//! slow answers, revoked or expired tokens, disabled accounts.
+//! answers held back after the work is done, slow answers, faults at random,
+//! revoked or expired tokens, disabled accounts. It can also serve with the
+//! real stack's capacity: per-route service times and a bounded worker
+//! pool.
 //!
 //! * [`http`]: the generic server machinery (serve loop with per-connection
 //!   kill switch, fault injection, per-route counters), reused by every
 //!   simulator.
 //! * [`laravel`]: the Laravel invoicing backend.
+//! * [`pool`]: a bounded worker pool with per-route service times (PHP-FPM
+//!   behind nginx), for benchmarks against realistic backend capacity.
 //! * [`pdf`]: a tiny PDF writer for the documents the simulators serve.
 
 pub mod http;
 pub mod laravel;
 pub mod pdf;
+pub mod pool;
 
-pub use http::{ConnKill, Fault, FaultSpec, Harness, ServerHandle};
+pub use http::{ConnKill, Fault, FaultSpec, Harness, RandomFaults, ServerHandle};
 pub use laravel::{
-    LaravelSandbox, LaravelSandboxOptions, SandboxUser, SANDBOX_EMAIL, SANDBOX_PASSWORD,
+    options_from_profile, LaravelSandbox, LaravelSandboxOptions, LatencyProfile, SandboxUser,
+    REALISTIC_WORKERS, SANDBOX_EMAIL, SANDBOX_PASSWORD,
 };
 pub use pdf::render_text_pdf;
+pub use pool::{PoolStats, WorkerPool};

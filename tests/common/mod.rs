@@ -16,6 +16,9 @@ pub use pos_connector::sandbox::{Fault, SANDBOX_EMAIL, SANDBOX_PASSWORD};
 use pos_connector::sandbox::{LaravelSandbox, LaravelSandboxOptions};
 use serde_json::{json, Value};
 
+/// The local API key the fixtures configure.
+pub const API_KEY: &str = "test-local-api-key";
+
 pub struct Fixture {
     pub sandbox: LaravelSandbox,
     pub dir: tempfile::TempDir,
@@ -49,7 +52,10 @@ impl Fixture {
             "data_dir": self.path("data"),
             "log_dir": self.path("logs"),
             "pdf_dir": self.path("pdfs"),
+            "invoice_folder": self.path("inbox"),
             "log_level": "debug",
+            "local_api": {"bind": "127.0.0.1:0", "api_key": API_KEY},
+            "receipts": {"dir": self.path("receipts"), "shop_name": "Test Shop"},
         });
         for (k, v) in extra.as_object().unwrap() {
             cfg[k] = v.clone();

@@ -23,6 +23,8 @@ use crate::sandbox::{LaravelSandbox, LaravelSandboxOptions, SANDBOX_EMAIL, SANDB
 use crate::secret::{self, Vault};
 use crate::{demo, service, token_check};
 
+mod queue;
+
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -79,6 +81,9 @@ pub enum Command {
     /// One-shot invoice operations against the backend
     #[command(subcommand)]
     Invoice(InvoiceCommand),
+    /// Look at and release the jobs in the outbox
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Serve a simulator of the Laravel backend on 127.0.0.1
     Sandbox(SandboxArgs),
     /// Run a sale end to end against a sandbox started for the occasion
@@ -119,6 +124,45 @@ pub enum InvoiceCommand {
     },
     /// Show invoice ID with its items
     Show { id: u64 },
+    /// Render the provisional receipt PDF of a sale: a POS export FILE, or
+    /// a job in the outbox (its number or invoice number); no backend needed
+    Render {
+        #[arg(value_name = "FILE|ID")]
+        source: String,
+        /// File or folder to write to [default: receipts.dir/<invoice number>.pdf]
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List jobs, newest first
+    List {
+        /// Only jobs in this state (queued, created, submitted, pdf_saved, done, retrying, parked)
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one job (by its number or its invoice number) and its log
+    Show {
+        #[arg(value_name = "N")]
+        job: String,
+    },
+    /// Make a parked or waiting job due now
+    Retry {
+        #[arg(
+            value_name = "N",
+            required_unless_present = "all_parked",
+            conflicts_with = "all_parked"
+        )]
+        job: Option<String>,
+        /// Release every parked job
+        #[arg(long)]
+        all_parked: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,6 +187,13 @@ pub struct SandboxArgs {
     /// Make tokens expire this many minutes after login (default: never, like the real backend)
     #[arg(long, value_name = "MINUTES")]
     pub token_lifetime_minutes: Option<f64>,
+    /// Service times: none, or realistic (login 120 ms, create 30, submit 300, status 15, pdf 200)
+    #[arg(long, default_value = "none", value_name = "PROFILE")]
+    pub latency: String,
+    /// Serve API requests with at most this many workers, like PHP-FPM
+    /// [default: 8 with --latency realistic, else unbounded]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// A failed command: what to print and the exit code.
@@ -281,11 +332,21 @@ async fn dispatch(cli: Cli) -> Outcome {
         Some(Command::Sandbox(args)) => return run_sandbox(&cli, args).await,
         Some(Command::Demo { dir }) => return run_demo(&cli, dir.as_deref()).await,
         Some(Command::CheckConfig) if !wants_setup => return check_config(&cli),
+        Some(Command::Queue(cmd)) if !wants_setup => {
+            let cfg = load_config(&cli)?;
+            let _guard = command_logging(&cli, &cfg, Console::Stderr, Some(LogLevel::Warn))?;
+            return queue::queue(&cli, &cfg, cmd);
+        }
+        Some(Command::Invoice(InvoiceCommand::Render { source, out })) if !wants_setup => {
+            let cfg = load_config(&cli)?;
+            let _guard = command_logging(&cli, &cfg, Console::Stderr, Some(LogLevel::Warn))?;
+            return queue::render(&cli, &cfg, source, out.as_deref());
+        }
         _ => {}
     }
     if !wants_setup && cli.command.is_none() {
         return Err(Failure::usage(
-            "no command given: try `pos-connector --help` (run, check-config, invoice, test-token-refresh, sandbox, demo)",
+            "no command given: try `pos-connector --help` (run, check-config, invoice, queue, test-token-refresh, sandbox, demo)",
         ));
     }
     let cfg = load_config(&cli)?;
@@ -295,8 +356,15 @@ async fn dispatch(cli: Cli) -> Outcome {
         if wants_setup {
             setup_password(&cli, &cfg).await?;
         }
-        service::run(&cfg, Arc::new(SystemClock), service::shutdown_signal()).await;
-        return Ok(());
+        return service::run(&cfg, Arc::new(SystemClock), service::shutdown_signal())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "the agent cannot run");
+                Failure {
+                    code: e.exit_code(),
+                    message: e.to_string(),
+                }
+            });
     }
     // One-shot commands keep stdout for results: warnings to stderr.
     let _guard = command_logging(&cli, &cfg, Console::Stderr, Some(LogLevel::Warn))?;
@@ -310,7 +378,11 @@ async fn dispatch(cli: Cli) -> Outcome {
         Some(Command::TestTokenRefresh { create_invoice }) => {
             test_token_refresh(&cli, &cfg, &client(), *create_invoice).await
         }
+        Some(Command::Invoice(InvoiceCommand::Render { source, out })) => {
+            queue::render(&cli, &cfg, source, out.as_deref())
+        }
         Some(Command::Invoice(cmd)) => invoice(&cli, &cfg, &client(), cmd).await,
+        Some(Command::Queue(cmd)) => queue::queue(&cli, &cfg, cmd),
         Some(Command::Run | Command::Sandbox(_) | Command::Demo { .. }) => {
             unreachable!("handled above")
         }
@@ -468,35 +540,33 @@ async fn test_token_refresh(
 
 // --------------------------------------------------------------------- invoice
 
-fn read_sale(file: &str) -> Result<NewInvoice, Failure> {
+/// Reads one sale for `invoice create`, in any shape the inbox reads.
+fn read_sale(cfg: &Config, file: &str) -> Result<NewInvoice, Failure> {
     let (name, bytes) = if file == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf).map_err(|e| {
             Failure::usage(format!("cannot read the sale from standard input: {e}"))
         })?;
-        ("standard input".to_string(), buf)
+        ("stdin.json".to_string(), buf)
     } else {
         let bytes =
             std::fs::read(file).map_err(|e| Failure::usage(format!("cannot read {file}: {e}")))?;
         (file.to_string(), bytes)
     };
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.trim_start_matches('\u{feff}');
-    let v: Value = serde_json::from_str(text).map_err(|e| {
+    let options = crate::intake::options_from_config(cfg);
+    let sales = crate::intake::sale::parse_file(&name, &bytes, &options).map_err(|e| {
         Failure::usage(format!(
-            "{name} is not valid JSON: {e} (expected one sale: invoice_number, customer_name, items[description, quantity, price])"
+            "{} is not a valid sale:\n{e}",
+            if file == "-" { "standard input" } else { file }
         ))
     })?;
-    NewInvoice::from_json(&v).map_err(|problems| {
-        Failure::usage(format!(
-            "{name} is not a valid sale:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  - {p}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ))
-    })
+    match sales.as_slice() {
+        [one] => Ok(one.to_new_invoice()),
+        many => Err(Failure::usage(format!(
+            "{file} holds {} sales; `invoice create` takes one (drop the file into the inbox, or POST it to /v1/sales, to send them all)",
+            many.len()
+        ))),
+    }
 }
 
 fn money(d: Option<rust_decimal::Decimal>) -> String {
@@ -507,7 +577,7 @@ fn money(d: Option<rust_decimal::Decimal>) -> String {
 async fn invoice(cli: &Cli, cfg: &Config, client: &LaravelClient, cmd: &InvoiceCommand) -> Outcome {
     match cmd {
         InvoiceCommand::Create { file, if_exists } => {
-            let sale = read_sale(file)?;
+            let sale = read_sale(cfg, file)?;
             match client.create_invoice(&sale).await? {
                 CreateOutcome::Created(c) => {
                     if cli.json {
@@ -623,6 +693,7 @@ async fn invoice(cli: &Cli, cfg: &Config, client: &LaravelClient, cmd: &InvoiceC
         InvoiceCommand::Xml { id, out } => {
             download(cli, cfg, client, *id, DocumentKind::Xml, out.as_deref()).await
         }
+        InvoiceCommand::Render { source, out } => queue::render(cli, cfg, source, out.as_deref()),
     }
 }
 
@@ -667,6 +738,13 @@ async fn run_sandbox(cli: &Cli, args: &SandboxArgs) -> Outcome {
             return Err(Failure::usage("--token-lifetime-minutes must be above 0"));
         }
         opts.token_lifetime = Some(std::time::Duration::from_secs_f64(m * 60.0));
+    }
+    let (latency, default_workers) =
+        crate::sandbox::laravel::options_from_profile(&args.latency).map_err(Failure::usage)?;
+    opts.latency = latency;
+    opts.workers = args.workers.or(default_workers);
+    if opts.workers == Some(0) {
+        return Err(Failure::usage("--workers must be at least 1"));
     }
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
     let sandbox = LaravelSandbox::start(bind, opts).await.map_err(|e| {

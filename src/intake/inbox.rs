@@ -1,0 +1,417 @@
+//! The inbox folder (`invoice_folder`): tills drop export files here.
+//!
+//! A file is taken only once its size and modification time have stayed
+//! the same across two looks (`intake.settle_seconds` apart), and never
+//! while it has a `.tmp`/`.part`-style name. It is claimed by renaming it
+//! into `processing/`, parsed, its sales committed to the outbox, and only
+//! then moved to `archive/YYYY-MM-DD/`. A file that cannot be read goes to
+//! `rejected/` with `<name>.error.txt` beside it saying why and where.
+//! Nothing is ever deleted.
+//!
+//! Crash safety: a file left in `processing/` by a crash is processed
+//! again at the next start; its sales that were already committed are
+//! duplicates in the outbox (a no-op), so nothing is lost or doubled.
+
+use std::collections::HashMap;
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::Local;
+
+use super::sale::{self, IntakeError};
+use super::{conflict_message, Intake};
+use crate::clock::Clock;
+use crate::store::Enqueued;
+
+pub const PROCESSING: &str = "processing";
+pub const ARCHIVE: &str = "archive";
+pub const REJECTED: &str = "rejected";
+/// Larger files are rejected rather than read into memory.
+pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What one pass over the inbox did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub files_archived: usize,
+    pub files_rejected: usize,
+    pub sales_new: usize,
+    pub sales_duplicate: usize,
+    /// Files seen but not yet settled (still being written?).
+    pub files_waiting: usize,
+    /// Files left in `processing/` because the outbox could not take them.
+    pub files_deferred: usize,
+}
+
+/// The inbox watcher.
+pub struct Inbox {
+    dir: PathBuf,
+    intake: Intake,
+    interval: Duration,
+    settle: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+/// A file's identity across looks.
+pub type Look = HashMap<String, (u64, Option<SystemTime>)>;
+
+impl Inbox {
+    pub fn new(
+        dir: PathBuf,
+        intake: Intake,
+        interval: Duration,
+        settle: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Inbox {
+        Inbox {
+            dir,
+            intake,
+            interval,
+            settle,
+            clock,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the inbox and its sub-folders.
+    pub fn prepare(&self) -> io::Result<()> {
+        for sub in [PROCESSING, ARCHIVE, REJECTED] {
+            fs::create_dir_all(self.dir.join(sub))?;
+        }
+        Ok(())
+    }
+
+    /// Polls until `shutdown`: at start (files already there included),
+    /// then every `interval`; a file seen for the first time is looked at
+    /// again after `settle` rather than a whole interval later.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        if let Err(e) = self.prepare() {
+            tracing::error!(folder = %self.dir.display(), error = %e, "cannot create the inbox folders; retrying at each poll");
+        }
+        let mut previous = Look::new();
+        loop {
+            let report = self.pass(&mut previous).await;
+            if report != PassReport::default() {
+                tracing::info!(
+                    archived = report.files_archived,
+                    rejected = report.files_rejected,
+                    new_sales = report.sales_new,
+                    duplicates = report.sales_duplicate,
+                    waiting = report.files_waiting,
+                    deferred = report.files_deferred,
+                    "inbox pass"
+                );
+            }
+            let wait = if report.files_waiting > 0 || report.files_deferred > 0 {
+                self.settle
+                    .max(Duration::from_millis(50))
+                    .min(self.interval)
+            } else {
+                self.interval
+            };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One look at the inbox: finishes claimed files, then takes the files
+    /// that are unchanged since `previous` (which is updated).
+    pub async fn pass(&self, previous: &mut Look) -> PassReport {
+        let mut report = PassReport::default();
+        // Files a crash left in processing/ first: we claimed them whole.
+        let claimed = list_files(&self.dir.join(PROCESSING)).unwrap_or_default();
+        for (name, _, _) in claimed {
+            self.process(&self.dir.join(PROCESSING).join(&name), &name, &mut report)
+                .await;
+        }
+        let listing = match list_files(&self.dir) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(folder = %self.dir.display(), error = %e, "cannot read the inbox folder");
+                return report;
+            }
+        };
+        let mut now_seen = Look::new();
+        let mut ready = Vec::new();
+        for (name, size, mtime) in listing {
+            if is_in_progress_name(&name) {
+                continue;
+            }
+            let settled = previous.get(&name) == Some(&(size, mtime));
+            now_seen.insert(name.clone(), (size, mtime));
+            if settled {
+                ready.push(name);
+            } else {
+                report.files_waiting += 1;
+            }
+        }
+        for name in ready {
+            now_seen.remove(&name);
+            let from = self.dir.join(&name);
+            let claimed = match claim(&from, &self.dir.join(PROCESSING), &name) {
+                Ok(p) => p,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::warn!(file = %from.display(), error = %e, "cannot claim the file (in use?); trying again later");
+                    report.files_waiting += 1;
+                    continue;
+                }
+            };
+            self.process(&claimed, &name, &mut report).await;
+        }
+        *previous = now_seen;
+        report
+    }
+
+    /// Reads a claimed file, commits its sales and files it away.
+    async fn process(&self, claimed: &Path, name: &str, report: &mut PassReport) {
+        let path = claimed.to_path_buf();
+        let file_name = name.to_string();
+        let options = self.intake.options().clone();
+        let parsed =
+            tokio::task::spawn_blocking(move || read_and_parse(&path, &file_name, &options))
+                .await
+                .unwrap_or_else(|e| Err(Rejection::other(format!("the reader crashed: {e}"))));
+        let sales = match parsed {
+            Ok(sales) => sales,
+            Err(rejection) => {
+                self.reject(claimed, name, &rejection.text(), report);
+                return;
+            }
+        };
+        let count = sales.len();
+        match self.intake.accept(sales, format!("inbox:{name}")).await {
+            Ok(results) => {
+                let conflicts: Vec<String> = results
+                    .iter()
+                    .filter_map(|r| match r {
+                        Enqueued::Conflict(j) => Some(conflict_message(j)),
+                        _ => None,
+                    })
+                    .collect();
+                if !conflicts.is_empty() {
+                    let text = format!(
+                        "Nothing from this file was queued: {} of its {count} sale(s) reuse an \
+                         invoice number already taken by a different sale:\n  {}",
+                        conflicts.len(),
+                        conflicts.join("\n  ")
+                    );
+                    self.reject(claimed, name, &text, report);
+                    return;
+                }
+                for r in &results {
+                    match r {
+                        Enqueued::New(_) => report.sales_new += 1,
+                        _ => report.sales_duplicate += 1,
+                    }
+                }
+                self.archive(claimed, name, report);
+            }
+            Err(e) => {
+                // The file stays claimed; the next pass tries again.
+                tracing::error!(file = name, error = %e, "cannot commit the file's sales; it stays in processing/ and is tried again");
+                report.files_deferred += 1;
+            }
+        }
+    }
+
+    fn archive(&self, claimed: &Path, name: &str, report: &mut PassReport) {
+        let day = self
+            .clock
+            .now()
+            .with_timezone(&Local)
+            .format("%Y-%m-%d")
+            .to_string();
+        let folder = self.dir.join(ARCHIVE).join(day);
+        match fs::create_dir_all(&folder).and_then(|_| move_unique(claimed, &folder, name)) {
+            Ok(to) => {
+                tracing::debug!(file = name, to = %to.display(), "archived");
+                report.files_archived += 1;
+            }
+            Err(e) => {
+                tracing::error!(file = name, error = %e, "sales committed but the file cannot be archived; it stays in processing/");
+                report.files_deferred += 1;
+            }
+        }
+    }
+
+    fn reject(&self, claimed: &Path, name: &str, reason: &str, report: &mut PassReport) {
+        let folder = self.dir.join(REJECTED);
+        let moved = fs::create_dir_all(&folder).and_then(|_| move_unique(claimed, &folder, name));
+        match moved {
+            Ok(to) => {
+                let final_name = to
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| name.to_string());
+                let note = folder.join(format!("{final_name}.error.txt"));
+                let text = format!(
+                    "pos-connector could not take the file {name}\nreceived: {}\n\n{reason}\n\n\
+                     Nothing from this file was queued. Fix it and drop it into {} again: sales \
+                     that were already queued are never sent twice.\n",
+                    self.clock.now().with_timezone(&Local).to_rfc3339(),
+                    self.dir.display()
+                );
+                if let Err(e) = crate::fsutil::AtomicFile::create(&note).and_then(|mut f| {
+                    f.write_all(text.as_bytes())?;
+                    f.commit_with_mode(0o644)
+                }) {
+                    tracing::error!(file = %note.display(), error = %e, "cannot write the rejection note");
+                }
+                tracing::warn!(file = name, to = %to.display(), reason = %first_line(reason), "file rejected");
+                report.files_rejected += 1;
+            }
+            Err(e) => {
+                tracing::error!(file = name, error = %e, "cannot move the rejected file; it stays in processing/");
+                report.files_deferred += 1;
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Why a file was rejected.
+struct Rejection(String);
+
+impl Rejection {
+    fn other(s: String) -> Rejection {
+        Rejection(s)
+    }
+    fn text(&self) -> String {
+        self.0.clone()
+    }
+}
+
+impl From<IntakeError> for Rejection {
+    fn from(e: IntakeError) -> Self {
+        Rejection(format!("Problems found ({}):\n{e}", e.problems.len()))
+    }
+}
+
+fn read_and_parse(
+    path: &Path,
+    name: &str,
+    options: &sale::IntakeOptions,
+) -> Result<Vec<sale::Sale>, Rejection> {
+    let size = fs::metadata(path)
+        .map_err(|e| Rejection(format!("cannot read the file: {e}")))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(Rejection(format!(
+            "the file is {:.1} MB; the limit is {} MB: export fewer sales per file",
+            size as f64 / 1e6,
+            MAX_FILE_BYTES / (1024 * 1024)
+        )));
+    }
+    let bytes = fs::read(path).map_err(|e| Rejection(format!("cannot read the file: {e}")))?;
+    Ok(sale::parse_file(name, &bytes, options)?)
+}
+
+/// Regular files directly in `dir` (not hidden), with size and mtime.
+fn list_files(dir: &Path) -> io::Result<Vec<(String, u64, Option<SystemTime>)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            tracing::warn!(file = ?entry.file_name(), "skipping a file whose name is not valid Unicode; rename it");
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        out.push((name, meta.len(), meta.modified().ok()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Names that say "still being written".
+pub fn is_in_progress_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [
+        ".tmp",
+        ".part",
+        ".partial",
+        ".crdownload",
+        ".download",
+        ".swp",
+        "~",
+    ]
+    .iter()
+    .any(|s| lower.ends_with(s))
+        || lower.starts_with("~$")
+}
+
+/// Renames `from` into `folder`, keeping `name` or adding `-2`, `-3`...
+/// before the extension when taken. Never overwrites.
+fn move_unique(from: &Path, folder: &Path, name: &str) -> io::Result<PathBuf> {
+    for n in 1..10_000 {
+        let candidate = folder.join(numbered(name, n));
+        if candidate.exists() {
+            continue;
+        }
+        fs::rename(from, &candidate)?;
+        return Ok(candidate);
+    }
+    Err(io::Error::other(format!(
+        "too many files named {name} in {}",
+        folder.display()
+    )))
+}
+
+fn claim(from: &Path, processing: &Path, name: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(processing)?;
+    move_unique(from, processing, name)
+}
+
+fn numbered(name: &str, n: u32) -> String {
+    if n == 1 {
+        return name.to_string();
+    }
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}-{n}.{ext}"),
+        _ => format!("{name}-{n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_progress_names_are_skipped() {
+        for n in [
+            "a.csv.tmp",
+            "a.PART",
+            "x.crdownload",
+            "~$book.xlsx",
+            "a.json~",
+        ] {
+            assert!(is_in_progress_name(n), "{n}");
+        }
+        assert!(!is_in_progress_name("sales.csv"));
+    }
+
+    #[test]
+    fn numbered_names_keep_the_extension() {
+        assert_eq!(numbered("a.csv", 1), "a.csv");
+        assert_eq!(numbered("a.csv", 2), "a-2.csv");
+        assert_eq!(numbered("README", 3), "README-3");
+    }
+}

@@ -1,0 +1,772 @@
+//! The pipeline worker: moves each job in the outbox through the life of a
+//! sale (design.md): `queued -create-> created -submit-> submitted -pdf->
+//! pdf_saved -> done`, committing each step's result with the job's new
+//! stage, so that a kill at any instant leaves every job at a step that is
+//! safe to do again:
+//!
+//! - **create** is made safe by the backend's unique `invoice_number`: a 422
+//!   "already been taken" means an earlier attempt got through (its answer
+//!   was lost, or the agent died before recording it). The invoice is then
+//!   found by a configured lookup path or by reading the ids after the
+//!   highest one the agent had seen before its first attempt, and the job
+//!   carries on; it is parked only when neither finds it.
+//! - **submit** is marked in flight before it is sent; after a crash or an
+//!   unknown outcome the status is read before submitting again, so an
+//!   invoice never reaches JoFotara twice.
+//! - **pdf** downloads to a temporary name and renames when complete.
+//!
+//! Failures are sorted three ways: the backend as a whole is unavailable
+//! (network, 5xx, 429): every worker waits behind one global backoff
+//! instead of each hammering it; this job failed transiently: it gets its
+//! own backoff, forever, capped; a person must act (JoFotara rejected it,
+//! the vendor is disabled, the data is invalid): the job is parked with the
+//! reason. A sign-in that needs a person holds all work without charging
+//! the jobs.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::intake::sale::Sale;
+use crate::laravel::{ApiError, CreateOutcome, DocumentKind, InvoiceStatus, LaravelClient};
+use crate::retry::RetryPolicy;
+use crate::store::{Job, OutboxHandle, Stage, StepResult, StoreError};
+use crate::token::TokenError;
+
+/// How the worker behaves; from config.json's `pipeline.*` and neighbours.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Jobs worked on at once (`pipeline.concurrency`).
+    pub concurrency: usize,
+    /// Submit to JoFotara after create (`auto_submit_jofotara`); else a
+    /// job stops at `created`.
+    pub auto_submit: bool,
+    pub pdf_dir: PathBuf,
+    /// A backend route answering an invoice by number, `{invoice_number}`
+    /// standing for it (`pipeline.lookup_path`); replaces the id scan.
+    pub lookup_path: Option<String>,
+    /// At most this many ids are read when looking for a lost create.
+    pub scan_limit: u32,
+    /// The scan stops after this many unknown ids in a row (past the end).
+    pub scan_miss_run: u32,
+    /// Job and global backoff: exponential with jitter, from `min_delay` up
+    /// to `max_delay` (`pipeline.max_backoff_seconds`), forever.
+    pub backoff: RetryPolicy,
+    /// Without news, the outbox is re-read this often (for jobs released
+    /// by `queue retry` from another process).
+    pub idle_poll: Duration,
+    /// On shutdown, in-flight steps get this long to finish; then they are
+    /// abandoned (safe: the outbox still holds them at their last step).
+    pub shutdown_grace: Duration,
+    /// The vendor this agent signs in as; an invoice found by the scan that
+    /// belongs to another vendor is not ours.
+    pub vendor_id: Option<u64>,
+}
+
+impl PipelineSettings {
+    pub fn from_config(cfg: &Config) -> PipelineSettings {
+        PipelineSettings {
+            concurrency: cfg.pipeline.concurrency,
+            auto_submit: cfg.auto_submit_jofotara,
+            pdf_dir: cfg.pdf_dir.clone(),
+            lookup_path: cfg.pipeline.lookup_path.clone(),
+            scan_limit: cfg.pipeline.scan_limit,
+            scan_miss_run: 25,
+            backoff: RetryPolicy {
+                max_attempts: usize::MAX,
+                min_delay: Duration::from_secs(2).min(cfg.pipeline.max_backoff),
+                max_delay: cfg.pipeline.max_backoff,
+                max_retry_after: cfg.pipeline.max_backoff,
+            },
+            idle_poll: Duration::from_secs(30),
+            shutdown_grace: cfg.pipeline.shutdown_grace,
+            vendor_id: cfg.vendor_id,
+        }
+    }
+}
+
+/// Why a step did not complete.
+#[derive(Debug)]
+enum Failure {
+    /// The backend as a whole is unavailable: everyone waits.
+    BackendDown {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// This job failed; retry it later with its own backoff.
+    Transient(String),
+    /// A person must act on this job.
+    Park(String),
+    /// Signing in needs a person: hold all work, do not charge the job.
+    SignIn(String),
+    /// The outbox could not record the step.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+fn classify(e: ApiError) -> Failure {
+    match e {
+        ApiError::RateLimited { retry_after } => Failure::BackendDown {
+            error: e.to_string(),
+            retry_after,
+        },
+        ApiError::Server { retry_after, .. } => Failure::BackendDown {
+            error: e.to_string(),
+            retry_after,
+        },
+        ApiError::Token(TokenError::Unavailable { retry_after, .. }) => Failure::BackendDown {
+            error: e.to_string(),
+            retry_after,
+        },
+        ApiError::Transport { .. } | ApiError::Parse { .. } | ApiError::Unexpected { .. } => {
+            Failure::BackendDown {
+                error: e.to_string(),
+                retry_after: None,
+            }
+        }
+        ApiError::Token(TokenError::NeedsPerson { .. })
+        | ApiError::InvalidCredentials { .. }
+        | ApiError::Unauthenticated { .. } => Failure::SignIn(e.to_string()),
+        ApiError::AccountDisabled { .. }
+        | ApiError::Forbidden { .. }
+        | ApiError::NotFound { .. }
+        | ApiError::Validation { .. }
+        | ApiError::SubmitUnavailable { .. }
+        | ApiError::DuplicateInvoiceNumber { .. } => Failure::Park(e.to_string()),
+        ApiError::NotADocument { .. } | ApiError::File { .. } => Failure::Transient(e.to_string()),
+    }
+}
+
+/// One backoff for the whole backend: when it is down, every worker waits
+/// here instead of each job probing it on its own schedule.
+#[derive(Debug, Default)]
+struct BackendGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed_until: Option<Instant>,
+    failures: u32,
+    down_since: Option<DateTime<Utc>>,
+}
+
+impl BackendGate {
+    /// Records a backend-wide failure; returns how long the gate is closed.
+    fn close(
+        &self,
+        policy: &RetryPolicy,
+        retry_after: Option<Duration>,
+        now: DateTime<Utc>,
+        error: &str,
+    ) -> Duration {
+        let mut st = self.state.lock().expect("gate lock");
+        st.failures += 1;
+        let wait = policy
+            .delay_after(st.failures)
+            .max(retry_after.unwrap_or_default().min(policy.max_retry_after));
+        let until = Instant::now() + wait;
+        st.closed_until = Some(st.closed_until.map_or(until, |u| u.max(until)));
+        if st.down_since.is_none() {
+            st.down_since = Some(now);
+            tracing::warn!(
+                error,
+                wait_secs = wait.as_secs(),
+                "backend unavailable; pausing all work"
+            );
+        } else {
+            tracing::warn!(
+                error,
+                failures = st.failures,
+                wait_secs = wait.as_secs(),
+                "backend still unavailable; backing off"
+            );
+        }
+        wait
+    }
+
+    fn hold(&self, wait: Duration) {
+        let mut st = self.state.lock().expect("gate lock");
+        let until = Instant::now() + wait;
+        st.closed_until = Some(st.closed_until.map_or(until, |u| u.max(until)));
+    }
+
+    fn opened(&self, now: DateTime<Utc>) {
+        let mut st = self.state.lock().expect("gate lock");
+        if let Some(since) = st.down_since.take() {
+            tracing::info!(
+                down_for_secs = (now - since).num_seconds(),
+                "backend reachable again; resuming"
+            );
+        }
+        st.failures = 0;
+        st.closed_until = None;
+    }
+
+    /// After a failure, until a call succeeds again, one job at a time
+    /// probes the backend (half-open), so a recovering backend is not hit
+    /// by the whole concurrency at once, and an outage costs one failed
+    /// call per backoff step rather than one per worker.
+    fn probing(&self) -> bool {
+        self.state.lock().expect("gate lock").failures > 0
+    }
+
+    fn closed_until(&self) -> Option<Instant> {
+        let st = self.state.lock().expect("gate lock");
+        st.closed_until.filter(|u| *u > Instant::now())
+    }
+}
+
+/// The worker. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    outbox: OutboxHandle,
+    client: LaravelClient,
+    settings: PipelineSettings,
+    clock: Arc<dyn Clock>,
+    wake: Notify,
+    gate: BackendGate,
+}
+
+impl Pipeline {
+    pub fn new(
+        outbox: OutboxHandle,
+        client: LaravelClient,
+        settings: PipelineSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Pipeline {
+        Pipeline {
+            inner: Arc::new(Inner {
+                outbox,
+                client,
+                settings,
+                clock,
+                wake: Notify::new(),
+                gate: BackendGate::default(),
+            }),
+        }
+    }
+
+    /// Tells the worker new work is in the outbox (the intake calls this
+    /// after committing a sale).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Works until `shutdown` completes: claims due jobs up to the
+    /// concurrency limit, then sleeps until the next is due or news comes.
+    /// On shutdown it stops claiming, gives in-flight steps the grace
+    /// period, then abandons the rest (they resume at their last committed
+    /// step on the next start).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        let me = &self.inner;
+        let s = &me.settings;
+        tokio::pin!(shutdown);
+        let mut workers: JoinSet<i64> = JoinSet::new();
+        let mut busy: HashSet<i64> = HashSet::new();
+        tracing::info!(
+            concurrency = s.concurrency,
+            auto_submit = s.auto_submit,
+            "pipeline started"
+        );
+        loop {
+            // Claim what is due (unless the backend gate is closed).
+            let limit = if me.gate.probing() { 1 } else { s.concurrency };
+            if busy.len() < limit && me.gate.closed_until().is_none() {
+                let free = limit - busy.len();
+                let ids: Vec<i64> = busy.iter().copied().collect();
+                let now = me.clock.now();
+                let stop = !s.auto_submit;
+                match me.outbox.call(move |o| o.due(now, free, &ids, stop)).await {
+                    Ok(jobs) => {
+                        for job in jobs {
+                            busy.insert(job.id);
+                            let p = self.clone();
+                            workers.spawn(async move {
+                                let id = job.id;
+                                p.drive(job).await;
+                                id
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the outbox; retrying shortly");
+                        me.gate.hold(Duration::from_secs(5));
+                    }
+                }
+            }
+            // Sleep until something can happen.
+            let wake_at = self.next_wake(&busy).await;
+            tokio::select! {
+                _ = &mut shutdown => break,
+                done = workers.join_next(), if !workers.is_empty() => {
+                    match done {
+                        Some(Ok(id)) => { busy.remove(&id); }
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "a pipeline task failed; its job will be retried");
+                            // The id is unknown after a panic; rebuild the busy set.
+                            busy.clear();
+                            while let Some(r) = workers.try_join_next() {
+                                let _ = r;
+                            }
+                            if !workers.is_empty() {
+                                // Wait for the others rather than double-claim.
+                                while let Some(r) = workers.join_next().await { let _ = r; }
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                _ = me.wake.notified() => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+        if !workers.is_empty() {
+            tracing::info!(
+                in_flight = workers.len(),
+                grace_secs = s.shutdown_grace.as_secs(),
+                "stopping: letting in-flight steps finish"
+            );
+            let drain = async { while workers.join_next().await.is_some() {} };
+            if tokio::time::timeout(s.shutdown_grace, drain).await.is_err() {
+                tracing::warn!(
+                    abandoned = workers.len(),
+                    "in-flight steps abandoned at the deadline; they resume at their last recorded step on the next start"
+                );
+                workers.shutdown().await;
+            }
+        }
+        tracing::info!("pipeline stopped");
+    }
+
+    /// When to look at the outbox again.
+    async fn next_wake(&self, busy: &HashSet<i64>) -> Instant {
+        let me = &self.inner;
+        let poll = Instant::now() + me.settings.idle_poll;
+        if let Some(until) = me.gate.closed_until() {
+            return until.min(poll);
+        }
+        let limit = if me.gate.probing() {
+            1
+        } else {
+            me.settings.concurrency
+        };
+        if busy.len() >= limit {
+            return poll;
+        }
+        let ids: Vec<i64> = busy.iter().copied().collect();
+        let stop = !me.settings.auto_submit;
+        match me.outbox.call(move |o| o.next_due_at(&ids, stop)).await {
+            Ok(Some(at)) => {
+                let now = me.clock.now();
+                let wait = (at - now).to_std().unwrap_or_default();
+                (Instant::now() + wait).min(poll)
+            }
+            Ok(None) => poll,
+            Err(_) => Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    /// Takes one job as far as it can go now.
+    async fn drive(&self, mut job: Job) {
+        let me = &self.inner;
+        loop {
+            let step = match job.stage {
+                Stage::Queued => self.create(&job).await,
+                Stage::Created if me.settings.auto_submit => self.submit(&job).await,
+                Stage::Created => return,
+                Stage::Submitted => self.pdf(&job).await,
+                Stage::PdfSaved => self.finish(&job).await,
+                Stage::Done => return,
+            };
+            match step {
+                Ok(next) => {
+                    me.gate.opened(me.clock.now());
+                    job = next;
+                }
+                Err(failure) => {
+                    self.failed(&job, failure).await;
+                    return;
+                }
+            }
+            // Between steps, respect a backoff another worker started.
+            if me.gate.closed_until().is_some() {
+                return;
+            }
+        }
+    }
+
+    async fn failed(&self, job: &Job, failure: Failure) {
+        let me = &self.inner;
+        let now = me.clock.now();
+        let id = job.id;
+        let number = job.invoice_number.clone();
+        let result = match failure {
+            Failure::BackendDown { error, retry_after } => {
+                let wait = me
+                    .gate
+                    .close(&me.settings.backoff, retry_after, now, &error);
+                let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                me.outbox
+                    .call(move |o| o.record_retry(id, &error, next, now))
+                    .await
+                    .map(|_| ())
+            }
+            Failure::Transient(error) => {
+                let wait = me.settings.backoff.delay_after(job.attempts + 1);
+                let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                tracing::warn!(invoice = %number, error = %error, retry_in_secs = wait.as_secs(), "step failed; will retry");
+                me.outbox
+                    .call(move |o| o.record_retry(id, &error, next, now))
+                    .await
+                    .map(|_| ())
+            }
+            Failure::Park(reason) => {
+                tracing::error!(invoice = %number, reason = %reason, "job parked: a person must act (`pos-connector queue show {}`)", number);
+                me.outbox
+                    .call(move |o| o.park(id, &reason, now))
+                    .await
+                    .map(|_| ())
+            }
+            Failure::SignIn(error) => {
+                // Not the job's fault: hold everything, re-check in a minute
+                // (the keeper notices a newly stored password by itself).
+                tracing::error!(error = %error, "cannot sign in to the backend; all sales wait until this is fixed");
+                me.gate.hold(Duration::from_secs(60));
+                let next = now + chrono::Duration::seconds(60);
+                me.outbox
+                    .call(move |o| o.postpone(id, &error, next, now))
+                    .await
+            }
+            Failure::Store(e) => {
+                tracing::error!(invoice = %number, error = %e, "cannot record the job's progress; it will be redone");
+                me.gate.hold(Duration::from_secs(5));
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(invoice = %number, error = %e, "cannot record the failure in the outbox");
+        }
+    }
+
+    fn sale(job: &Job) -> Result<Sale, Failure> {
+        serde_json::from_str(&job.sale_json).map_err(|e| {
+            Failure::Park(format!(
+                "the stored sale cannot be read ({e}); this outbox was probably written by another \
+                 version: re-send the sale"
+            ))
+        })
+    }
+
+    async fn create(&self, job: &Job) -> Result<Job, Failure> {
+        let me = &self.inner;
+        let sale = Self::sale(job)?;
+        let id = job.id;
+        let job = me.outbox.call(move |o| o.begin_step(id, "create")).await?;
+        let floor = job.id_floor.unwrap_or(0);
+        match me.client.create_invoice(&sale.to_new_invoice()).await {
+            Ok(CreateOutcome::Created(inv)) => {
+                let detail = format!("created at the backend as invoice id {}", inv.id);
+                self.record(
+                    &job,
+                    Stage::Created,
+                    StepResult {
+                        laravel_id: Some(inv.id),
+                        ..Default::default()
+                    },
+                    detail,
+                )
+                .await
+            }
+            Ok(CreateOutcome::AlreadyExists { .. }) => self.recover_lost_create(&job, floor).await,
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn record(
+        &self,
+        job: &Job,
+        stage: Stage,
+        result: StepResult,
+        detail: String,
+    ) -> Result<Job, Failure> {
+        let me = &self.inner;
+        let id = job.id;
+        let now = me.clock.now();
+        tracing::info!(invoice = %job.invoice_number, stage = stage.as_str(), "{detail}");
+        Ok(me
+            .outbox
+            .call(move |o| o.record_step(id, stage, &result, &detail, now))
+            .await?)
+    }
+
+    /// The backend says the number is taken: find the invoice an earlier
+    /// attempt created, by the configured lookup or by reading the ids
+    /// after `floor`, and carry on with it.
+    async fn recover_lost_create(&self, job: &Job, floor: u64) -> Result<Job, Failure> {
+        let me = &self.inner;
+        let s = &me.settings;
+        let number = &job.invoice_number;
+        let (found, searched) = if let Some(template) = &s.lookup_path {
+            let path = template.replace("{invoice_number}", &encode_path_segment(number));
+            match me.client.invoice_at(&path).await {
+                Ok(inv) => (Some(inv), format!("via the lookup route {path}")),
+                Err(ApiError::NotFound { .. }) => (None, format!("via the lookup route {path}")),
+                Err(e) => return Err(classify(e)),
+            }
+        } else {
+            let mut misses = 0;
+            let mut reads = 0;
+            let mut found = None;
+            let mut id = floor;
+            while reads < s.scan_limit && misses < s.scan_miss_run {
+                id += 1;
+                reads += 1;
+                match me.client.invoice(id).await {
+                    Ok(inv) => {
+                        misses = 0;
+                        if inv.invoice_number == *number {
+                            found = Some(inv);
+                            break;
+                        }
+                    }
+                    Err(ApiError::NotFound { .. }) => misses += 1,
+                    Err(e) => return Err(classify(e)),
+                }
+            }
+            let last_seen = id.saturating_sub(misses as u64);
+            if last_seen > floor {
+                let _ = me.outbox.call(move |o| o.note_seen_id(last_seen)).await;
+            }
+            (
+                found,
+                format!(
+                    "by reading invoice ids {}..={id} ({reads} reads)",
+                    floor + 1
+                ),
+            )
+        };
+        let Some(inv) = found else {
+            return Err(Failure::Park(format!(
+                "invoice number {number} is already taken at the backend (422 \"already been \
+                 taken\"), but no invoice with that number was found {searched}: it was not \
+                 created by this agent's earlier attempts, so another till, vendor or person used \
+                 the number. Check the backend: if that invoice is this sale, nothing needs \
+                 sending; otherwise export the sale again under a new number. `pos-connector \
+                 queue retry {}` repeats the search.",
+                job.id
+            )));
+        };
+        if let (Some(ours), Some(theirs)) = (
+            s.vendor_id.or(self.signed_in_vendor()),
+            inv.raw.get("vendor_id").and_then(serde_json::Value::as_u64),
+        ) {
+            if ours != theirs {
+                return Err(Failure::Park(format!(
+                    "invoice number {number} is taken at the backend by invoice id {} of another \
+                     vendor (vendor_id {theirs}, this agent signs in as {ours}); give this sale a \
+                     different number and send it again",
+                    inv.id
+                )));
+            }
+        }
+        // Same number, same vendor: make sure it is this sale and not
+        // another one (a second till reusing its counter) before adopting it.
+        let sale = Self::sale(job)?;
+        if let Some(difference) = differs(&sale, &inv) {
+            return Err(Failure::Park(format!(
+                "invoice number {number} is taken at the backend by invoice id {} for a different \
+                 sale ({difference}): two sales share this number (two tills with the same \
+                 counter?). This sale was not sent; give it a unique number and send it again",
+                inv.id
+            )));
+        }
+        let status = inv.status.as_ref().map(|s| s.as_str().to_string());
+        let detail = format!(
+            "an earlier create had gone through (its answer was lost or the agent stopped before \
+             recording it): found invoice id {} {searched}; not creating it again",
+            inv.id
+        );
+        self.record(
+            job,
+            Stage::Created,
+            StepResult {
+                laravel_id: Some(inv.id),
+                backend_status: status,
+                ..Default::default()
+            },
+            detail,
+        )
+        .await
+    }
+
+    fn signed_in_vendor(&self) -> Option<u64> {
+        self.inner
+            .client
+            .keeper()
+            .current()
+            .and_then(|t| t.vendor_id)
+    }
+
+    async fn submit(&self, job: &Job) -> Result<Job, Failure> {
+        let me = &self.inner;
+        let lid = laravel_id(job)?;
+        // An earlier submit may have reached JoFotara (crash, lost answer):
+        // read the status first rather than submit twice.
+        if job.in_flight.as_deref() == Some("submit") || job.attempts > 0 {
+            let (status, _) = me.client.status(lid).await.map_err(classify)?;
+            match status {
+                InvoiceStatus::Submitted => {
+                    return self
+                        .record(
+                            job,
+                            Stage::Submitted,
+                            StepResult {
+                                backend_status: Some(status.as_str().into()),
+                                ..Default::default()
+                            },
+                            format!(
+                                "already submitted to JoFotara (status check of invoice id {lid})"
+                            ),
+                        )
+                        .await
+                }
+                InvoiceStatus::Rejected => return Err(Failure::Park(rejected(job, lid))),
+                _ => {}
+            }
+        }
+        let id = job.id;
+        me.outbox.call(move |o| o.begin_step(id, "submit")).await?;
+        let out = me.client.submit(lid).await.map_err(classify)?;
+        match out.status {
+            InvoiceStatus::Submitted => {
+                self.record(job, Stage::Submitted, StepResult {
+                    backend_status: Some(out.status.as_str().into()),
+                    ..Default::default()
+                }, format!("submitted to JoFotara (invoice id {lid})"))
+                .await
+            }
+            InvoiceStatus::Rejected => Err(Failure::Park(rejected(job, lid))),
+            InvoiceStatus::Error => Err(Failure::Transient(format!(
+                "JoFotara reported an error for invoice id {lid} (status \"error\"); submitting again later"
+            ))),
+            other => Err(Failure::Transient(format!(
+                "after submit the backend reports status \"{}\" for invoice id {lid}; checking again later",
+                other.as_str()
+            ))),
+        }
+    }
+
+    async fn pdf(&self, job: &Job) -> Result<Job, Failure> {
+        let me = &self.inner;
+        let lid = laravel_id(job)?;
+        let saved = me
+            .client
+            .download(lid, DocumentKind::Pdf, None, &me.settings.pdf_dir)
+            .await
+            .map_err(classify)?;
+        let path = saved.path.display().to_string();
+        self.record(
+            job,
+            Stage::PdfSaved,
+            StepResult {
+                pdf_path: Some(path.clone()),
+                ..Default::default()
+            },
+            format!("official PDF saved to {path} ({} bytes)", saved.bytes),
+        )
+        .await
+    }
+
+    async fn finish(&self, job: &Job) -> Result<Job, Failure> {
+        self.record(job, Stage::Done, StepResult::default(), "done".into())
+            .await
+    }
+}
+
+fn laravel_id(job: &Job) -> Result<u64, Failure> {
+    job.laravel_id.ok_or_else(|| {
+        Failure::Park(format!(
+            "job {} is at stage {} but has no backend invoice id; the outbox is inconsistent: \
+             report this, then `queue retry`",
+            job.id,
+            job.stage.as_str()
+        ))
+    })
+}
+
+/// How a backend invoice differs from our sale (customer or total), if it
+/// does. Fields the backend did not send are not held against it.
+fn differs(sale: &Sale, inv: &crate::laravel::model::Invoice) -> Option<String> {
+    if let Some(theirs) = &inv.customer_name {
+        if !theirs
+            .trim()
+            .eq_ignore_ascii_case(sale.customer_name.trim())
+        {
+            return Some(format!(
+                "customer \"{theirs}\" there, \"{}\" here",
+                sale.customer_name
+            ));
+        }
+    }
+    let ours = crate::tax::totals(
+        sale.lines
+            .iter()
+            .map(|l| (rust_decimal::Decimal::from(l.quantity), l.unit_price)),
+    )?;
+    match inv.total_amount {
+        Some(theirs) if crate::tax::round_money(theirs) != ours.total => {
+            Some(format!("total {theirs} there, {} here", ours.total))
+        }
+        _ => None,
+    }
+}
+
+fn rejected(job: &Job, lid: u64) -> String {
+    format!(
+        "JoFotara rejected invoice {} (backend id {lid}, status \"rejected\"): it cannot be \
+         submitted again as it is; correct it in the backend or issue a new invoice",
+        job.invoice_number
+    )
+}
+
+/// Percent-encodes an invoice number for use as one path segment.
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_path_segment("INV-1/2 3"), "INV-1%2F2%203");
+    }
+}
