@@ -25,7 +25,7 @@ use pos_connector::retry::RetryPolicy;
 use pos_connector::sandbox::{
     LaravelSandbox, LaravelSandboxOptions, LatencyProfile, SANDBOX_EMAIL, SANDBOX_PASSWORD,
 };
-use pos_connector::service;
+use pos_connector::service::Spawned;
 use pos_connector::store::Outbox;
 use serde_json::{json, Value};
 
@@ -147,18 +147,9 @@ async fn run_pipeline(
         let jobs: Vec<_> = (0..n).map(|i| intake::new_job(&sale(i), "bench")).collect();
         ob.enqueue_all(&jobs, chrono::Utc::now()).unwrap();
     }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cpu0 = cpu_seconds();
     let start = Instant::now();
-    let agent = {
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            service::run(&cfg, Arc::new(SystemClock), async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
+    let agent = Spawned::start(&cfg, Arc::new(SystemClock)).await.unwrap();
     let ob = Outbox::open(&cfg.data_dir).unwrap();
     loop {
         if ob.counts().unwrap()["done"] as usize == n {
@@ -172,8 +163,7 @@ async fn run_pipeline(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let cpu = cpu_seconds() - cpu0;
-    let _ = stop_tx.send(());
-    agent.await.unwrap().unwrap();
+    agent.stop().await.unwrap();
     let stats = sandbox.stats_json();
     let requests = stats["requests_total"].as_u64().unwrap_or(0);
     let logins = sandbox.logins_ok();
@@ -202,18 +192,9 @@ async fn intake_rate(files: usize) {
                           "items": [{"description": "Coffee", "quantity": 1, "price": "2.50"}]});
         std::fs::write(inbox.join(format!("sale-{i:06}.json")), body.to_string()).unwrap();
     }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let start = Instant::now();
     let cpu0 = cpu_seconds();
-    let agent = {
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            service::run(&cfg, Arc::new(SystemClock), async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
+    let agent = Spawned::start(&cfg, Arc::new(SystemClock)).await.unwrap();
     let ob = Outbox::open(&cfg.data_dir).unwrap();
     let total = |ob: &Outbox| ob.counts().unwrap().values().sum::<u64>() as usize;
     while total(&ob) < files {
@@ -225,8 +206,7 @@ async fn intake_rate(files: usize) {
     }
     let printed = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
-    let _ = stop_tx.send(());
-    agent.await.unwrap().unwrap();
+    agent.stop().await.unwrap();
     let archived = count_files(&inbox.join("archive"));
     println!(
         "   {files} files committed in {committed:.2} s = {:.0} files/s (each committed with fsync before it is archived; {archived} archived); all receipts printed after {printed:.2} s; CPU {:.2} ms per file",

@@ -660,8 +660,8 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
     };
     if local_api.enabled && local_api.api_key.is_none() {
         warnings.push(
-            "local_api.api_key is not set: the local API (POST /v1/sales) answers 401 to \
-             everything until a key is configured"
+            "local_api.api_key is not set: the local API (POST /v1/sales) is not started; set \
+             a long random key to use it"
                 .to_string(),
         );
     }
@@ -705,6 +705,29 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         shop_name: r.string("receipts.shop_name"),
     };
 
+    // The inbox takes every file dropped into it: it must not be a folder
+    // holding the agent's own files, or it would "reject" them.
+    let inbox = lexical(Path::new(&invoice_folder));
+    let config_dir = lexical(path.parent().unwrap_or(Path::new(".")));
+    for (key, other) in [
+        ("the config file's folder", config_dir),
+        ("data_dir", lexical(&data_dir)),
+        ("log_dir", lexical(&log_dir)),
+        ("pdf_dir", lexical(&pdf_dir)),
+        ("receipts.dir", lexical(&receipts.dir)),
+    ] {
+        if inbox == other {
+            r.problem(
+                "invoice_folder",
+                format!(
+                    "\"{}\" is also {key}: the agent takes every file in the inbox, so it must \
+                     be a folder of its own (e.g. \"invoices\")",
+                    invoice_folder
+                ),
+            );
+        }
+    }
+
     let extra: Map<String, Value> = map
         .iter()
         .filter(|(k, _)| !is_known_key(k))
@@ -743,6 +766,27 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         extra,
         warnings,
     })
+}
+
+/// A path made absolute against the working directory, with `.` and `..`
+/// resolved by name (the folders may not exist yet).
+fn lexical(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Checks the backend address: http(s), a host, no query; plain http only
@@ -1030,6 +1074,20 @@ mod tests {
             r#"{"email": "a@b.co", "local_api": {"bind": "0.0.0.0:8765", "allow_remote": true}}"#,
         );
         assert!(load_from(&p, &[]).is_ok());
+        // The inbox must not be a folder of the agent's own files.
+        let p = write(
+            dir.path(),
+            &format!(
+                r#"{{"email": "a@b.co", "invoice_folder": "{}/.", "data_dir": "{}/data"}}"#,
+                dir.path().display(),
+                dir.path().display()
+            ),
+        );
+        let err = load_from(&p, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("invoice_folder") && err.contains("config file"),
+            "{err}"
+        );
     }
 
     #[test]

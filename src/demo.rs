@@ -87,27 +87,12 @@ async fn run_service(
     for (name, bytes) in DEMO_EXPORTS {
         std::fs::write(inbox.join(name), bytes)?;
     }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let agent = {
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            crate::service::run_with(
-                &cfg,
-                Arc::new(SystemClock),
-                async {
-                    let _ = stop_rx.await;
-                },
-                move |r| {
-                    let _ = addr_tx.send(r.local_api);
-                },
-            )
-            .await
-        })
-    };
-    let api = addr_rx
+    let agent = crate::service::Spawned::start(cfg, Arc::new(SystemClock))
         .await
-        .map_err(|_| anyhow!("the agent did not start"))?
+        .map_err(|e| anyhow!("the agent did not start: {e}"))?;
+    let api = agent
+        .running
+        .local_api
         .ok_or_else(|| anyhow!("the local API is off"))?;
     let http = reqwest::Client::builder().no_proxy().build()?;
     let posted: Value = http
@@ -145,8 +130,7 @@ async fn run_service(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = stop_tx.send(());
-    agent.await??;
+    agent.stop().await?;
     let why = std::fs::read_to_string(inbox.join("rejected/store_sales.csv.error.txt"))?;
     let reason = why
         .lines()

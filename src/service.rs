@@ -131,7 +131,8 @@ pub async fn run_with(
         clock.clone(),
         on_commit,
     );
-    let listener = if cfg.local_api.enabled {
+    // Without a key the local API could only refuse: it is not started.
+    let listener = if cfg.local_api.enabled && cfg.local_api.api_key.is_some() {
         Some(server::bind(&cfg.local_api).await?)
     } else {
         None
@@ -222,6 +223,60 @@ pub async fn run_with(
     Ok(())
 }
 
+/// The service running on a task of the current runtime: how the demo,
+/// the tests and the benchmarks run it.
+pub struct Spawned {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServiceError>>,
+    pub running: Running,
+}
+
+impl Spawned {
+    /// Starts the service and waits until it takes work (or failed to).
+    pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Spawned, ServiceError> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let cfg = cfg.clone();
+        let task = tokio::spawn(async move {
+            run_with(
+                &cfg,
+                clock,
+                async {
+                    let _ = stop_rx.await;
+                },
+                move |r| {
+                    let _ = started_tx.send(r.clone());
+                },
+            )
+            .await
+        });
+        match started_rx.await {
+            Ok(running) => Ok(Spawned {
+                stop: Some(stop_tx),
+                task,
+                running,
+            }),
+            // It returned before starting: that is its error.
+            Err(_) => match task.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => unreachable!("the service cannot end cleanly before starting"),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+        }
+    }
+
+    /// Stops it as SIGTERM would, and waits for the end.
+    pub async fn stop(mut self) -> Result<(), ServiceError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
 /// Pings systemd's watchdog while the outbox's thread answers: a wedged
 /// database or runtime stops the pings and systemd restarts the agent.
 async fn watchdog(outbox: OutboxHandle, every: Duration, stopped: impl Future<Output = ()>) {
@@ -287,26 +342,38 @@ fn remove_stale_temp_files(dirs: &[&Path]) {
     }
 }
 
-/// Completes on Ctrl-C, or SIGTERM on Unix (systemd's stop).
-pub async fn shutdown_signal() {
+/// Completes on Ctrl-C, or SIGTERM on Unix (systemd's stop). The handlers
+/// are installed when this is called, not when the future is first polled,
+/// so a stop that arrives while the agent is still starting is not lost to
+/// the default action (an immediate kill).
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let unix_signals = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            match unix_signals {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("stop requested; shutting down");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("stop requested; shutting down");
 }

@@ -12,6 +12,7 @@ use common::*;
 use pos_connector::clock::SystemClock;
 use pos_connector::config::Config;
 use pos_connector::sandbox::{LaravelSandboxOptions, LatencyProfile, RandomFaults};
+use pos_connector::service::Spawned;
 use pos_connector::store::{ListFilter, Outbox};
 use rand::Rng;
 use serde_json::{json, Value};
@@ -93,20 +94,41 @@ fn agent_config(fx: &Fixture, extra: Value) -> PathBuf {
     fx.write_config(base)
 }
 
-fn spawn_agent(fx: &Fixture, config: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pos-connector"))
+/// The agent process; its output goes to `out`.
+struct AgentProcess {
+    child: tokio::process::Child,
+    out: PathBuf,
+}
+
+fn spawn_agent(fx: &Fixture, config: &Path) -> AgentProcess {
+    let out = fx.path(&format!("agent-{}.out", rand::random::<u32>()));
+    let file = std::fs::File::create(&out).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pos-connector"))
         .args(["--config", config.to_str().unwrap(), "run"])
         .current_dir(fx.dir.path())
         .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
+        .stdout(file)
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("the agent starts")
+        .expect("the agent starts");
+    AgentProcess { child, out }
+}
+
+/// SIGKILL: no chance to clean up.
+async fn kill(mut agent: AgentProcess) {
+    agent.child.start_kill().unwrap();
+    agent.child.wait().await.unwrap();
 }
 
 #[cfg(unix)]
-async fn terminate(mut child: tokio::process::Child) -> i32 {
+async fn terminate(agent: AgentProcess) -> i32 {
+    let AgentProcess { mut child, out } = agent;
+    // Stop it the way systemd does, once it is up.
+    wait_until(Duration::from_secs(20), "the agent running", || async {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("pos-connector running"))
+    })
+    .await;
     let pid = child.id().expect("running") as i32;
     // SIGTERM, as systemd stops the service.
     let _ = std::process::Command::new("kill")
@@ -135,11 +157,10 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let mut rng = rand::rng();
     let mut kills = 0;
     while kills < 12 {
-        let mut child = spawn_agent(&fx, &config);
+        let agent = spawn_agent(&fx, &config);
         let pause = rng.random_range(150..900);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        child.start_kill().unwrap(); // SIGKILL
-        child.wait().await.unwrap();
+        kill(agent).await;
         kills += 1;
         if kills == 5 {
             // More sales arrive while the agent keeps dying.
@@ -203,13 +224,12 @@ async fn killed_between_the_backends_commit_and_the_agents_record() {
         1,
     );
     let numbers = write_sales(&fx.path("inbox"), 0, 1);
-    let mut child = spawn_agent(&fx, &config);
+    let agent = spawn_agent(&fx, &config);
     wait_until(Duration::from_secs(20), "the backend committed", || async {
         fx.sandbox.invoice_count() == 1
     })
     .await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    kill(agent).await;
     let ob = Outbox::open(&cfg.data_dir).unwrap();
     let job = ob.find(&numbers[0]).unwrap().unwrap();
     assert_eq!(
@@ -273,33 +293,24 @@ async fn a_fifth_of_calls_failing_and_tokens_revoked_twice() {
             seed: Some(20261122),
         })
         .unwrap();
-    let numbers = write_sales(&fx.path("inbox"), 0, 60);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = {
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            pos_connector::service::run(&cfg, Arc::new(SystemClock), async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
-    wait_until(Duration::from_secs(60), "a third done", || async {
-        count(&cfg, "done") >= 20
-    })
-    .await;
-    fx.sandbox.revoke_all_tokens();
-    wait_until(Duration::from_secs(60), "two thirds done", || async {
-        count(&cfg, "done") >= 40
-    })
-    .await;
-    fx.sandbox.revoke_all_tokens();
-    wait_until(Duration::from_secs(120), "all done", || async {
-        count(&cfg, "done") == 60
-    })
-    .await;
-    stop_tx.send(()).unwrap();
-    service.await.unwrap().unwrap();
+    // Three batches of 20; the backend revokes every token between them,
+    // so each later batch starts on a dead token.
+    let agent = Spawned::start(&cfg, Arc::new(SystemClock)).await.unwrap();
+    let mut numbers = Vec::new();
+    for batch in 0..3 {
+        if batch > 0 {
+            fx.sandbox.revoke_all_tokens();
+        }
+        numbers.extend(write_sales(&fx.path("inbox"), batch * 20, 20));
+        let want = (batch as u64 + 1) * 20;
+        wait_until(
+            Duration::from_secs(120),
+            &format!("{want} done"),
+            || async { count(&cfg, "done") == want },
+        )
+        .await;
+    }
+    agent.stop().await.unwrap();
 
     assert_eq!(fx.sandbox.invoice_count(), 60);
     for n in &numbers {
@@ -366,16 +377,7 @@ async fn malformed_files_are_quarantined_while_good_ones_flow() {
         b"invoice_number,description,quantity,price\r\nG-2,B,2,3.00\r\n",
     )
     .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = {
-        let cfg = cfg.clone();
-        tokio::spawn(async move {
-            pos_connector::service::run(&cfg, Arc::new(SystemClock), async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
-    };
+    let agent = Spawned::start(&cfg, Arc::new(SystemClock)).await.unwrap();
     wait_until(
         Duration::from_secs(30),
         "good sales done, bad files rejected",
@@ -384,8 +386,7 @@ async fn malformed_files_are_quarantined_while_good_ones_flow() {
         },
     )
     .await;
-    stop_tx.send(()).unwrap();
-    service.await.unwrap().unwrap();
+    agent.stop().await.unwrap();
     for (name, bytes, expect) in &bad {
         let kept = std::fs::read(inbox.join("rejected").join(name)).unwrap();
         assert_eq!(&kept, bytes, "{name} kept as it was");

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,49 +15,48 @@ use pos_connector::sandbox::LaravelSandboxOptions;
 use pos_connector::service::{self, ServiceError};
 use pos_connector::store::{Job, ListFilter, Outbox};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-/// The service running in this process.
-struct Agent {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServiceError>>,
-    api: Option<SocketAddr>,
-}
+/// The service running in this process, and its local API.
+struct Agent(service::Spawned);
 
 impl Agent {
     async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Agent {
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = oneshot::channel();
-        let cfg = cfg.clone();
-        let task = tokio::spawn(async move {
-            service::run_with(
-                &cfg,
-                clock,
-                async {
-                    let _ = stop_rx.await;
-                },
-                move |r| {
-                    let _ = addr_tx.send(r.local_api);
-                },
-            )
-            .await
-        });
-        let api = addr_rx.await.expect("the agent starts");
-        Agent {
-            stop: Some(stop_tx),
-            task,
-            api,
-        }
+        Agent(
+            service::Spawned::start(cfg, clock)
+                .await
+                .expect("the agent starts"),
+        )
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.0.stop().await.unwrap();
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.api.expect("local API on"))
+        format!(
+            "http://{}{path}",
+            self.0.running.local_api.expect("local API on")
+        )
+    }
+
+    /// `POST /v1/sales` with `key` (none: no Authorization header).
+    async fn post(&self, key: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut req = reqwest::Client::new()
+            .post(self.url("/v1/sales"))
+            .json(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -166,6 +164,23 @@ async fn sample_exports_flow_from_inbox_to_done() {
     })
     .await;
     assert_eq!(files_in(&fx.path("receipts")).len(), 11);
+    // The generic sample: 2 x 15.50 + 1 x 30.00 = 61.00, tax 9.76, total 70.76.
+    let job = outbox(&cfg).find("INV-GEN-001").unwrap().unwrap();
+    let receipt = std::fs::read(job.receipt_path.unwrap()).unwrap();
+    let text = pos_connector::receipt::extract_text(&receipt).unwrap();
+    for want in [
+        "INV-GEN-001",
+        "Generic Customer",
+        "61.00",
+        "9.76",
+        "70.76",
+        "PROVISIONAL",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want} missing from the receipt: {text}"
+        );
+    }
     // Calls per sale: create, submit, pdf; one login.
     assert_eq!(fx.sandbox.requests("POST /api/invoices"), 11);
     assert_eq!(fx.sandbox.requests("GET /api/invoices/status/{id}"), 0);
@@ -200,53 +215,25 @@ async fn local_http_intake_answers_as_documented() {
     let fx = Fixture::start().await;
     let cfg = service_config(&fx, json!({"auto_submit_jofotara": false}));
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
-    let http = reqwest::Client::new();
     let sale = json!({
         "invoice_number": "WEB-1",
         "customer_name": "Web Customer",
         "items": [{"description": "Tea", "quantity": 2, "price": "1.250"}]
     });
-    let no_key = http
-        .post(agent.url("/v1/sales"))
-        .json(&sale)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_key.status(), 401);
-    let wrong = http
-        .post(agent.url("/v1/sales"))
-        .bearer_auth("nope")
-        .json(&sale)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
+    assert_eq!(agent.post(None, &sale).await.status(), 401);
+    assert_eq!(agent.post(Some("nope"), &sale).await.status(), 401);
     assert_eq!(count(&cfg, "queued") + count(&cfg, "created"), 0);
 
-    let ok = http
-        .post(agent.url("/v1/sales"))
-        .bearer_auth(API_KEY)
-        .json(&sale)
-        .send()
-        .await
-        .unwrap();
+    let ok = agent.post(Some(API_KEY), &sale).await;
     assert_eq!(ok.status(), 202);
+    assert_eq!(ok.headers()["location"], "/v1/sales/WEB-1");
     let job: Value = ok.json().await.unwrap();
     assert_eq!(job["invoice_number"], "WEB-1");
     assert_eq!(job["duplicate"], false);
     // Committed before the answer: the outbox holds it now.
     assert!(outbox(&cfg).find("WEB-1").unwrap().is_some());
 
-    let again: Value = http
-        .post(agent.url("/v1/sales"))
-        .bearer_auth(API_KEY)
-        .json(&sale)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = agent.post(Some(API_KEY), &sale).await.json().await.unwrap();
     assert_eq!(
         (again["id"].clone(), again["duplicate"].clone()),
         (job["id"].clone(), json!(true))
@@ -254,75 +241,46 @@ async fn local_http_intake_answers_as_documented() {
 
     let mut changed = sale.clone();
     changed["items"][0]["quantity"] = json!(3);
-    let conflict = http
-        .post(agent.url("/v1/sales"))
-        .bearer_auth(API_KEY)
-        .json(&changed)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(conflict.status(), 409);
+    assert_eq!(agent.post(Some(API_KEY), &changed).await.status(), 409);
 
-    let bad = http
-        .post(agent.url("/v1/sales"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"invoice_number": "WEB-2", "items": [{"description": "X", "quantity": -1, "price": 1}]}))
-        .send()
-        .await
-        .unwrap();
+    let bad = agent
+        .post(
+            Some(API_KEY),
+            &json!({"invoice_number": "WEB-2", "items": [{"description": "X", "quantity": -1, "price": 1}]}),
+        )
+        .await;
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.unwrap();
     let errors = body["errors"].as_object().unwrap();
     assert!(errors.keys().any(|k| k.contains("quantity")), "{body}");
 
     // The backend's shape in an array, and a QuickBooks-shaped one.
-    let many = http
-        .post(agent.url("/v1/sales"))
-        .bearer_auth(API_KEY)
-        .json(&json!([
-            {"invoice_number": "WEB-3", "customer_name": "A", "items": [{"description": "X", "quantity": 1, "price": 5}]},
-            {"DocNumber": "WEB-4", "CustomerRef": {"name": "B"}, "Line": [{"Description": "Y", "Amount": 9, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"Qty": 3}}]}
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let many = agent
+        .post(
+            Some(API_KEY),
+            &json!([
+                {"invoice_number": "WEB-3", "customer_name": "A", "items": [{"description": "X", "quantity": 1, "price": 5}]},
+                {"DocNumber": "WEB-4", "CustomerRef": {"name": "B"}, "Line": [{"Description": "Y", "Amount": 9, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"Qty": 3}}]}
+            ]),
+        )
+        .await;
     assert_eq!(many.status(), 202);
     let body: Value = many.json().await.unwrap();
     assert_eq!(body["jobs"].as_array().unwrap().len(), 2);
 
     // Auto-submit off: the pipeline stops at created.
     wait_state(&cfg, "created", 3, 20).await;
-    let shown: Value = http
-        .get(agent.url("/v1/sales/WEB-1"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = agent.get("/v1/sales/WEB-1").await.json().await.unwrap();
     assert_eq!(shown["state"], "created");
     assert!(shown["laravel_id"].as_u64().is_some());
     assert!(shown["events"].as_array().unwrap().len() >= 2);
-    let missing = http
-        .get(agent.url("/v1/sales/NOPE"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    assert_eq!(agent.get("/v1/sales/NOPE").await.status(), 404);
     assert_eq!(fx.sandbox.requests("POST /api/invoices/{id}/submit"), 0);
     agent.stop().await;
 }
 
 async fn post_sale(agent: &Agent, sale: &Value) {
-    let resp = reqwest::Client::new()
-        .post(agent.url("/v1/sales"))
-        .bearer_auth(API_KEY)
-        .json(sale)
-        .send()
-        .await
-        .unwrap();
+    let resp = agent.post(Some(API_KEY), sale).await;
     assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
 }
 

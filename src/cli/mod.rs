@@ -335,12 +335,15 @@ async fn dispatch(cli: Cli) -> Outcome {
         Some(Command::Queue(cmd)) if !wants_setup => {
             let cfg = load_config(&cli)?;
             let _guard = command_logging(&cli, &cfg, Console::Stderr, Some(LogLevel::Warn))?;
-            return queue::queue(&cli, &cfg, cmd);
+            // SQLite is blocking: keep it off the runtime's scheduler.
+            return tokio::task::block_in_place(|| queue::queue(&cli, &cfg, cmd));
         }
         Some(Command::Invoice(InvoiceCommand::Render { source, out })) if !wants_setup => {
             let cfg = load_config(&cli)?;
             let _guard = command_logging(&cli, &cfg, Console::Stderr, Some(LogLevel::Warn))?;
-            return queue::render(&cli, &cfg, source, out.as_deref());
+            return tokio::task::block_in_place(|| {
+                queue::render(&cli, &cfg, source, out.as_deref())
+            });
         }
         _ => {}
     }

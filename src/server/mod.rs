@@ -3,10 +3,11 @@
 //! status page and the JSON API join it here.
 //!
 //! Every route it serves needs `Authorization: Bearer <local_api.api_key>`
-//! (compared in constant time). Without a configured key every request is
-//! refused: a POS agent must not take sales from anyone who can reach the
-//! port. It refuses to bind a non-loopback address unless
-//! `local_api.allow_remote` says so (config validation enforces this).
+//! (compared in constant time): a POS agent must not take sales from anyone
+//! who can reach the port. Without a configured key the service does not
+//! start the server at all (and the check would refuse everything). A
+//! non-loopback address is refused unless `local_api.allow_remote` says so
+//! (config validation enforces this).
 
 use std::future::Future;
 use std::net::SocketAddr;
