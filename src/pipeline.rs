@@ -56,8 +56,9 @@ pub struct PipelineSettings {
     pub lookup_path: Option<String>,
     /// At most this many ids are read when looking for a lost create.
     pub scan_limit: u32,
-    /// The scan stops after this many unknown ids in a row (past the end).
-    pub scan_miss_run: u32,
+    /// An unknown id followed by this many more unknown ones is the end of
+    /// the ids (fewer could be a gap left by a deleted invoice).
+    pub scan_confirm: u32,
     /// Job and global backoff: exponential with jitter, from `min_delay` up
     /// to `max_delay` (`pipeline.max_backoff_seconds`), forever.
     pub backoff: RetryPolicy,
@@ -80,7 +81,7 @@ impl PipelineSettings {
             pdf_dir: cfg.pdf_dir.clone(),
             lookup_path: cfg.pipeline.lookup_path.clone(),
             scan_limit: cfg.pipeline.scan_limit,
-            scan_miss_run: 25,
+            scan_confirm: 5,
             backoff: RetryPolicy {
                 max_attempts: usize::MAX,
                 min_delay: Duration::from_secs(2).min(cfg.pipeline.max_backoff),
@@ -533,36 +534,7 @@ impl Pipeline {
                 Err(e) => return Err(classify(e)),
             }
         } else {
-            let mut misses = 0;
-            let mut reads = 0;
-            let mut found = None;
-            let mut id = floor;
-            while reads < s.scan_limit && misses < s.scan_miss_run {
-                id += 1;
-                reads += 1;
-                match me.client.invoice(id).await {
-                    Ok(inv) => {
-                        misses = 0;
-                        if inv.invoice_number == *number {
-                            found = Some(inv);
-                            break;
-                        }
-                    }
-                    Err(ApiError::NotFound { .. }) => misses += 1,
-                    Err(e) => return Err(classify(e)),
-                }
-            }
-            let last_seen = id.saturating_sub(misses as u64);
-            if last_seen > floor {
-                let _ = me.outbox.call(move |o| o.note_seen_id(last_seen)).await;
-            }
-            (
-                found,
-                format!(
-                    "by reading invoice ids {}..={id} ({reads} reads)",
-                    floor + 1
-                ),
-            )
+            self.scan_ids(floor, number).await?
         };
         let Some(inv) = found else {
             return Err(Failure::Park(format!(
@@ -616,6 +588,116 @@ impl Pipeline {
             detail,
         )
         .await
+    }
+
+    /// Looks for `number` among the invoice ids above `floor`, reading at
+    /// most `scan_limit` of them. First it finds where the ids end: it
+    /// gallops up (floor+1, +2, +4...) to an unknown id, bisects back to the
+    /// last known one, and checks `scan_confirm` more ids (a deleted
+    /// invoice leaves a gap, not an end). Then it reads down from the end,
+    /// because a lost create is among the newest invoices, even when other
+    /// vendors have added many since or the floor is unknown (0, a fresh
+    /// install against a busy backend).
+    async fn scan_ids(
+        &self,
+        floor: u64,
+        number: &str,
+    ) -> Result<(Option<crate::laravel::model::Invoice>, String), Failure> {
+        let me = &self.inner;
+        let limit = me.settings.scan_limit;
+        let mut read: HashSet<u64> = HashSet::new();
+        let mut highest_found = floor;
+        // One read: Ok(Some(inv)) exists, Ok(None) unknown id.
+        let read_id = |id: u64| async move {
+            match me.client.invoice(id).await {
+                Ok(inv) => Ok(Some(inv)),
+                Err(ApiError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(classify(e)),
+            }
+        };
+        let describe = |reads: usize, end: u64| {
+            format!(
+                "by reading {reads} invoice ids between {} and {end}",
+                floor + 1
+            )
+        };
+        // 1. Find the end of the ids: gallop up to an unknown id, narrow
+        //    the boundary by bisection, and confirm it (a gap is not the end).
+        let mut step = 1u64;
+        let end = 'find_end: loop {
+            if read.len() as u32 >= limit {
+                break highest_found + 1;
+            }
+            let id = highest_found + step;
+            read.insert(id);
+            match read_id(id).await? {
+                Some(inv) if inv.invoice_number == number => {
+                    self.note_seen(id).await;
+                    return Ok((Some(inv), describe(read.len(), id)));
+                }
+                Some(_) => {
+                    highest_found = id;
+                    step = step.saturating_mul(2);
+                    continue;
+                }
+                None => {}
+            }
+            // Ids up to `highest_found` exist, `id` does not: bisect.
+            let mut missing = id;
+            while missing - highest_found > 1 && (read.len() as u32) < limit {
+                let mid = highest_found + (missing - highest_found) / 2;
+                read.insert(mid);
+                match read_id(mid).await? {
+                    Some(inv) if inv.invoice_number == number => {
+                        self.note_seen(mid).await;
+                        return Ok((Some(inv), describe(read.len(), mid)));
+                    }
+                    Some(_) => highest_found = mid,
+                    None => missing = mid,
+                }
+            }
+            for k in 1..=me.settings.scan_confirm as u64 {
+                let probe = missing + k;
+                if (read.len() as u32) >= limit || !read.insert(probe) {
+                    continue;
+                }
+                match read_id(probe).await? {
+                    Some(inv) if inv.invoice_number == number => {
+                        self.note_seen(probe).await;
+                        return Ok((Some(inv), describe(read.len(), probe)));
+                    }
+                    Some(_) => {
+                        // A gap, not the end: search on from here.
+                        highest_found = probe;
+                        step = 1;
+                        continue 'find_end;
+                    }
+                    None => {}
+                }
+            }
+            break missing;
+        };
+        self.note_seen(highest_found).await;
+        // 2. Read down from the end towards the floor.
+        let mut id = end;
+        while id > floor + 1 && (read.len() as u32) < limit {
+            id -= 1;
+            if !read.insert(id) {
+                continue;
+            }
+            if let Some(inv) = read_id(id).await? {
+                if inv.invoice_number == number {
+                    return Ok((Some(inv), describe(read.len(), end)));
+                }
+            }
+        }
+        Ok((None, describe(read.len(), end)))
+    }
+
+    async fn note_seen(&self, id: u64) {
+        if id > 0 {
+            let _ = self.inner.outbox.call(move |o| o.note_seen_id(id)).await;
+        }
     }
 
     fn signed_in_vendor(&self) -> Option<u64> {

@@ -321,6 +321,28 @@ async fn a_create_whose_answer_was_lost_is_found_by_the_id_scan() {
 }
 
 #[tokio::test]
+async fn a_fresh_agents_lost_create_is_found_among_many_foreign_invoices() {
+    let fx = Fixture::start().await;
+    // A busy shared backend: more invoices than the scan may read, and an
+    // agent that has never seen an id (its floor is 0).
+    fx.sandbox.seed_foreign_invoices(800);
+    let cfg = service_config(&fx, json!({}));
+    let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
+    fx.sandbox.inject("POST /api/invoices", Fault::DropAfter, 1);
+    post_sale(&agent, &simple_sale("FIRST-1")).await;
+    wait_state(&cfg, "done", 1, 30).await;
+    assert_eq!(fx.sandbox.invoices_with_number("FIRST-1"), 1);
+    let reads = fx.sandbox.requests("GET /api/invoices/{id}");
+    assert!(
+        reads < 40,
+        "{reads} reads: galloping, then down from the end"
+    );
+    // The highest id seen is remembered for the next time.
+    assert!(outbox(&cfg).max_seen_id().unwrap() >= 800);
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn a_configured_lookup_path_replaces_the_scan() {
     let fx = Fixture::with_options(LaravelSandboxOptions {
         lookup_route: true,
