@@ -385,6 +385,7 @@ impl Field {
                 "transactionid", "transactionnumber", "transactionno", "txnid", "txnnumber", "txnno",
                 "orderid", "ordernumber", "orderno", "order", "saleid", "salenumber", "saleno",
                 "ticketid", "ticketnumber", "ticketno", "billnumber", "billno", "appointmentid",
+                "txn", "transid", "transno", "checknumber", "checkno",
                 "number", "id",
             ],
             Field::CustomerName => &[
@@ -418,6 +419,7 @@ impl Field {
                 "description", "itemdescription", "itemname", "productname", "servicename",
                 "productdescription", "name", "item", "product", "service", "title",
                 "itemref.name", "salesitemlinedetail.itemref.name",
+                "product.name", "product.title", "item.name", "item.title", "article", "articlename",
             ],
             Field::Quantity => &[
                 "quantity", "qty", "salesitemlinedetail.qty", "quantitysold", "qtysold", "unitssold",
@@ -433,7 +435,7 @@ impl Field {
             ],
             Field::Sku => &[
                 "sku", "productsku", "itemsku", "code", "itemcode", "productcode", "barcode",
-                "upc", "ean", "partnumber", "partno",
+                "upc", "ean", "partnumber", "partno", "product.sku", "item.sku",
             ],
         }
     }
@@ -441,6 +443,27 @@ impl Field {
     fn names() -> String {
         Field::ALL.map(Field::name).join(", ")
     }
+}
+
+/// Where a customer's first and last names are found when no field holds
+/// the whole name (normalized; dotted ones are JSON paths).
+#[rustfmt::skip]
+const NAME_PARTS: &[(&str, &str)] = &[
+    ("customer.firstname", "customer.lastname"),
+    ("customer.givenname", "customer.familyname"),
+    ("client.firstname", "client.lastname"),
+    ("billingaddress.firstname", "billingaddress.lastname"),
+    ("customerfirstname", "customerlastname"),
+    ("clientfirstname", "clientlastname"),
+    ("firstname", "lastname"),
+    ("givenname", "familyname"),
+    ("firstname", "surname"),
+];
+
+/// "First Last" from the parts present, if any.
+fn join_name(first: Option<String>, last: Option<String>) -> Option<String> {
+    let parts: Vec<String> = [first, last].into_iter().flatten().collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// Keys of wrapper objects holding a document's sales, normalized.
@@ -849,6 +872,12 @@ struct Slot {
 /// A CSV row or a JSON object that fields are read from.
 trait Source {
     fn slot(&self, field: Field) -> Slot;
+    /// The customer's name from separate first and last name fields
+    /// (`first_name` + `last_name`, `customer.given_name` +
+    /// `customer.family_name`...), when there is no whole-name field.
+    fn name_parts(&self) -> Option<String> {
+        None
+    }
     /// Where the row or object is, for problems about it as a whole.
     fn here(&self) -> String;
 }
@@ -994,7 +1023,9 @@ struct SaleFields {
 fn read_sale_fields<S: Source + ?Sized>(src: &S, p: &mut Problems) -> SaleFields {
     let number_slot = src.slot(Field::InvoiceNumber);
     let number = text_of(p, &number_slot).value();
-    let customer_name = text_of(p, &src.slot(Field::CustomerName)).value();
+    let customer_name = text_of(p, &src.slot(Field::CustomerName))
+        .value()
+        .or_else(|| src.name_parts());
     let email_slot = src.slot(Field::CustomerEmail);
     let customer_email = text_of(p, &email_slot).value();
     if let Some(e) = &customer_email {
@@ -1640,6 +1671,18 @@ struct JsonObj<'a> {
 }
 
 impl Source for JsonObj<'_> {
+    fn name_parts(&self) -> Option<String> {
+        let text = |path: &str| {
+            resolve(self.obj, path).and_then(|(_, v)| match v {
+                Value::String(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                _ => None,
+            })
+        };
+        NAME_PARTS
+            .iter()
+            .find_map(|(first, last)| join_name(text(first), text(last)))
+    }
+
     fn slot(&self, field: Field) -> Slot {
         if self.mapping.ignores(field) {
             return Slot {
@@ -2023,6 +2066,8 @@ fn quickbooks_detail(line: &Value) -> Detail<'_> {
 /// Which column holds which field.
 struct Columns {
     by_field: BTreeMap<Field, (usize, String)>,
+    /// First and last name columns, used when no column holds the name.
+    name_parts: Option<(Option<usize>, Option<usize>)>,
 }
 
 struct CsvRow<'a> {
@@ -2054,6 +2099,17 @@ impl Source for CsvRow<'_> {
 
     fn here(&self) -> String {
         format!("line {}", self.line)
+    }
+
+    fn name_parts(&self) -> Option<String> {
+        let (first, last) = self.columns.name_parts?;
+        let cell = |i: Option<usize>| {
+            i.and_then(|i| self.record.get(i))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        };
+        join_name(cell(first), cell(last))
     }
 }
 
@@ -2334,7 +2390,22 @@ fn assign_columns(
             ),
         );
     }
-    Columns { by_field }
+    let name_parts = if by_field.contains_key(&Field::CustomerName) {
+        None
+    } else {
+        NAME_PARTS.iter().find_map(|(first, last)| {
+            let at = |name: &str| {
+                let name = name.replace('.', "");
+                (0..headers.len()).find(|&i| !taken[i] && keys[i] == name)
+            };
+            let (f, l) = (at(first), at(last));
+            (f.is_some() || l.is_some()).then_some((f, l))
+        })
+    };
+    Columns {
+        by_field,
+        name_parts,
+    }
 }
 
 #[cfg(test)]
@@ -2637,6 +2708,36 @@ mod tests {
     }
 
     #[test]
+    fn shop_platform_shapes_first_and_last_names_and_nested_products() {
+        let opts = IntakeOptions::default();
+        // Shopify-like: order_number, customer first/last name, title.
+        let shopify = br#"{"orders":[{"order_number":1001,"customer":{"first_name":"John","last_name":"Smith","email":"j@x.com"},
+            "line_items":[{"title":"Shirt","quantity":2,"price":"19.99","sku":"S1"}]}]}"#;
+        let s = parse_file("orders.json", shopify, &opts).unwrap();
+        assert_eq!(s[0].invoice_number, "1001");
+        assert_eq!(s[0].customer_name, "John Smith");
+        assert_eq!(s[0].customer_email.as_deref(), Some("j@x.com"));
+        assert_eq!(s[0].lines[0].description, "Shirt");
+        // A nested product object.
+        let nested = br#"{"sale_id":"N-1","client":{"name":"Omar"},"lines":[{"product":{"name":"Widget","sku":"W1"},"qty":1,"price":2.5}]}"#;
+        let s = parse_file("n.json", nested, &opts).unwrap();
+        assert_eq!(s[0].lines[0].description, "Widget");
+        assert_eq!(s[0].lines[0].sku.as_deref(), Some("W1"));
+        assert_eq!(s[0].customer_name, "Omar");
+        // JSON Lines keyed by "txn", grouped into one sale.
+        let jsonl = b"{\"txn\":\"J-1\",\"item_name\":\"Cola\",\"qty\":2,\"price\":\"0.75\"}\n{\"txn\":\"J-1\",\"item_name\":\"Chips\",\"qty\":1,\"price\":\"0.50\"}\n";
+        let s = parse_file("t.jsonl", jsonl, &opts).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].invoice_number.as_str(), s[0].lines.len()), ("J-1", 2));
+        // CSV with separate name columns.
+        let csv =
+            b"Ticket No,First Name,Last Name,Item,Qty,Price\r\nT9,Sara,Haddad,Haircut,1,15.000\r\n";
+        let s = parse_file("t.csv", csv, &opts).unwrap();
+        assert_eq!(s[0].invoice_number, "T9");
+        assert_eq!(s[0].customer_name, "Sara Haddad");
+    }
+
+    #[test]
     fn synonyms_are_written_normalized() {
         for field in Field::ALL {
             for synonym in field.synonyms() {
@@ -2709,7 +2810,7 @@ mod tests {
     fn mapping_overrides_csv_detection() {
         let mapping = Mapping::from_json(&json!({
             "invoice_number": "Ticket#",
-            "description": "Article",
+            "description": "Artikel",
             "quantity": "Menge",
             "unit_price": "Preis"
         }))
@@ -2719,7 +2820,7 @@ mod tests {
             mapping,
             ..IntakeOptions::default()
         };
-        let text = "Ticket#;Article;Menge;Preis;Kunde\n\
+        let text = "Ticket#;Artikel;Menge;Preis;Kunde\n\
                     77;Brezel;3;0,80;x\n\
                     77;Kaffee;1;2,10;x\n";
         let sales = parse_file("kasse.csv", text.as_bytes(), &opts).expect("mapped");
@@ -2730,7 +2831,7 @@ mod tests {
         // Without the mapping the file is refused, naming the missing columns.
         let e = fails("kasse.csv", text.as_bytes());
         has(&e, "line 1", "no column for the item description");
-        has(&e, "line 1", "\"Ticket#\", \"Article\"");
+        has(&e, "line 1", "\"Ticket#\", \"Artikel\"");
         // A mapping naming a column the file lacks.
         let opts = IntakeOptions {
             mapping: Mapping::from_json(&json!({"quantity": "Anzahl"})).expect("valid"),
