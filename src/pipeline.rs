@@ -42,6 +42,10 @@ use crate::retry::RetryPolicy;
 use crate::store::{Job, OutboxHandle, Stage, StepResult, StoreError};
 use crate::token::TokenError;
 
+/// Transient failures of one read that a lost-create scan absorbs before it
+/// gives up (and the job is retried later like any other).
+const SCAN_READ_RETRIES: u32 = 4;
+
 /// How the worker behaves; from config.json's `pipeline.*` and neighbours.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
@@ -481,6 +485,13 @@ impl Pipeline {
         let me = &self.inner;
         let sale = Self::sale(job)?;
         let id = job.id;
+        if job.in_flight.as_deref() == Some("recover") {
+            // The backend already said the number is taken: search again
+            // rather than send the create once more.
+            return self
+                .recover_lost_create(job, job.id_floor.unwrap_or(0))
+                .await;
+        }
         let job = me.outbox.call(move |o| o.begin_step(id, "create")).await?;
         let floor = job.id_floor.unwrap_or(0);
         match me.client.create_invoice(&sale.to_new_invoice()).await {
@@ -497,7 +508,10 @@ impl Pipeline {
                 )
                 .await
             }
-            Ok(CreateOutcome::AlreadyExists { .. }) => self.recover_lost_create(&job, floor).await,
+            Ok(CreateOutcome::AlreadyExists { .. }) => {
+                let job = me.outbox.call(move |o| o.begin_step(id, "recover")).await?;
+                self.recover_lost_create(&job, floor).await
+            }
             Err(e) => Err(classify(e)),
         }
     }
@@ -607,12 +621,30 @@ impl Pipeline {
         let limit = me.settings.scan_limit;
         let mut read: HashSet<u64> = HashSet::new();
         let mut highest_found = floor;
-        // One read: Ok(Some(inv)) exists, Ok(None) unknown id.
+        // One read: Ok(Some(inv)) exists, Ok(None) unknown id. A scan is
+        // many reads: a transient failure of one is retried a few times on
+        // the spot rather than throwing the whole scan away.
         let read_id = |id: u64| async move {
-            match me.client.invoice(id).await {
-                Ok(inv) => Ok(Some(inv)),
-                Err(ApiError::NotFound { .. }) => Ok(None),
-                Err(e) => Err(classify(e)),
+            let mut failures = 0;
+            loop {
+                let failure = match me.client.invoice(id).await {
+                    Ok(inv) => return Ok(Some(inv)),
+                    Err(ApiError::NotFound { .. }) => return Ok(None),
+                    Err(e) => classify(e),
+                };
+                match failure {
+                    Failure::BackendDown { retry_after, .. } if failures < SCAN_READ_RETRIES => {
+                        failures += 1;
+                        let wait = me
+                            .settings
+                            .backoff
+                            .delay_after(failures)
+                            .min(Duration::from_secs(5))
+                            .max(retry_after.unwrap_or_default().min(Duration::from_secs(60)));
+                        tokio::time::sleep(wait).await;
+                    }
+                    other => return Err(other),
+                }
             }
         };
         let describe = |reads: usize, end: u64| {

@@ -170,6 +170,8 @@ pub struct Job {
     pub id_floor: Option<u64>,
     /// The step begun and not yet recorded (`create`, `submit`): after a
     /// crash, its outcome at the backend is unknown and must be checked.
+    /// `recover`: the backend said the number is taken; the invoice an
+    /// earlier create made is being looked for.
     pub in_flight: Option<String>,
     pub attempts: u32,
     #[serde(serialize_with = "ser_ms")]
@@ -660,7 +662,11 @@ impl Outbox {
     pub fn retry_now(&mut self, id: i64, now: DateTime<Utc>) -> Result<Option<Job>, StoreError> {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
-            "UPDATE jobs SET state = stage, attempts = 0, next_attempt_at = 0, updated_at = ?2 \
+            // A released job that was searching for a lost create tries the
+            // create again (the person may have freed the number); a submit
+            // in flight keeps its mark, so its status is still checked first.
+            "UPDATE jobs SET state = stage, attempts = 0, next_attempt_at = 0, updated_at = ?2, \
+             in_flight = CASE WHEN in_flight = 'recover' THEN NULL ELSE in_flight END \
              WHERE id = ?1 AND state != 'done'",
             params![id, stamp(now)],
         )?;
@@ -1003,6 +1009,15 @@ mod tests {
             .collect();
         assert_eq!(events, ["queued", "retry", "parked", "retry_requested"]);
         assert_eq!(o.find("#1").unwrap().unwrap().invoice_number, "A");
+
+        // Released by a person: a lost-create search starts over with a
+        // create; a submit in flight keeps its mark (status checked first).
+        o.begin_step(b.id, "recover").unwrap();
+        let b = o.retry_now(b.id, at(5)).unwrap().unwrap();
+        assert_eq!(b.in_flight, None);
+        o.begin_step(a.id, "submit").unwrap();
+        let a = o.retry_now(a.id, at(5)).unwrap().unwrap();
+        assert_eq!(a.in_flight.as_deref(), Some("submit"));
     }
 
     #[test]
