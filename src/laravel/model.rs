@@ -45,18 +45,6 @@ impl fmt::Display for FieldProblem {
     }
 }
 
-fn first_present<'a>(obj: &'a Value, names: &[&str]) -> Option<(&'a str, &'a Value)> {
-    let map = obj.as_object()?;
-    for name in names {
-        for (k, v) in map {
-            if k.eq_ignore_ascii_case(name) && !v.is_null() {
-                return Some((k.as_str(), v));
-            }
-        }
-    }
-    None
-}
-
 fn text_of(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
@@ -79,134 +67,27 @@ pub fn decimal_of(v: &Value) -> Option<Decimal> {
 }
 
 impl NewInvoice {
-    /// Reads a sale in the backend's shape (`invoice_number`,
-    /// `customer_name`, `items[{description, quantity, price}]`), accepting
-    /// `customer: {name, email, phone}`, `unit_price`, `name`/`item_name`,
-    /// numbers as strings. Every problem is reported, by field path.
+    /// Reads one sale in any shape the intake reads (the backend's own,
+    /// the POS shapes, QuickBooks'), with the intake's rules: a missing
+    /// number is derived, a missing customer is "Walk-in customer",
+    /// fractional quantities are converted. Every problem is reported, by
+    /// field path. One reader serves the CLI, the demo and the service.
     pub fn from_json(v: &Value) -> Result<NewInvoice, Vec<FieldProblem>> {
-        let mut problems = Vec::new();
-        let mut problem = |field: &str, text: &str| {
-            problems.push(FieldProblem {
-                field: field.to_string(),
-                problem: text.to_string(),
-            })
-        };
-        if !v.is_object() {
-            problem("(document)", "must be a JSON object describing one sale");
-            return Err(problems);
+        match crate::intake::sale::parse_json(v, &Default::default()) {
+            Ok(mut sales) if sales.len() == 1 => Ok(sales.remove(0).to_new_invoice()),
+            Ok(sales) => Err(vec![FieldProblem {
+                field: "(document)".into(),
+                problem: format!("holds {} sales; one was expected", sales.len()),
+            }]),
+            Err(e) => Err(e
+                .problems
+                .into_iter()
+                .map(|p| FieldProblem {
+                    field: p.location,
+                    problem: p.message,
+                })
+                .collect()),
         }
-        let invoice_number = first_present(v, &["invoice_number", "invoice_no", "number"])
-            .and_then(|(_, v)| text_of(v));
-        if invoice_number.is_none() {
-            problem("invoice_number", "is required (a text unique to this sale)");
-        }
-        let customer = first_present(v, &["customer"]).map(|(_, c)| c);
-        let from_customer = |keys: &[&str]| {
-            customer
-                .filter(|c| c.is_object())
-                .and_then(|c| first_present(c, keys))
-                .and_then(|(_, v)| text_of(v))
-        };
-        let customer_name = first_present(v, &["customer_name"])
-            .and_then(|(_, v)| text_of(v))
-            .or_else(|| customer.and_then(text_of))
-            .or_else(|| from_customer(&["name"]));
-        if customer_name.is_none() {
-            problem("customer_name", "is required");
-        }
-        let customer_email = first_present(v, &["customer_email"])
-            .and_then(|(_, v)| text_of(v))
-            .or_else(|| from_customer(&["email"]));
-        if let Some(e) = &customer_email {
-            if !e.contains('@') || e.contains(char::is_whitespace) {
-                problem("customer_email", "must be an email address (or left out)");
-            }
-        }
-        let customer_phone = first_present(v, &["customer_phone"])
-            .and_then(|(_, v)| text_of(v))
-            .or_else(|| from_customer(&["phone"]));
-
-        let mut items = Vec::new();
-        match first_present(v, &["items", "lines"]).map(|(_, v)| v) {
-            Some(Value::Array(list)) if !list.is_empty() => {
-                for (i, item) in list.iter().enumerate() {
-                    let at = |f: &str| format!("items[{i}].{f}");
-                    let description = first_present(item, &["description", "name", "item_name"])
-                        .and_then(|(_, v)| text_of(v));
-                    if description.is_none() {
-                        problem(&at("description"), "is required");
-                    }
-                    let quantity = match first_present(item, &["quantity", "qty"]) {
-                        None => {
-                            problem(&at("quantity"), "is required");
-                            None
-                        }
-                        Some((_, q)) => match decimal_of(q) {
-                            Some(d) if d.fract().is_zero() && d >= Decimal::ONE => {
-                                u32::try_from(d.trunc().mantissa()).ok().or_else(|| {
-                                    problem(&at("quantity"), "is too large");
-                                    None
-                                })
-                            }
-                            Some(d) if d.fract().is_zero() => {
-                                problem(&at("quantity"), "must be at least 1");
-                                None
-                            }
-                            Some(_) => {
-                                problem(
-                                    &at("quantity"),
-                                    "must be a whole number: the backend takes integer quantities only",
-                                );
-                                None
-                            }
-                            None => {
-                                problem(&at("quantity"), "must be a number");
-                                None
-                            }
-                        },
-                    };
-                    let price = match first_present(item, &["price", "unit_price"]) {
-                        None => {
-                            problem(&at("price"), "is required (unit price, tax excluded)");
-                            None
-                        }
-                        Some((_, p)) => match decimal_of(p) {
-                            Some(d) if d >= Decimal::ZERO => Some(d),
-                            Some(_) => {
-                                problem(&at("price"), "must be at least 0");
-                                None
-                            }
-                            None => {
-                                problem(&at("price"), "must be a number");
-                                None
-                            }
-                        },
-                    };
-                    if let (Some(description), Some(quantity), Some(price)) =
-                        (description, quantity, price)
-                    {
-                        items.push(NewItem {
-                            description,
-                            quantity,
-                            price,
-                        });
-                    }
-                }
-            }
-            Some(Value::Array(_)) => problem("items", "must list at least one item"),
-            Some(_) => problem("items", "must be an array of items"),
-            None => problem("items", "is required"),
-        }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(NewInvoice {
-            invoice_number: invoice_number.expect("checked"),
-            customer_name: customer_name.expect("checked"),
-            customer_email,
-            customer_phone,
-            items,
-        })
     }
 }
 
@@ -413,18 +294,18 @@ mod tests {
 
     #[test]
     fn every_problem_is_named() {
-        let v = json!({"items": [{"description": "A", "quantity": 1.5, "price": -1}]});
+        let v = json!({"invoice_number": "X", "items": [
+            {"description": "A", "quantity": 1, "price": -1},
+            {"quantity": 2, "price": "lots"}
+        ]});
         let problems = NewInvoice::from_json(&v).unwrap_err();
-        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "invoice_number",
-                "customer_name",
-                "items[0].quantity",
-                "items[0].price"
-            ]
-        );
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        for field in ["items[0].price", "items[1].description", "items[1].price"] {
+            assert!(
+                text.iter().any(|t| t.starts_with(field)),
+                "{field}: {text:?}"
+            );
+        }
     }
 
     #[test]
