@@ -24,6 +24,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::clock::SystemClock;
 use crate::config;
 use crate::laravel::auth::{self, PasswordStore};
+use crate::laravel::error::first_chars;
 use crate::laravel::{self, CreateOutcome, DocumentKind, NewInvoice};
 use crate::retry::RetryPolicy;
 use crate::sandbox::{SANDBOX_EMAIL, SANDBOX_PASSWORD};
@@ -69,16 +70,8 @@ const DEMO_EXPORTS: [(&str, &[u8]); 5] = [
     ),
 ];
 
-struct ServiceSummary {
-    outbox: PathBuf,
-}
-
-/// Steps 8 and 9: the agent as it runs on a till.
-async fn run_service(
-    cfg: &config::Config,
-    dir: &Path,
-    out: &mut impl Write,
-) -> anyhow::Result<ServiceSummary> {
+/// Steps 8 and 9: the agent as it runs on a till. Returns the outbox's path.
+async fn run_service(cfg: &config::Config, out: &mut impl Write) -> anyhow::Result<PathBuf> {
     use crate::store::Outbox;
     let inbox = &cfg.invoice_folder;
     std::fs::create_dir_all(inbox)?;
@@ -144,18 +137,7 @@ async fn run_service(
         cfg.receipts.dir.display(),
         first_chars(&reason, 160)
     )?;
-    let _ = dir;
-    Ok(ServiceSummary {
-        outbox: ob.path().to_path_buf(),
-    })
-}
-
-fn first_chars(s: &str, n: usize) -> String {
-    let mut t: String = s.chars().take(n).collect();
-    if s.chars().count() > n {
-        t.push_str("...");
-    }
-    t
+    Ok(ob.path().to_path_buf())
 }
 
 /// The sandbox child process; killed when dropped.
@@ -321,7 +303,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         );
     }
 
-    let service = run_service(&cfg, dir, out).await?;
+    let outbox = run_service(&cfg, out).await?;
 
     writeln!(out, "\nfiles:")?;
     writeln!(out, "  config:        {}", config_path.display())?;
@@ -338,7 +320,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         cfg.invoice_folder.display()
     )?;
     writeln!(out, "  receipts:      {}", cfg.receipts.dir.display())?;
-    writeln!(out, "  outbox:        {}", service.outbox.display())?;
+    writeln!(out, "  outbox:        {}", outbox.display())?;
     writeln!(out, "  logs:          {}", cfg.log_dir.display())?;
     let _ = sandbox.child.kill().await;
     Ok(())

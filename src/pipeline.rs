@@ -23,7 +23,7 @@
 //! reason. A sign-in that needs a person holds all work without charging
 //! the jobs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -42,9 +42,9 @@ use crate::retry::RetryPolicy;
 use crate::store::{Job, OutboxHandle, Stage, StepResult, StoreError};
 use crate::token::TokenError;
 
-/// Transient failures of one read that a lost-create scan absorbs before it
-/// gives up (and the job is retried later like any other).
-const SCAN_READ_RETRIES: u32 = 4;
+/// Attempts at one read of a lost-create scan before the scan gives up
+/// (and the job is retried later like any other).
+const SCAN_READ_ATTEMPTS: usize = 5;
 
 /// How the worker behaves; from config.json's `pipeline.*` and neighbours.
 #[derive(Debug, Clone)]
@@ -170,6 +170,14 @@ struct GateState {
     down_since: Option<DateTime<Utc>>,
 }
 
+impl GateState {
+    /// Keeps the gate closed at least `wait` from now (never shortens it).
+    fn extend(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        self.closed_until = Some(self.closed_until.map_or(until, |u| u.max(until)));
+    }
+}
+
 impl BackendGate {
     /// Records a backend-wide failure; returns how long the gate is closed.
     fn close(
@@ -184,8 +192,7 @@ impl BackendGate {
         let wait = policy
             .delay_after(st.failures)
             .max(retry_after.unwrap_or_default().min(policy.max_retry_after));
-        let until = Instant::now() + wait;
-        st.closed_until = Some(st.closed_until.map_or(until, |u| u.max(until)));
+        st.extend(wait);
         if st.down_since.is_none() {
             st.down_since = Some(now);
             tracing::warn!(
@@ -204,10 +211,9 @@ impl BackendGate {
         wait
     }
 
+    /// Closes the gate for `wait` without counting a backend failure.
     fn hold(&self, wait: Duration) {
-        let mut st = self.state.lock().expect("gate lock");
-        let until = Instant::now() + wait;
-        st.closed_until = Some(st.closed_until.map_or(until, |u| u.max(until)));
+        self.state.lock().expect("gate lock").extend(wait);
     }
 
     fn opened(&self, now: DateTime<Utc>) {
@@ -285,8 +291,10 @@ impl Pipeline {
         let me = &self.inner;
         let s = &me.settings;
         tokio::pin!(shutdown);
-        let mut workers: JoinSet<i64> = JoinSet::new();
-        let mut busy: HashSet<i64> = HashSet::new();
+        let mut workers: JoinSet<()> = JoinSet::new();
+        // The job each running task works on, by task: a task that panics
+        // is still known by its id, so its job is released.
+        let mut busy: HashMap<task::Id, i64> = HashMap::new();
         tracing::info!(
             concurrency = s.concurrency,
             auto_submit = s.auto_submit,
@@ -294,22 +302,19 @@ impl Pipeline {
         );
         loop {
             // Claim what is due (unless the backend gate is closed).
-            let limit = if me.gate.probing() { 1 } else { s.concurrency };
+            let limit = self.limit();
             if busy.len() < limit && me.gate.closed_until().is_none() {
                 let free = limit - busy.len();
-                let ids: Vec<i64> = busy.iter().copied().collect();
+                let ids: Vec<i64> = busy.values().copied().collect();
                 let now = me.clock.now();
                 let stop = !s.auto_submit;
                 match me.outbox.call(move |o| o.due(now, free, &ids, stop)).await {
                     Ok(jobs) => {
                         for job in jobs {
-                            busy.insert(job.id);
+                            let id = job.id;
                             let p = self.clone();
-                            workers.spawn(async move {
-                                let id = job.id;
-                                p.drive(job).await;
-                                id
-                            });
+                            let task = workers.spawn(async move { p.drive(job).await });
+                            busy.insert(task.id(), id);
                         }
                     }
                     Err(e) => {
@@ -322,20 +327,12 @@ impl Pipeline {
             let wake_at = self.next_wake(&busy).await;
             tokio::select! {
                 _ = &mut shutdown => break,
-                done = workers.join_next(), if !workers.is_empty() => {
+                done = workers.join_next_with_id(), if !workers.is_empty() => {
                     match done {
-                        Some(Ok(id)) => { busy.remove(&id); }
+                        Some(Ok((task, ()))) => { busy.remove(&task); }
                         Some(Err(e)) => {
-                            tracing::error!(error = %e, "a pipeline task failed; its job will be retried");
-                            // The id is unknown after a panic; rebuild the busy set.
-                            busy.clear();
-                            while let Some(r) = workers.try_join_next() {
-                                let _ = r;
-                            }
-                            if !workers.is_empty() {
-                                // Wait for the others rather than double-claim.
-                                while let Some(r) = workers.join_next().await { let _ = r; }
-                            }
+                            let job = busy.remove(&e.id());
+                            tracing::error!(error = %e, job = ?job, "a pipeline task failed; its job will be retried");
                         }
                         None => {}
                     }
@@ -362,22 +359,27 @@ impl Pipeline {
         tracing::info!("pipeline stopped");
     }
 
+    /// How many jobs may be worked on now: one while probing a backend
+    /// that was failing, else the configured concurrency.
+    fn limit(&self) -> usize {
+        if self.inner.gate.probing() {
+            1
+        } else {
+            self.inner.settings.concurrency
+        }
+    }
+
     /// When to look at the outbox again.
-    async fn next_wake(&self, busy: &HashSet<i64>) -> Instant {
+    async fn next_wake(&self, busy: &HashMap<task::Id, i64>) -> Instant {
         let me = &self.inner;
         let poll = Instant::now() + me.settings.idle_poll;
         if let Some(until) = me.gate.closed_until() {
             return until.min(poll);
         }
-        let limit = if me.gate.probing() {
-            1
-        } else {
-            me.settings.concurrency
-        };
-        if busy.len() >= limit {
+        if busy.len() >= self.limit() {
             return poll;
         }
-        let ids: Vec<i64> = busy.iter().copied().collect();
+        let ids: Vec<i64> = busy.values().copied().collect();
         let stop = !me.settings.auto_submit;
         match me.outbox.call(move |o| o.next_due_at(&ids, stop)).await {
             Ok(Some(at)) => {
@@ -489,7 +491,7 @@ impl Pipeline {
             // The backend already said the number is taken: search again
             // rather than send the create once more.
             return self
-                .recover_lost_create(job, job.id_floor.unwrap_or(0))
+                .recover_lost_create(job, &sale, job.id_floor.unwrap_or(0))
                 .await;
         }
         let job = me.outbox.call(move |o| o.begin_step(id, "create")).await?;
@@ -510,7 +512,7 @@ impl Pipeline {
             }
             Ok(CreateOutcome::AlreadyExists { .. }) => {
                 let job = me.outbox.call(move |o| o.begin_step(id, "recover")).await?;
-                self.recover_lost_create(&job, floor).await
+                self.recover_lost_create(&job, &sale, floor).await
             }
             Err(e) => Err(classify(e)),
         }
@@ -536,7 +538,12 @@ impl Pipeline {
     /// The backend says the number is taken: find the invoice an earlier
     /// attempt created, by the configured lookup or by reading the ids
     /// after `floor`, and carry on with it.
-    async fn recover_lost_create(&self, job: &Job, floor: u64) -> Result<Job, Failure> {
+    async fn recover_lost_create(
+        &self,
+        job: &Job,
+        sale: &Sale,
+        floor: u64,
+    ) -> Result<Job, Failure> {
         let me = &self.inner;
         let s = &me.settings;
         let number = &job.invoice_number;
@@ -576,8 +583,7 @@ impl Pipeline {
         }
         // Same number, same vendor: make sure it is this sale and not
         // another one (a second till reusing its counter) before adopting it.
-        let sale = Self::sale(job)?;
-        if let Some(difference) = differs(&sale, &inv) {
+        if let Some(difference) = differs(sale, &inv) {
             return Err(Failure::Park(format!(
                 "invoice number {number} is taken at the backend by invoice id {} for a different \
                  sale ({difference}): two sales share this number (two tills with the same \
@@ -622,29 +628,26 @@ impl Pipeline {
         let mut read: HashSet<u64> = HashSet::new();
         let mut highest_found = floor;
         // One read: Ok(Some(inv)) exists, Ok(None) unknown id. A scan is
-        // many reads: a transient failure of one is retried a few times on
-        // the spot rather than throwing the whole scan away.
+        // many reads: a transient failure of one is retried on the spot
+        // (the client's retry policy, short waits) rather than throwing the
+        // whole scan away.
+        let read_policy = RetryPolicy {
+            max_attempts: SCAN_READ_ATTEMPTS,
+            min_delay: me.settings.backoff.min_delay,
+            max_delay: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(60),
+        };
+        let read_policy = &read_policy;
         let read_id = |id: u64| async move {
-            let mut failures = 0;
-            loop {
-                let failure = match me.client.invoice(id).await {
-                    Ok(inv) => return Ok(Some(inv)),
-                    Err(ApiError::NotFound { .. }) => return Ok(None),
-                    Err(e) => classify(e),
-                };
-                match failure {
-                    Failure::BackendDown { retry_after, .. } if failures < SCAN_READ_RETRIES => {
-                        failures += 1;
-                        let wait = me
-                            .settings
-                            .backoff
-                            .delay_after(failures)
-                            .min(Duration::from_secs(5))
-                            .max(retry_after.unwrap_or_default().min(Duration::from_secs(60)));
-                        tokio::time::sleep(wait).await;
-                    }
-                    other => return Err(other),
-                }
+            let read = read_policy
+                .run("read an invoice while looking for a lost create", |_| {
+                    me.client.invoice(id)
+                })
+                .await;
+            match read {
+                Ok(inv) => Ok(Some(inv)),
+                Err(ApiError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(classify(e)),
             }
         };
         let describe = |reads: usize, end: u64| {

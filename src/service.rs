@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::intake::inbox::Inbox;
-use crate::intake::receipts::ReceiptPrinter;
+use crate::intake::receipts::{self, ReceiptPrinter};
 use crate::intake::{self, Intake, OnCommit};
 use crate::laravel;
 use crate::pipeline::{Pipeline, PipelineSettings};
@@ -106,13 +106,12 @@ pub async fn run_with(
         clock.clone(),
     );
     let (printer, printer_task) = if cfg.receipts.enabled {
-        let shop = cfg
-            .receipts
-            .shop_name
-            .clone()
-            .unwrap_or_else(|| cfg.email.clone());
-        let (p, t) =
-            ReceiptPrinter::start(outbox.clone(), cfg.receipts.clone(), shop, clock.clone());
+        let (p, t) = ReceiptPrinter::start(
+            outbox.clone(),
+            cfg.receipts.clone(),
+            receipts::shop_name(cfg),
+            clock.clone(),
+        );
         (p, Some(t))
     } else {
         (ReceiptPrinter::disabled(), None)

@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -201,17 +201,6 @@ fn ser_ms<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
 fn ser_sale<S: serde::Serializer>(json: &str, s: S) -> Result<S::Ok, S::Error> {
     let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
     v.serialize(s)
-}
-
-impl Job {
-    /// The sale as JSON (what `queue show` and the API display).
-    pub fn sale(&self) -> Value {
-        serde_json::from_str(&self.sale_json).unwrap_or(Value::Null)
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.state == "done"
-    }
 }
 
 /// One line of a job's log.
@@ -449,25 +438,7 @@ impl Outbox {
         let Ok(id) = key.trim().trim_start_matches('#').parse::<i64>() else {
             return Ok(None);
         };
-        Ok(self
-            .conn
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id],
-                job_from_row,
-            )
-            .optional()?)
-    }
-
-    pub fn get(&self, id: i64) -> Result<Job, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id],
-                job_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| StoreError::NoSuchJob(format!("#{id}")))
+        find_job_by_id(&self.conn, id)
     }
 
     /// Jobs, newest first.
@@ -723,18 +694,6 @@ impl Outbox {
         Ok(())
     }
 
-    /// Adds a line to a job's log without changing the job.
-    pub fn note(
-        &mut self,
-        id: i64,
-        event: &str,
-        detail: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        add_event(&self.conn, id, now, event, Some(detail))?;
-        Ok(())
-    }
-
     /// Jobs that have no receipt yet (rendered after a restart).
     pub fn without_receipt(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
@@ -751,35 +710,6 @@ impl Outbox {
 
     pub fn note_seen_id(&mut self, id: u64) -> Result<(), StoreError> {
         raise_max_seen_id(&self.conn, id)
-    }
-
-    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
-    }
-
-    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
-    }
-
-    /// The oldest job not yet done (its creation time), for health checks.
-    pub fn oldest_pending(&self) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT MIN(created_at) FROM jobs WHERE state != 'done'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten())
     }
 }
 
@@ -810,14 +740,18 @@ fn find_job(conn: &Connection, invoice_number: &str) -> Result<Option<Job>, Stor
         .optional()?)
 }
 
-fn job_by_id(tx: &Transaction<'_>, id: i64) -> Result<Job, StoreError> {
-    tx.query_row(
-        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-        [id],
-        job_from_row,
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::NoSuchJob(format!("#{id}")))
+fn find_job_by_id(conn: &Connection, id: i64) -> Result<Option<Job>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_from_row,
+        )
+        .optional()?)
+}
+
+fn job_by_id(conn: &Connection, id: i64) -> Result<Job, StoreError> {
+    find_job_by_id(conn, id)?.ok_or_else(|| StoreError::NoSuchJob(format!("#{id}")))
 }
 
 fn add_event(

@@ -12,32 +12,11 @@ use std::time::Duration;
 
 use common::*;
 use pos_connector::clock::SystemClock;
-use pos_connector::config::Config;
 use pos_connector::sandbox::{LaravelSandboxOptions, LatencyProfile, RandomFaults};
 use pos_connector::service::Spawned;
 use pos_connector::store::{ListFilter, Outbox};
 use rand::Rng;
 use serde_json::{json, Value};
-
-fn count(cfg: &Config, state: &str) -> u64 {
-    Outbox::open(&cfg.data_dir).unwrap().counts().unwrap()[state]
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// Writes `n` sales as inbox files of a few sales each, CSV and JSON.
 fn write_sales(inbox: &Path, first: usize, n: usize) -> Vec<String> {

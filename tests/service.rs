@@ -82,10 +82,6 @@ fn jobs(cfg: &Config) -> Vec<Job> {
     outbox(cfg).list(&ListFilter::default()).unwrap()
 }
 
-fn count(cfg: &Config, state: &str) -> u64 {
-    outbox(cfg).counts().unwrap()[state]
-}
-
 fn fixture_file(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -93,23 +89,6 @@ fn fixture_file(name: &str) -> Vec<u8> {
             .join(name),
     )
     .unwrap()
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                for f in files_in(&e.path()) {
-                    out.push(format!("{}/{f}", e.file_name().to_string_lossy()));
-                }
-            } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 async fn wait_state(cfg: &Config, state: &str, n: u64, secs: u64) {
@@ -145,10 +124,10 @@ async fn sample_exports_flow_from_inbox_to_done() {
         assert_eq!(fx.sandbox.invoices_with_number(n), 1, "{n}");
     }
     // Every file archived under today's date; the partial one untouched.
-    let archived = files_in(&inbox.join("archive"));
+    let archived = files_under(&inbox.join("archive"));
     assert_eq!(archived.len(), 4, "{archived:?}");
     assert!(inbox.join("next.csv.part").exists());
-    assert!(files_in(&inbox.join("processing")).is_empty());
+    assert!(files_under(&inbox.join("processing")).is_empty());
     // Official PDFs and provisional receipts for each.
     for j in jobs(&cfg) {
         let pdf = std::fs::read(j.pdf_path.as_ref().unwrap()).unwrap();
@@ -163,7 +142,7 @@ async fn sample_exports_flow_from_inbox_to_done() {
         jobs(&cfg).iter().all(|j| j.receipt_path.is_some())
     })
     .await;
-    assert_eq!(files_in(&fx.path("receipts")).len(), 11);
+    assert_eq!(files_under(&fx.path("receipts")).len(), 11);
     // The generic sample: 2 x 15.50 + 1 x 30.00 = 61.00, tax 9.76, total 70.76.
     let job = outbox(&cfg).find("INV-GEN-001").unwrap().unwrap();
     let receipt = std::fs::read(job.receipt_path.unwrap()).unwrap();
@@ -199,7 +178,7 @@ async fn sample_exports_flow_from_inbox_to_done() {
     )
     .unwrap();
     wait_until(Duration::from_secs(15), "both files handled", || async {
-        files_in(&inbox.join("archive")).len() == 5
+        files_under(&inbox.join("archive")).len() == 5
             && inbox.join("rejected/store_sales.csv.error.txt").exists()
     })
     .await;

@@ -9,14 +9,14 @@ use serde_json::{json, Value};
 
 use super::{print_json, Cli, Failure, Outcome, QueueCommand};
 use crate::config::Config;
-use crate::intake::receipts::{receipt_for, receipt_path};
+use crate::intake::receipts::{receipt_for, receipt_path, shop_name};
 use crate::intake::sale::{self, Sale};
+use crate::laravel::error::first_chars;
 use crate::store::{Job, ListFilter, Outbox, StoreError, STATES};
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoSuchJob(_) => Failure::failed(e.to_string()),
             StoreError::TooNew { .. } => Failure::usage(e.to_string()),
             other => Failure::failed(other.to_string()),
         }
@@ -175,14 +175,6 @@ pub fn queue(cli: &Cli, cfg: &Config, cmd: &QueueCommand) -> Outcome {
     }
 }
 
-fn first_chars(s: &str, n: usize) -> String {
-    let mut out: String = s.chars().take(n).collect();
-    if s.chars().count() > n {
-        out.push_str("...");
-    }
-    out
-}
-
 /// `invoice render FILE|ID`: the provisional receipt(s), locally.
 pub fn render(cli: &Cli, cfg: &Config, source: &str, out: Option<&Path>) -> Outcome {
     let sales: Vec<Sale> = if Path::new(source).is_file() {
@@ -204,11 +196,7 @@ pub fn render(cli: &Cli, cfg: &Config, source: &str, out: Option<&Path>) -> Outc
         vec![serde_json::from_str(&job.sale_json)
             .map_err(|e| Failure::failed(format!("the stored sale cannot be read: {e}")))?]
     };
-    let shop = cfg
-        .receipts
-        .shop_name
-        .clone()
-        .unwrap_or_else(|| cfg.email.clone());
+    let shop = shop_name(cfg);
     let today = Local::now().format("%Y-%m-%d").to_string();
     let mut written = Vec::new();
     for s in &sales {

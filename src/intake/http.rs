@@ -83,24 +83,14 @@ async fn post_sales(State(intake): State<Intake>, headers: HeaderMap, body: Byte
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.to_ascii_lowercase().contains("csv"));
     let options = intake.options().clone();
-    let parsed = tokio::task::spawn_blocking(move || {
-        if is_csv {
-            sale::parse_file("request.csv", &body, &options)
-        } else {
-            match serde_json::from_slice::<Value>(strip_bom(&body)) {
-                Ok(v) => sale::parse_json(&v, &options),
-                Err(e) => Err(IntakeError {
-                    problems: vec![sale::Problem {
-                        location: format!("body, line {}, column {}", e.line(), e.column()),
-                        message: format!(
-                            "not valid JSON ({e}); send one sale as a JSON object, or an array of them"
-                        ),
-                    }],
-                }),
-            }
-        }
-    })
-    .await;
+    // The inbox's reader, so a request is read exactly like a file
+    // (encodings, BOM, shapes); the name only says which format to expect.
+    let name = if is_csv {
+        "request.csv"
+    } else {
+        "request.json"
+    };
+    let parsed = tokio::task::spawn_blocking(move || sale::parse_file(name, &body, &options)).await;
     let sales = match parsed {
         Ok(Ok(sales)) => sales,
         Ok(Err(e)) => return invalid(&e),
@@ -195,8 +185,4 @@ async fn get_sale(State(intake): State<Intake>, Path(number): Path<String>) -> R
         ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-}
-
-fn strip_bom(b: &[u8]) -> &[u8] {
-    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
 }

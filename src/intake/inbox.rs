@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::Local;
 
-use super::sale::{self, IntakeError};
+use super::sale;
 use super::{conflict_message, Intake};
 use crate::clock::Clock;
 use crate::store::Enqueued;
@@ -73,10 +73,6 @@ impl Inbox {
             settle,
             clock,
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Creates the inbox and its sub-folders.
@@ -180,11 +176,11 @@ impl Inbox {
         let parsed =
             tokio::task::spawn_blocking(move || read_and_parse(&path, &file_name, &options))
                 .await
-                .unwrap_or_else(|e| Err(Rejection::other(format!("the reader crashed: {e}"))));
+                .unwrap_or_else(|e| Err(format!("the reader crashed: {e}")));
         let sales = match parsed {
             Ok(sales) => sales,
-            Err(rejection) => {
-                self.reject(claimed, name, &rejection.text(), report);
+            Err(reason) => {
+                self.reject(claimed, name, &reason, report);
                 return;
             }
         };
@@ -282,41 +278,25 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// Why a file was rejected.
-struct Rejection(String);
-
-impl Rejection {
-    fn other(s: String) -> Rejection {
-        Rejection(s)
-    }
-    fn text(&self) -> String {
-        self.0.clone()
-    }
-}
-
-impl From<IntakeError> for Rejection {
-    fn from(e: IntakeError) -> Self {
-        Rejection(format!("Problems found ({}):\n{e}", e.problems.len()))
-    }
-}
-
+/// The file's sales, or why it is rejected (the text of its `.error.txt`).
 fn read_and_parse(
     path: &Path,
     name: &str,
     options: &sale::IntakeOptions,
-) -> Result<Vec<sale::Sale>, Rejection> {
+) -> Result<Vec<sale::Sale>, String> {
     let size = fs::metadata(path)
-        .map_err(|e| Rejection(format!("cannot read the file: {e}")))?
+        .map_err(|e| format!("cannot read the file: {e}"))?
         .len();
     if size > MAX_FILE_BYTES {
-        return Err(Rejection(format!(
+        return Err(format!(
             "the file is {:.1} MB; the limit is {} MB: export fewer sales per file",
             size as f64 / 1e6,
             MAX_FILE_BYTES / (1024 * 1024)
-        )));
+        ));
     }
-    let bytes = fs::read(path).map_err(|e| Rejection(format!("cannot read the file: {e}")))?;
-    Ok(sale::parse_file(name, &bytes, options)?)
+    let bytes = fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    sale::parse_file(name, &bytes, options)
+        .map_err(|e| format!("Problems found ({}):\n{e}", e.problems.len()))
 }
 
 /// Regular files directly in `dir` (not hidden), with size and mtime.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::sale::Sale;
 use crate::clock::Clock;
-use crate::config::ReceiptSettings;
+use crate::config::{Config, ReceiptSettings};
 use crate::receipt::{self, Receipt, ReceiptLine};
 use crate::store::{Job, OutboxHandle};
 
@@ -101,6 +101,14 @@ async fn print_one(
         }
         Err(e) => tracing::warn!(error = %e, "receipt task failed"),
     }
+}
+
+/// The name printed at the top: `receipts.shop_name`, else the login email.
+pub fn shop_name(cfg: &Config) -> String {
+    cfg.receipts
+        .shop_name
+        .clone()
+        .unwrap_or_else(|| cfg.email.clone())
 }
 
 /// The receipt of a sale. `today` is used when the sale has no date.

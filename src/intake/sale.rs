@@ -907,11 +907,7 @@ fn is_placeholder(t: &str) -> bool {
 
 /// A value shortened for quoting in a message.
 fn shorten(t: &str) -> String {
-    if t.chars().count() > 40 {
-        format!("{}...", t.chars().take(40).collect::<String>())
-    } else {
-        t.to_string()
-    }
+    crate::laravel::error::first_chars(t, 40)
 }
 
 fn absent_message(field: Field, slot: &Slot, what: &str) -> String {

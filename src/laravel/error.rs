@@ -216,6 +216,16 @@ pub fn excerpt(body: &[u8]) -> String {
     }
 }
 
+/// The first `max` characters of `text`, with "..." when cut: for quoting
+/// a value or an error in a one-line message.
+pub fn first_chars(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).collect();
+    if text.chars().nth(max).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// `Retry-After` as seconds or an HTTP date.
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers

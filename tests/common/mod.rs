@@ -99,6 +99,32 @@ pub fn sale(number: &str) -> pos_connector::laravel::NewInvoice {
     .unwrap()
 }
 
+/// How many jobs of the outbox in `cfg.data_dir` are in `state` (read
+/// through a connection of its own, beside the running agent).
+pub fn count(cfg: &Config, state: &str) -> u64 {
+    pos_connector::store::Outbox::open(&cfg.data_dir)
+        .unwrap()
+        .counts()
+        .unwrap()[state]
+}
+
+/// Every file below `dir`, sorted (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Polls `check` until it holds or `deadline` passes.
 pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F)
 where
