@@ -60,6 +60,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// `receipts.*`: provisional receipts printed locally.
     pub receipts: ReceiptSettings,
+    /// `quickbooks.*`: pushing invoices on to QuickBooks Online.
+    pub quickbooks: QuickbooksConfig,
     /// Keys this version does not know, kept as they were.
     pub extra: Map<String, Value>,
     /// Things worth a warning that do not stop the agent.
@@ -102,6 +104,66 @@ pub struct ReceiptSettings {
     pub dir: PathBuf,
     pub shop_name: Option<String>,
 }
+
+/// `quickbooks.*`. The OAuth endpoints come from `environment`, or from
+/// `auth_base`/`api_base` (a simulator, a test double), which win.
+#[derive(Debug, Clone)]
+pub struct QuickbooksConfig {
+    pub enabled: bool,
+    /// `sandbox`, `production`, or `custom` when `auth_base`/`api_base` are set.
+    pub environment: String,
+    pub authorize_url: Url,
+    pub token_url: Url,
+    pub revoke_url: Url,
+    /// The accounting API's base, ending in `/v3/`.
+    pub api_base: Url,
+    pub client_id: Option<String>,
+    /// `POS_CONNECTOR_QB_CLIENT_SECRET` wins over the file.
+    pub client_secret: Option<SecretString>,
+    pub client_secret_from_env: bool,
+    pub redirect_uri: Url,
+    /// The company expected; the one `qbo connect` brings back is used, and
+    /// a mismatch with this is refused.
+    pub realm_id: Option<String>,
+    pub push_after: PushAfter,
+    /// `IncomeAccountRef` of the Service items created for new products.
+    pub income_account_id: Option<String>,
+    /// One generic item for every line (then no items are looked up).
+    pub item_id: Option<String>,
+    /// `TaxCodeRef` of every line: `TAX`/`NON` in the US, a TaxCode Id
+    /// elsewhere. Unset: no tax code is sent (tax is never invented).
+    pub tax_code: Option<String>,
+    /// `GlobalTaxCalculation` (non-US companies): TaxExcluded, TaxInclusive
+    /// or NotApplicable.
+    pub global_tax_calculation: Option<String>,
+    /// More waiting invoices than this go out in batch requests.
+    pub batch_threshold: usize,
+    /// QuickBooks' request limits as the agent keeps them (not a file key:
+    /// tests and benches scale the windows).
+    pub limits: crate::quickbooks::limiter::RateLimits,
+}
+
+/// After which stage of the Laravel invoice it is pushed to QuickBooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushAfter {
+    Created,
+    Submitted,
+}
+
+impl PushAfter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushAfter::Created => "created",
+            PushAfter::Submitted => "submitted",
+        }
+    }
+}
+
+/// The environment variable whose client secret wins over config.json.
+pub const ENV_QB_CLIENT_SECRET: &str = "POS_CONNECTOR_QB_CLIENT_SECRET";
+/// The default `quickbooks.redirect_uri`: the local API's port, so the
+/// status page can take the callback too.
+pub const DEFAULT_QB_REDIRECT_URI: &str = "http://localhost:8765/callback";
 
 /// The default `local_api.bind`.
 pub const DEFAULT_LOCAL_API_BIND: &str = "127.0.0.1:8765";
@@ -226,8 +288,21 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
 /// (passed in so tests do not depend on, or change, the real one).
 pub fn load_from(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let file = read_json_object(path)?;
-    let merged = layer_environment(&file, env)?;
-    validate(path, merged)
+    let mut merged = layer_environment(&file, env)?;
+    // The QuickBooks client secret from the environment wins (kept out of
+    // config files and backups); a flat key is read before the section.
+    let qb_secret = env
+        .iter()
+        .find(|(k, v)| k == ENV_QB_CLIENT_SECRET && !v.trim().is_empty());
+    if let Some((_, secret)) = qb_secret {
+        merged.insert(
+            "quickbooks.client_secret".into(),
+            Value::from(secret.clone()),
+        );
+    }
+    let mut cfg = validate(path, merged)?;
+    cfg.quickbooks.client_secret_from_env = qb_secret.is_some();
+    Ok(cfg)
 }
 
 /// Loads with the real process environment.
@@ -343,6 +418,7 @@ const KNOWN_KEYS: &[&str] = &[
     "local_api",
     "pipeline",
     "receipts",
+    "quickbooks",
 ];
 
 /// The keys inside each section (also accepted flat: `"local_api.bind"`).
@@ -360,6 +436,25 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("receipts", &["enabled", "dir", "shop_name"]),
+    (
+        "quickbooks",
+        &[
+            "enabled",
+            "environment",
+            "auth_base",
+            "api_base",
+            "client_id",
+            "client_secret",
+            "redirect_uri",
+            "realm_id",
+            "push_after",
+            "income_account_id",
+            "item_id",
+            "tax_code",
+            "global_tax_calculation",
+            "batch_threshold",
+        ],
+    ),
 ];
 
 fn is_known_key(k: &str) -> bool {
@@ -705,6 +800,13 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         shop_name: r.string("receipts.shop_name"),
     };
 
+    let quickbooks = quickbooks_settings(
+        &mut r,
+        &mut warnings,
+        auto_submit_jofotara,
+        allow_insecure_http,
+    );
+
     // The inbox takes every file dropped into it: it must not be a folder
     // holding the agent's own files, or it would "reject" them.
     let inbox = lexical(Path::new(&invoice_folder));
@@ -763,9 +865,193 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         local_api,
         pipeline,
         receipts,
+        quickbooks,
         extra,
         warnings,
     })
+}
+
+/// Intuit's production and sandbox addresses (contracts/quickbooks-online.md).
+const QB_PRODUCTION: [&str; 4] = [
+    "https://appcenter.intuit.com/connect/oauth2",
+    "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    "https://developer.api.intuit.com/v2/oauth2/tokens/revoke",
+    "https://quickbooks.api.intuit.com/v3/",
+];
+const QB_SANDBOX_API: &str = "https://sandbox-quickbooks.api.intuit.com/v3/";
+
+fn quickbooks_settings(
+    r: &mut Reader<'_>,
+    warnings: &mut Vec<String>,
+    auto_submit: bool,
+    allow_insecure_http: bool,
+) -> QuickbooksConfig {
+    let enabled = r.boolean("quickbooks.enabled").unwrap_or(false);
+    let url = |r: &mut Reader<'_>, key: &str, text: &str| -> Option<Url> {
+        match parse_base_url(text, allow_insecure_http) {
+            Ok(u) => Some(u),
+            Err(problem) => {
+                r.problem(key, problem);
+                None
+            }
+        }
+    };
+    let fixed = |s: &str| Url::parse(s).expect("valid built-in URL");
+    let environment = r
+        .string("quickbooks.environment")
+        .map(|e| e.to_ascii_lowercase());
+    let auth_base = r.string("quickbooks.auth_base");
+    let api_base = r.string("quickbooks.api_base");
+    let mut env_name = environment.clone().unwrap_or_else(|| "production".into());
+    match env_name.as_str() {
+        "production" | "sandbox" | "custom" => {}
+        other => {
+            r.problem(
+                "quickbooks.environment",
+                format!("\"{other}\" is not an environment: use \"production\" or \"sandbox\" (or set quickbooks.auth_base and quickbooks.api_base)"),
+            );
+        }
+    }
+    let (mut authorize_url, mut token_url, mut revoke_url) = (
+        fixed(QB_PRODUCTION[0]),
+        fixed(QB_PRODUCTION[1]),
+        fixed(QB_PRODUCTION[2]),
+    );
+    let mut api = fixed(if env_name == "sandbox" {
+        QB_SANDBOX_API
+    } else {
+        QB_PRODUCTION[3]
+    });
+    if let Some(text) = &auth_base {
+        // A simulator or test double serving Intuit's three OAuth paths.
+        if let Some(base) = url(r, "quickbooks.auth_base", text) {
+            authorize_url = base.join("connect/oauth2").expect("relative path");
+            token_url = base.join("oauth2/v1/tokens/bearer").expect("relative path");
+            revoke_url = base.join("v2/oauth2/tokens/revoke").expect("relative path");
+        }
+    }
+    if let Some(text) = &api_base {
+        if let Some(mut base) = url(r, "quickbooks.api_base", text) {
+            // The contract's base ends in /v3; accept it with or without.
+            if !base.path().trim_end_matches('/').ends_with("/v3") {
+                let p = base.path().trim_end_matches('/').to_string();
+                base.set_path(&format!("{p}/v3/"));
+            }
+            api = base;
+        }
+    }
+    if auth_base.is_some() || api_base.is_some() {
+        if environment.is_none() {
+            env_name = "custom".into();
+        }
+        if auth_base.is_none() || api_base.is_none() {
+            r.problem(
+                "quickbooks.auth_base",
+                "auth_base and api_base go together: set both (a simulator serves both), or neither to use Intuit's",
+            );
+        }
+    }
+    let client_id = r.string("quickbooks.client_id");
+    let client_secret = r.string("quickbooks.client_secret").map(SecretString::from);
+    let redirect_text = r
+        .string("quickbooks.redirect_uri")
+        .unwrap_or_else(|| DEFAULT_QB_REDIRECT_URI.into());
+    let redirect_uri = match Url::parse(&redirect_text) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => u,
+        _ => {
+            r.problem(
+                "quickbooks.redirect_uri",
+                format!("\"{redirect_text}\" is not an http(s) URL: use the redirect URI registered for the app at developer.intuit.com, e.g. \"{DEFAULT_QB_REDIRECT_URI}\""),
+            );
+            Url::parse(DEFAULT_QB_REDIRECT_URI).expect("valid default")
+        }
+    };
+    let push_after = match r
+        .string("quickbooks.push_after")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
+        None => PushAfter::Submitted,
+        Some(s) if s == "created" => PushAfter::Created,
+        Some(s) if s == "submitted" => PushAfter::Submitted,
+        Some(other) => {
+            r.problem(
+                "quickbooks.push_after",
+                format!("\"{other}\" is not a stage: use \"created\" (as soon as the invoice exists) or \"submitted\" (after JoFotara accepted it)"),
+            );
+            PushAfter::Submitted
+        }
+    };
+    let global_tax_calculation = r.string("quickbooks.global_tax_calculation");
+    if let Some(g) = &global_tax_calculation {
+        if !["TaxExcluded", "TaxInclusive", "NotApplicable"].contains(&g.as_str()) {
+            r.problem(
+                "quickbooks.global_tax_calculation",
+                format!("\"{g}\" is not one of TaxExcluded, TaxInclusive, NotApplicable"),
+            );
+        }
+    }
+    let realm_id = r.string("quickbooks.realm_id");
+    if let Some(realm) = &realm_id {
+        if !realm.chars().all(|c| c.is_ascii_digit()) {
+            r.problem(
+                "quickbooks.realm_id",
+                format!("\"{realm}\" is not a company id (realmId is digits only); leave it out and `pos-connector qbo connect` brings it back"),
+            );
+        }
+    }
+    let cfg = QuickbooksConfig {
+        enabled,
+        environment: env_name,
+        authorize_url,
+        token_url,
+        revoke_url,
+        api_base: api,
+        client_id,
+        client_secret,
+        client_secret_from_env: false,
+        redirect_uri,
+        realm_id,
+        push_after,
+        income_account_id: r.string("quickbooks.income_account_id"),
+        item_id: r.string("quickbooks.item_id"),
+        tax_code: r.string("quickbooks.tax_code"),
+        global_tax_calculation,
+        batch_threshold: r
+            .number("quickbooks.batch_threshold", 1.0, 1000.0, "invoices")
+            .unwrap_or(3.0) as usize,
+        limits: crate::quickbooks::limiter::RateLimits::default(),
+    };
+    if enabled {
+        if cfg.client_id.is_none() {
+            r.problem(
+                "quickbooks.client_id",
+                "is missing: copy the app's Client ID from developer.intuit.com (Keys & credentials)",
+            );
+        }
+        if cfg.client_secret.is_none() {
+            r.problem(
+                "quickbooks.client_secret",
+                format!("is missing: set {ENV_QB_CLIENT_SECRET} (preferred) or quickbooks.client_secret to the app's Client Secret"),
+            );
+        }
+        if cfg.income_account_id.is_none() && cfg.item_id.is_none() {
+            warnings.push(
+                "quickbooks: neither income_account_id nor item_id is set: products not yet in QuickBooks cannot be created, and their invoices will wait; set quickbooks.income_account_id (an Income account Id) or quickbooks.item_id (one generic item)".into(),
+            );
+        }
+        if cfg.tax_code.is_none() {
+            warnings.push(
+                "quickbooks.tax_code is not set: invoices go to QuickBooks without a tax code, so QuickBooks adds no tax; set it (TAX in the US, your 16% TaxCode Id elsewhere)".into(),
+            );
+        }
+        if cfg.push_after == PushAfter::Submitted && !auto_submit {
+            warnings.push(
+                "quickbooks.push_after is \"submitted\" but auto_submit_jofotara is off: nothing will be pushed; set push_after to \"created\" or turn auto_submit_jofotara on".into(),
+            );
+        }
+    }
+    cfg
 }
 
 /// A path made absolute against the working directory, with `.` and `..`
@@ -971,6 +1257,32 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
             "enabled": cfg.receipts.enabled,
             "dir": cfg.receipts.dir.display().to_string(),
             "shop_name": cfg.receipts.shop_name,
+        }),
+    );
+    let qb = &cfg.quickbooks;
+    m.insert(
+        "quickbooks".into(),
+        serde_json::json!({
+            "enabled": qb.enabled,
+            "environment": qb.environment,
+            "authorize_url": qb.authorize_url.as_str(),
+            "token_url": qb.token_url.as_str(),
+            "revoke_url": qb.revoke_url.as_str(),
+            "api_base": qb.api_base.as_str(),
+            "client_id": qb.client_id,
+            "client_secret": qb.client_secret.as_ref().map(|_| if qb.client_secret_from_env {
+                format!("[REDACTED] (from {ENV_QB_CLIENT_SECRET})")
+            } else {
+                "[REDACTED] (config.json)".to_string()
+            }),
+            "redirect_uri": qb.redirect_uri.as_str(),
+            "realm_id": qb.realm_id,
+            "push_after": qb.push_after.as_str(),
+            "income_account_id": qb.income_account_id,
+            "item_id": qb.item_id,
+            "tax_code": qb.tax_code,
+            "global_tax_calculation": qb.global_tax_calculation,
+            "batch_threshold": qb.batch_threshold,
         }),
     );
     if !cfg.extra.is_empty() {

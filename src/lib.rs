@@ -1,6 +1,6 @@
 //! pos-connector: the point-of-sale agent that turns every sale into a legal
-//! e-invoice through the shop's Laravel invoicing backend (and, later,
-//! QuickBooks Online). The binary is a thin shell over this library; see
+//! e-invoice through the shop's Laravel invoicing backend and pushes it on
+//! to QuickBooks Online. The binary is a thin shell over this library; see
 //! ARCHITECTURE.md for the map and the invariants.
 
 pub mod cli;
@@ -12,6 +12,7 @@ pub mod intake;
 pub mod laravel;
 pub mod logging;
 pub mod pipeline;
+pub mod quickbooks;
 pub mod receipt;
 pub mod retry;
 pub mod sandbox;

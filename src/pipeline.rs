@@ -242,6 +242,9 @@ impl BackendGate {
     }
 }
 
+/// Told of every step the pipeline records, with the job as it now is.
+pub type StepHook = Arc<dyn Fn(&Job) + Send + Sync>;
+
 /// The worker. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -255,14 +258,19 @@ struct Inner {
     clock: Arc<dyn Clock>,
     wake: Notify,
     gate: BackendGate,
+    /// Told after every recorded step (the QuickBooks pusher waits for
+    /// jobs to reach its stage).
+    on_step: Option<StepHook>,
 }
 
 impl Pipeline {
+    /// `on_step` is told of every step recorded (with the job as it now is).
     pub fn new(
         outbox: OutboxHandle,
         client: LaravelClient,
         settings: PipelineSettings,
         clock: Arc<dyn Clock>,
+        on_step: Option<StepHook>,
     ) -> Pipeline {
         Pipeline {
             inner: Arc::new(Inner {
@@ -272,6 +280,7 @@ impl Pipeline {
                 clock,
                 wake: Notify::new(),
                 gate: BackendGate::default(),
+                on_step,
             }),
         }
     }
@@ -504,6 +513,7 @@ impl Pipeline {
                     Stage::Created,
                     StepResult {
                         laravel_id: Some(inv.id),
+                        uuid: inv.uuid.clone(),
                         ..Default::default()
                     },
                     detail,
@@ -529,10 +539,14 @@ impl Pipeline {
         let id = job.id;
         let now = me.clock.now();
         tracing::info!(invoice = %job.invoice_number, stage = stage.as_str(), "{detail}");
-        Ok(me
+        let job = me
             .outbox
             .call(move |o| o.record_step(id, stage, &result, &detail, now))
-            .await?)
+            .await?;
+        if let Some(hook) = &me.on_step {
+            hook(&job);
+        }
+        Ok(job)
     }
 
     /// The backend says the number is taken: find the invoice an earlier
@@ -602,6 +616,7 @@ impl Pipeline {
             Stage::Created,
             StepResult {
                 laravel_id: Some(inv.id),
+                uuid: inv.uuid.clone(),
                 backend_status: status,
                 ..Default::default()
             },

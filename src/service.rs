@@ -32,7 +32,8 @@ use crate::intake::inbox::Inbox;
 use crate::intake::receipts::{self, ReceiptPrinter};
 use crate::intake::{self, Intake, OnCommit};
 use crate::laravel;
-use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::pipeline::{Pipeline, PipelineSettings, StepHook};
+use crate::quickbooks::{self, PushSettings, Pusher};
 use crate::retry::RetryPolicy;
 use crate::server::{self, ServerError};
 use crate::store::{OutboxHandle, StoreError};
@@ -55,6 +56,8 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error("QuickBooks is enabled but cannot be set up: {0}")]
+    QuickBooks(String),
 }
 
 impl ServiceError {
@@ -63,11 +66,35 @@ impl ServiceError {
         match self {
             ServiceError::AlreadyRunning { .. }
             | ServiceError::Server(_)
-            | ServiceError::DataDir { .. } => 2,
+            | ServiceError::DataDir { .. }
+            | ServiceError::QuickBooks(_) => 2,
             ServiceError::Store(StoreError::TooNew { .. }) => 2,
             ServiceError::Store(_) => 1,
         }
     }
+}
+
+/// The QuickBooks side: the outbox queues pushes from `push_after` on,
+/// and the pusher drains them.
+async fn start_quickbooks(
+    cfg: &Config,
+    outbox: &OutboxHandle,
+    clock: Arc<dyn Clock>,
+) -> Result<Pusher, ServiceError> {
+    let client = quickbooks::connect(cfg, clock.clone()).map_err(ServiceError::QuickBooks)?;
+    let settings =
+        PushSettings::from_config(&cfg.quickbooks, cfg.pipeline.max_backoff, cfg.sync_interval);
+    let stage = settings.due_stage();
+    outbox
+        .call(move |o| {
+            o.set_qbo_push_after(Some(stage));
+            Ok(())
+        })
+        .await?;
+    if let Some(why) = client.keeper().needs_person() {
+        tracing::error!(backend = "quickbooks", reason = %why, "QuickBooks pushes wait until this is fixed; sales still flow to the backend");
+    }
+    Ok(Pusher::new(outbox.clone(), client, settings, clock))
 }
 
 /// Where the running agent can be reached (for tests).
@@ -99,11 +126,24 @@ pub async fn run_with(
     // makes one attempt per call (the 401 refresh-and-replay still applies).
     let client = laravel::connect(cfg, clock.clone(), RetryPolicy::once());
     let keeper = client.keeper().clone();
+    let pusher = if cfg.quickbooks.enabled {
+        Some(start_quickbooks(cfg, &outbox, clock.clone()).await?)
+    } else {
+        None
+    };
+    let on_step: Option<StepHook> = pusher.clone().map(|p| {
+        Arc::new(move |job: &crate::store::Job| {
+            if job.qbo.as_ref().is_some_and(|q| !q.is_pushed()) {
+                p.wake();
+            }
+        }) as StepHook
+    });
     let pipeline = Pipeline::new(
         outbox.clone(),
         client,
         PipelineSettings::from_config(cfg),
         clock.clone(),
+        on_step,
     );
     let (printer, printer_task) = if cfg.receipts.enabled {
         let (p, t) = ReceiptPrinter::start(
@@ -168,6 +208,13 @@ pub async fn run_with(
         let k = keeper.clone();
         let s = stopped();
         tasks.spawn(async move { k.keep_fresh(s).await });
+    }
+    if let Some(p) = pusher {
+        let k = p.client().keeper().clone();
+        let s = stopped();
+        tasks.spawn(async move { k.keep_fresh(s).await });
+        let s = stopped();
+        tasks.spawn(async move { p.run(s).await });
     }
     if let Some(listener) = listener {
         let app = server::protect(

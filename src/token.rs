@@ -492,6 +492,23 @@ impl<S: TokenSource> TokenKeeper<S> {
         }
     }
 
+    /// Starts in (or enters) "needs a person" without trying the backend:
+    /// a state persisted by an earlier run (QuickBooks' "reconnect
+    /// needed"), so a restart does not spend the dead grant again. Left
+    /// when the source's credentials change, like any other.
+    pub fn hold_for_person(&self, reason: &str) {
+        let mut st = self.lock();
+        st.needs_person = Some(reason.to_string());
+        st.blocked_credentials = self.source.credentials_version();
+    }
+
+    /// The reason refreshing is held for a person, if it is.
+    pub fn needs_person(&self) -> Option<String> {
+        let mut st = self.lock();
+        self.unblock_if_credentials_changed(&mut st);
+        st.needs_person.clone()
+    }
+
     /// Treats the current token as expired (the harness's simulated expiry).
     pub fn expire_locally(&self) {
         let mut st = self.lock();

@@ -23,7 +23,10 @@ use crate::sandbox::{LaravelSandbox, LaravelSandboxOptions, SANDBOX_EMAIL, SANDB
 use crate::secret::{self, Vault};
 use crate::{demo, service, token_check};
 
+mod qbo;
 mod queue;
+
+pub use qbo::QboCommand;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
@@ -35,7 +38,7 @@ pub const EXIT_NEEDS_PERSON: u8 = 3;
     name = "pos-connector",
     version,
     about = "Turns every sale into a JoFotara e-invoice through the shop's Laravel invoicing backend",
-    after_help = "Exit codes: 0 ok, 1 operation failed, 2 usage/config error, 3 needs a person (password, disabled account)."
+    after_help = "Exit codes: 0 ok, 1 operation failed, 2 usage/config error, 3 needs a person (password, disabled account, QuickBooks reconnect)."
 )]
 pub struct Cli {
     /// Config file [default: config/config.json, then config.json]
@@ -84,7 +87,10 @@ pub enum Command {
     /// Look at and release the jobs in the outbox
     #[command(subcommand)]
     Queue(QueueCommand),
-    /// Serve a simulator of the Laravel backend on 127.0.0.1
+    /// Connect to QuickBooks Online, look after the connection, push invoices
+    #[command(subcommand)]
+    Qbo(QboCommand),
+    /// Serve simulators of the Laravel backend and QuickBooks Online on 127.0.0.1
     Sandbox(SandboxArgs),
     /// Run a sale end to end against a sandbox started for the occasion
     Demo {
@@ -349,7 +355,7 @@ async fn dispatch(cli: Cli) -> Outcome {
     }
     if !wants_setup && cli.command.is_none() {
         return Err(Failure::usage(
-            "no command given: try `pos-connector --help` (run, check-config, invoice, queue, test-token-refresh, sandbox, demo)",
+            "no command given: try `pos-connector --help` (run, check-config, invoice, queue, qbo, test-token-refresh, sandbox, demo)",
         ));
     }
     let cfg = load_config(&cli)?;
@@ -386,6 +392,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Some(Command::Invoice(cmd)) => invoice(&cli, &cfg, &client(), cmd).await,
         Some(Command::Queue(cmd)) => queue::queue(&cli, &cfg, cmd),
+        Some(Command::Qbo(cmd)) => qbo::qbo(&cli, &cfg, cmd).await,
         Some(Command::Run | Command::Sandbox(_) | Command::Demo { .. }) => {
             unreachable!("handled above")
         }

@@ -69,14 +69,22 @@ pub fn queue(cli: &Cli, cfg: &Config, cmd: &QueueCommand) -> Outcome {
                 }
             );
             for j in &jobs {
+                let qbo = match &j.qbo {
+                    None => "-".to_string(),
+                    Some(q) if q.is_pushed() => {
+                        format!("qbo:{}", q.qbo_id.as_deref().unwrap_or("?"))
+                    }
+                    Some(q) => format!("qbo:{}", q.state),
+                };
                 println!(
-                    "#{:<6} {:<24} {:<10} {:<8} {}",
+                    "#{:<6} {:<24} {:<10} {:<8} {:<14} {}",
                     j.id,
                     j.invoice_number,
                     j.state,
                     j.laravel_id
                         .map(|i| i.to_string())
                         .unwrap_or_else(|| "-".into()),
+                    qbo,
                     j.last_error
                         .as_deref()
                         .map(|e| first_chars(e, 100))
@@ -125,6 +133,20 @@ pub fn queue(cli: &Cli, cfg: &Config, cmd: &QueueCommand) -> Outcome {
             if let Some(p) = &j.receipt_path {
                 println!("  provisional receipt: {p}");
             }
+            if let Some(q) = &j.qbo {
+                match &q.qbo_id {
+                    Some(id) if q.is_pushed() => println!("  QuickBooks: pushed, invoice Id {id}"),
+                    _ => println!(
+                        "  QuickBooks: {} (attempts {}){}",
+                        q.state,
+                        q.attempts,
+                        q.last_error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    ),
+                }
+            }
             println!("  created: {}  updated: {}", j.created_at, j.updated_at);
             println!("  log:");
             for e in events {
@@ -147,7 +169,8 @@ pub fn queue(cli: &Cli, cfg: &Config, cmd: &QueueCommand) -> Outcome {
                     .as_deref()
                     .expect("clap requires N without --all-parked");
                 let j = find(&outbox, key)?;
-                if j.state == "done" {
+                let push_open = j.qbo.as_ref().is_some_and(|q| !q.is_pushed());
+                if j.state == "done" && !push_open {
                     return Err(Failure::failed(format!(
                         "job #{} ({}) is done; there is nothing to retry",
                         j.id, j.invoice_number

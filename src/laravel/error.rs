@@ -245,6 +245,18 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// A reqwest failure, with the chain of causes ("connection refused") that
 /// reqwest's own message leaves out.
 pub fn transport(method: &str, path: &str, err: &reqwest::Error) -> ApiError {
+    let detail = describe_transport(err);
+    tracing::warn!(method, path, error = %detail, "backend not reached");
+    ApiError::Transport {
+        method: method.to_string(),
+        path: path.to_string(),
+        detail,
+        maybe_sent: !err.is_connect(),
+    }
+}
+
+/// What went wrong on the wire, causes included (for any backend).
+pub fn describe_transport(err: &reqwest::Error) -> String {
     let mut detail = if err.is_timeout() {
         "timed out (request_timeout_secs)".to_string()
     } else if err.is_connect() {
@@ -258,13 +270,7 @@ pub fn transport(method: &str, path: &str, err: &reqwest::Error) -> ApiError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    tracing::warn!(method, path, error = %detail, "backend not reached");
-    ApiError::Transport {
-        method: method.to_string(),
-        path: path.to_string(),
-        detail,
-        maybe_sent: !err.is_connect(),
-    }
+    detail
 }
 
 /// Turns a non-success answer into the matching error. `status` is not

@@ -24,12 +24,15 @@
 //! * [`laravel`]: the Laravel invoicing backend.
 //! * [`pool`]: a bounded worker pool with per-route service times (PHP-FPM
 //!   behind nginx), for benchmarks against realistic backend capacity.
+//! * [`quickbooks`]: QuickBooks Online (OAuth with rotating refresh tokens,
+//!   the accounting API's subset the agent uses, its rate limits).
 //! * [`pdf`]: a tiny PDF writer for the documents the simulators serve.
 
 pub mod http;
 pub mod laravel;
 pub mod pdf;
 pub mod pool;
+pub mod quickbooks;
 
 pub use http::{ConnKill, Fault, FaultSpec, Harness, RandomFaults, ServerHandle};
 pub use laravel::{
@@ -38,3 +41,4 @@ pub use laravel::{
 };
 pub use pdf::render_text_pdf;
 pub use pool::{PoolStats, WorkerPool};
+pub use quickbooks::{QuickbooksSandbox, QuickbooksSandboxOptions};

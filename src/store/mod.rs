@@ -27,6 +27,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
 
+mod qbo_pushes;
+pub use qbo_pushes::QboPush;
+
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "outbox.sqlite3";
 
@@ -67,6 +70,22 @@ const MIGRATIONS: &[&str] = &[
         key             TEXT PRIMARY KEY,
         value           TEXT NOT NULL
     );",
+    // v2: QuickBooks. A job's push is a track of its own beside the Laravel
+    // stages (one row per job, created with the step that makes it due), so
+    // QuickBooks being down or disconnected never holds up JoFotara; and the
+    // JoFotara uuid, which the QuickBooks invoice's note carries.
+    "CREATE TABLE qbo_pushes (
+        job_id          INTEGER PRIMARY KEY REFERENCES jobs(id),
+        push_state      TEXT NOT NULL,
+        qbo_id          TEXT,
+        push_attempts   INTEGER NOT NULL DEFAULT 0,
+        push_next_at    INTEGER NOT NULL DEFAULT 0,
+        push_error      TEXT,
+        pushed_at       TEXT,
+        push_updated_at TEXT NOT NULL
+    );
+    CREATE INDEX qbo_pushes_due ON qbo_pushes(push_state, push_next_at);
+    ALTER TABLE jobs ADD COLUMN uuid TEXT;",
 ];
 
 /// Where a job is in the life of a sale (design.md). `stage` is how far it
@@ -165,6 +184,11 @@ pub struct Job {
     pub stage: Stage,
     pub laravel_id: Option<u64>,
     pub backend_status: Option<String>,
+    /// The invoice's JoFotara uuid, as the backend gave it at create.
+    pub uuid: Option<String>,
+    /// Its QuickBooks push, when QuickBooks is enabled and the job got far
+    /// enough (`quickbooks.push_after`).
+    pub qbo: Option<QboPush>,
     /// Highest backend invoice id seen before the first create attempt:
     /// a lost create's invoice has a larger id.
     pub id_floor: Option<u64>,
@@ -234,6 +258,7 @@ impl Enqueued {
 #[derive(Debug, Clone, Default)]
 pub struct StepResult {
     pub laravel_id: Option<u64>,
+    pub uuid: Option<String>,
     pub backend_status: Option<String>,
     pub pdf_path: Option<String>,
 }
@@ -241,7 +266,11 @@ pub struct StepResult {
 const JOB_COLUMNS: &str =
     "id, invoice_number, state, stage, laravel_id, backend_status, id_floor, \
      in_flight, attempts, next_attempt_at, last_error, pdf_path, receipt_path, source, created_at, \
-     updated_at, content_hash, sale_json";
+     updated_at, content_hash, sale_json, uuid, push_state, qbo_id, push_attempts, push_next_at, \
+     push_error, pushed_at";
+
+/// Jobs with their QuickBooks push, if any (column names do not clash).
+const JOB_FROM: &str = "jobs LEFT JOIN qbo_pushes ON qbo_pushes.job_id = jobs.id";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let stage: String = row.get(3)?;
@@ -264,6 +293,18 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         updated_at: row.get(15)?,
         content_hash: row.get(16)?,
         sale_json: row.get(17)?,
+        uuid: row.get(18)?,
+        qbo: match row.get::<_, Option<String>>(19)? {
+            None => None,
+            Some(state) => Some(QboPush {
+                state,
+                qbo_id: row.get(20)?,
+                attempts: row.get::<_, i64>(21)? as u32,
+                next_attempt_at: row.get(22)?,
+                last_error: row.get(23)?,
+                pushed_at: row.get(24)?,
+            }),
+        },
     })
 }
 
@@ -282,6 +323,8 @@ pub struct ListFilter {
 pub struct Outbox {
     conn: Connection,
     path: PathBuf,
+    /// With QuickBooks enabled: the stage from which a job is pushed.
+    qbo_push_after: Option<Stage>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -321,6 +364,7 @@ impl Outbox {
         let mut outbox = Outbox {
             conn,
             path: path.to_path_buf(),
+            qbo_push_after: None,
         };
         outbox.migrate()?;
         Ok(outbox)
@@ -445,7 +489,7 @@ impl Outbox {
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR state = ?1) \
+            "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE (?1 IS NULL OR state = ?1) \
              ORDER BY id DESC LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![filter.state, limit], job_from_row)?;
@@ -492,7 +536,7 @@ impl Outbox {
     ) -> Result<Vec<Job>, StoreError> {
         let busy_json = serde_json::to_string(busy).expect("ids serialise");
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs \
+            "SELECT {JOB_COLUMNS} FROM {JOB_FROM} \
              WHERE state NOT IN ('done', 'parked') AND next_attempt_at <= ?1 \
                AND NOT (?2 AND stage = 'created') \
                AND id NOT IN (SELECT value FROM json_each(?3)) \
@@ -542,14 +586,15 @@ impl Outbox {
             "UPDATE jobs SET stage = ?2, state = ?2, attempts = 0, next_attempt_at = 0, \
              last_error = NULL, in_flight = NULL, laravel_id = COALESCE(?3, laravel_id), \
              backend_status = COALESCE(?4, backend_status), pdf_path = COALESCE(?5, pdf_path), \
-             updated_at = ?6 WHERE id = ?1",
+             updated_at = ?6, uuid = COALESCE(?7, uuid) WHERE id = ?1",
             params![
                 id,
                 stage.as_str(),
                 result.laravel_id.map(|v| v as i64),
                 result.backend_status,
                 result.pdf_path,
-                stamp(now)
+                stamp(now),
+                result.uuid,
             ],
         )?;
         if changed == 0 {
@@ -559,6 +604,11 @@ impl Outbox {
             raise_max_seen_id(&tx, lid)?;
         }
         add_event(&tx, id, now, stage.as_str(), Some(detail))?;
+        if self.qbo_push_after.is_some_and(|after| stage >= after) {
+            // In the same transaction as the step: a sale that reached the
+            // push point is never forgotten by QuickBooks.
+            qbo_pushes::queue_push(&tx, id, now)?;
+        }
         let job = job_by_id(&tx, id)?;
         tx.commit()?;
         Ok(job)
@@ -641,7 +691,8 @@ impl Outbox {
              WHERE id = ?1 AND state != 'done'",
             params![id, stamp(now)],
         )?;
-        if changed == 0 {
+        let push_released = qbo_pushes::release_push(&tx, id, now)?;
+        if changed == 0 && !push_released {
             return Ok(None);
         }
         add_event(&tx, id, now, "retry_requested", Some("by an operator"))?;
@@ -653,9 +704,10 @@ impl Outbox {
     /// `queue retry --all-parked`: the jobs released.
     pub fn retry_all_parked(&mut self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
         let ids: Vec<i64> = {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT id FROM jobs WHERE state = 'parked' ORDER BY id")?;
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id FROM jobs WHERE state = 'parked' OR id IN \
+                     (SELECT job_id FROM qbo_pushes WHERE push_state = 'parked') ORDER BY id",
+            )?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
@@ -697,7 +749,7 @@ impl Outbox {
     /// Jobs that have no receipt yet (rendered after a restart).
     pub fn without_receipt(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE receipt_path IS NULL ORDER BY id LIMIT ?1"
+            "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE receipt_path IS NULL ORDER BY id LIMIT ?1"
         ))?;
         let rows = stmt.query_map([limit as i64], job_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -733,7 +785,7 @@ fn precreate_private(path: &Path) {
 fn find_job(conn: &Connection, invoice_number: &str) -> Result<Option<Job>, StoreError> {
     Ok(conn
         .query_row(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE invoice_number = ?1"),
+            &format!("SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE invoice_number = ?1"),
             [invoice_number],
             job_from_row,
         )
@@ -743,7 +795,7 @@ fn find_job(conn: &Connection, invoice_number: &str) -> Result<Option<Job>, Stor
 fn find_job_by_id(conn: &Connection, id: i64) -> Result<Option<Job>, StoreError> {
     Ok(conn
         .query_row(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+            &format!("SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE id = ?1"),
             [id],
             job_from_row,
         )

@@ -1,0 +1,368 @@
+//! The accounting API client: every call goes through the token keeper (a
+//! 3200/401 invalidates the token that was sent, refreshes once and replays
+//! the same request, `requestid` included) and the per-realm rate limiter
+//! (so the agent stays under 500/min and 10/s by itself), carries
+//! `minorversion=75` and `Accept: application/json`, and logs `intuit_tid`
+//! with every failure.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, Url};
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::error::QboError;
+use super::limiter::{throttle_wait, RateLimiter, RateLimits};
+use super::model::{self, BatchItemResult, BatchRequest, CdcChanges, Entity, QueryResponse};
+use super::oauth::{intuit_tid, retry_after, QboKeeper};
+use crate::token::TokenError;
+
+/// Sent on every call: versions below 75 are ignored since August 2025.
+pub const MINOR_VERSION: &str = "75";
+/// Rows per page when reading everything (QuickBooks' maximum).
+pub const PAGE_SIZE: u32 = 1000;
+
+/// A `requestid` derived from what is being created, so every retry and
+/// replay of one logical operation sends the same one (at most 36 chars,
+/// which also fits a batch's limit).
+pub fn request_id(kind: &str, key: &str) -> String {
+    let digest = Sha256::digest(format!("{kind}\0{key}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut id = format!("pc-{kind}-{hex}");
+    id.truncate(36);
+    id
+}
+
+#[derive(Clone)]
+pub struct QboClient {
+    http: reqwest::Client,
+    api_base: Url,
+    keeper: Arc<QboKeeper>,
+    limiter: Arc<RateLimiter>,
+    limits: RateLimits,
+}
+
+impl std::fmt::Debug for QboClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QboClient")
+            .field("api_base", &self.api_base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+fn sign_in_error(e: TokenError) -> QboError {
+    match e {
+        // The reason already says what to do ("reconnect needed: ...").
+        TokenError::NeedsPerson { reason, .. } => QboError::SignIn {
+            message: reason,
+            needs_person: true,
+            retry_after: None,
+        },
+        e => QboError::SignIn {
+            message: e.to_string(),
+            needs_person: false,
+            retry_after: e.retry_after(),
+        },
+    }
+}
+
+impl QboClient {
+    /// `api_base` ends in `/v3/`.
+    pub fn new(
+        http: reqwest::Client,
+        api_base: Url,
+        keeper: Arc<QboKeeper>,
+        limits: RateLimits,
+    ) -> QboClient {
+        QboClient {
+            http,
+            api_base,
+            keeper,
+            limiter: Arc::new(RateLimiter::new(limits)),
+            limits,
+        }
+    }
+
+    pub fn keeper(&self) -> &Arc<QboKeeper> {
+        &self.keeper
+    }
+
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
+    /// One API call. `path` is below `/company/{realm}/`.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(&str, &str)],
+        body: Option<&Value>,
+        batch: bool,
+    ) -> Result<Value, QboError> {
+        let mut replayed = false;
+        let mut resubmitted = false;
+        loop {
+            let lease = self.keeper.get().await.map_err(sign_in_error)?;
+            let realm = lease.token.realm_id.clone();
+            let mut url = self
+                .api_base
+                .join(&format!("company/{realm}/{path}"))
+                .map_err(|e| QboError::Parse {
+                    status: 0,
+                    message: format!("cannot build the URL for {path}: {e}"),
+                    tid: None,
+                })?;
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("minorversion", MINOR_VERSION);
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            self.limiter.acquire(batch).await;
+            let mut bearer = reqwest::header::HeaderValue::from_str(&format!(
+                "Bearer {}",
+                lease.token.access.expose_secret()
+            ))
+            .map_err(|_| QboError::SignIn {
+                message: "the stored QuickBooks access token is not a valid header value; reconnect with `pos-connector qbo connect`".into(),
+                needs_person: true,
+                retry_after: None,
+            })?;
+            bearer.set_sensitive(true);
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .header(ACCEPT, "application/json")
+                .header(AUTHORIZATION, bearer);
+            if let Some(b) = body {
+                req = req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(serde_json::to_vec(b).expect("JSON serialises"));
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let err = QboError::Transport {
+                        message: crate::laravel::error::describe_transport(&e),
+                    };
+                    tracing::warn!(
+                        backend = "quickbooks",
+                        path,
+                        kind = err.kind(),
+                        "QuickBooks not reached: {err}"
+                    );
+                    return Err(err);
+                }
+            };
+            let status = resp.status().as_u16();
+            let tid = intuit_tid(resp.headers());
+            let wait = retry_after(resp.headers());
+            let bytes = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    let err = QboError::Transport {
+                        message: crate::laravel::error::describe_transport(&e),
+                    };
+                    tracing::warn!(
+                        backend = "quickbooks",
+                        path,
+                        intuit_tid = tid.as_deref(),
+                        "QuickBooks answer lost: {err}"
+                    );
+                    return Err(err);
+                }
+            };
+            if (200..300).contains(&status) {
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(v) if v.get("Fault").is_none() && v.get("fault").is_none() => return Ok(v),
+                    Ok(_) => {} // a fault with HTTP 200: classified below
+                    Err(e) => {
+                        let err = QboError::Parse {
+                            status,
+                            message: format!("the answer is not JSON ({e})"),
+                            tid: tid.clone(),
+                        };
+                        tracing::warn!(
+                            backend = "quickbooks",
+                            path,
+                            intuit_tid = tid.as_deref(),
+                            "{err}"
+                        );
+                        return Err(err);
+                    }
+                }
+            }
+            let err = QboError::from_response(status, wait, tid.clone(), &bytes);
+            match &err {
+                QboError::Auth { .. } if !replayed => {
+                    // The same request (same requestid) after one refresh.
+                    tracing::info!(
+                        backend = "quickbooks",
+                        path,
+                        intuit_tid = tid.as_deref(),
+                        "access token refused (3200); refreshing and replaying once"
+                    );
+                    self.keeper.invalidate(lease.generation);
+                    replayed = true;
+                    continue;
+                }
+                QboError::Server { status: 500, .. } if !resubmitted => {
+                    // Intuit: "500: resubmit once".
+                    tracing::info!(
+                        backend = "quickbooks",
+                        path,
+                        intuit_tid = tid.as_deref(),
+                        "QuickBooks answered 500; resubmitting once"
+                    );
+                    resubmitted = true;
+                    continue;
+                }
+                QboError::Throttled { retry_after, .. } => {
+                    let pause = throttle_wait(*retry_after, &self.limits);
+                    self.limiter
+                        .pause_until(tokio::time::Instant::now() + pause);
+                }
+                _ => {}
+            }
+            tracing::warn!(
+                backend = "quickbooks",
+                path,
+                status,
+                intuit_tid = tid.as_deref(),
+                kind = err.kind(),
+                "QuickBooks request failed: {err}"
+            );
+            return Err(err);
+        }
+    }
+
+    /// One page of a query.
+    pub async fn query<T: DeserializeOwned>(
+        &self,
+        entity: Entity,
+        query: &str,
+    ) -> Result<QueryResponse<T>, QboError> {
+        let v = self
+            .call(Method::GET, "query", &[("query", query)], None, false)
+            .await?;
+        model::parse_query_response(entity, &v).map_err(|message| QboError::Parse {
+            status: 200,
+            message,
+            tid: None,
+        })
+    }
+
+    /// Creates an entity; the same `request_id` on a retry or replay gets
+    /// the original answer instead of a second object.
+    pub async fn create<T: DeserializeOwned>(
+        &self,
+        entity: Entity,
+        body: &impl Serialize,
+        request_id: &str,
+    ) -> Result<T, QboError> {
+        let body = serde_json::to_value(body).expect("entities serialise");
+        let v = self
+            .call(
+                Method::POST,
+                entity.path(),
+                &[("requestid", request_id)],
+                Some(&body),
+                false,
+            )
+            .await?;
+        parse(entity, &v)
+    }
+
+    /// Reads one entity by Id.
+    pub async fn read<T: DeserializeOwned>(&self, entity: Entity, id: &str) -> Result<T, QboError> {
+        let v = self
+            .call(
+                Method::GET,
+                &format!("{}/{id}", entity.path()),
+                &[],
+                None,
+                false,
+            )
+            .await?;
+        parse(entity, &v)
+    }
+
+    /// Up to 30 operations in one request (one request against the limits).
+    pub async fn batch(
+        &self,
+        request: &BatchRequest,
+        request_id: &str,
+    ) -> Result<Vec<BatchItemResult>, QboError> {
+        let body = serde_json::to_value(request).expect("batches serialise");
+        let v = self
+            .call(
+                Method::POST,
+                "batch",
+                &[("requestid", request_id)],
+                Some(&body),
+                true,
+            )
+            .await?;
+        model::BatchResponse::parse(&v)
+            .map(|r| r.items)
+            .map_err(|message| QboError::Parse {
+                status: 200,
+                message,
+                tid: None,
+            })
+    }
+
+    /// What changed since `since` (at most 30 days back).
+    pub async fn cdc(
+        &self,
+        entities: &[Entity],
+        since: DateTime<Utc>,
+    ) -> Result<CdcChanges, QboError> {
+        let names: Vec<&str> = entities.iter().map(|e| e.name()).collect();
+        let since = since.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let v = self
+            .call(
+                Method::GET,
+                "cdc",
+                &[("entities", &names.join(",")), ("changedSince", &since)],
+                None,
+                false,
+            )
+            .await?;
+        model::parse_cdc(&v).map_err(|message| QboError::Parse {
+            status: 200,
+            message,
+            tid: None,
+        })
+    }
+}
+
+fn parse<T: DeserializeOwned>(entity: Entity, v: &Value) -> Result<T, QboError> {
+    model::parse_entity(entity, v).map_err(|message| QboError::Parse {
+        status: 200,
+        message,
+        tid: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_stable_short_and_distinct() {
+        let a = request_id("inv", "INV-1\0hash");
+        assert_eq!(a, request_id("inv", "INV-1\0hash"));
+        assert_ne!(a, request_id("inv", "INV-2\0hash"));
+        assert_ne!(a, request_id("cus", "INV-1\0hash"));
+        assert!(a.len() <= 36, "{a}");
+        assert!(a.starts_with("pc-inv-"));
+    }
+}
