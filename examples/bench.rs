@@ -8,9 +8,14 @@
 //! 2. without latency, 1,000 sales: the agent's own CPU cost per sale;
 //! 3. backend calls per sale;
 //! 4. the inbox-to-outbox intake rate for 10,000 small files;
-//! 5. one shared login for 200 concurrent callers on an expired token.
+//! 5. one shared login for 200 concurrent callers on an expired token;
+//! 6. QuickBooks pushes per minute against the simulator enforcing
+//!    Intuit's limits (500 requests/min, 10/s, 40 batches/min; windows
+//!    scaled 5-20x shorter so it takes a minute), with and without batches,
+//!    as a ratio of the limits' ceiling.
 //!
-//! Usage: bench [SALES_NO_LATENCY] [INBOX_FILES]
+//! Usage: bench [SALES_NO_LATENCY] [INBOX_FILES], or `bench qbo` for the
+//! QuickBooks figures alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +36,11 @@ use serde_json::{json, Value};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("qbo") {
+        // `bench qbo`: only the QuickBooks figures.
+        qbo_section().await;
+        return;
+    }
     let mut args = std::env::args().skip(1);
     let sales: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let files: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
@@ -72,6 +82,157 @@ async fn main() {
 
     println!("== token refresh under load");
     shared_login().await;
+
+    qbo_section().await;
+}
+
+async fn qbo_section() {
+    println!(
+        "== QuickBooks pushes under Intuit's limits (500 requests/min, 10/s, 40 batches/min; time scaled so a minute takes seconds)"
+    );
+    // Without batches each invoice costs 2 requests (the DocNumber check
+    // and the create; customers and items are remembered): 500/2 a
+    // minute. With batches of 30, one IN query and one batch request per
+    // 30 invoices: the 40 batches a minute bind, 40 x 30. About five
+    // simulated minutes each, so the first window's burst weighs little.
+    // Batches run at 1/5 of real time (not 1/20): 200 batches of 30
+    // outbox records each must fit the shortened minutes.
+    qbo_push_rate(1200, false, 250.0, 0.05).await;
+    qbo_push_rate(6000, true, 1200.0, 0.2).await;
+}
+
+/// Pushes `n` pending invoices through the real pusher; prints invoices per
+/// (simulated) minute and the ratio to `ceiling`.
+async fn qbo_push_rate(n: usize, batch: bool, ceiling: f64, scale: f64) {
+    use pos_connector::quickbooks::{self, limiter::RateLimits, oauth, PushSettings, Pusher};
+    use pos_connector::sandbox::quickbooks::{
+        QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID,
+        SANDBOX_CLIENT_SECRET,
+    };
+    use pos_connector::store::{NewJob, OutboxHandle, Stage, StepResult};
+    let sim = QuickbooksSandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        QuickbooksSandboxOptions {
+            us_company: false,
+            limits: QboLimits {
+                time_scale: scale,
+                ..QboLimits::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let redirect = "http://127.0.0.1:9/callback";
+    let mut cfg = write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        json!({"quickbooks": {
+            "enabled": true, "auth_base": sim.auth_base(), "api_base": sim.api_base(),
+            "client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET,
+            "redirect_uri": redirect, "income_account_id": "1", "tax_code": "3",
+            "batch_threshold": if batch { 3 } else { 1000 },
+        }}),
+    );
+    cfg.quickbooks.limits = RateLimits {
+        time_scale: scale,
+        ..RateLimits::default()
+    };
+    let oauth_client =
+        oauth::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(&cfg)).unwrap();
+    let code = sim.issue_code(redirect);
+    oauth::connect_with_code(
+        &oauth_client,
+        &oauth::ConnectionStore::new(&cfg.data_dir),
+        &SystemClock,
+        &code,
+        &sim.realm_id(),
+    )
+    .await
+    .unwrap();
+    {
+        let mut o = Outbox::open(&cfg.data_dir).unwrap();
+        o.set_qbo_push_after(Some(Stage::Submitted));
+        let now = chrono::Utc::now();
+        for i in 0..n {
+            let mut s = sale(i);
+            s.customer_name = format!("Customer {}", i % 5);
+            let job = o
+                .enqueue(
+                    &NewJob {
+                        invoice_number: s.invoice_number.clone(),
+                        sale_json: serde_json::to_string(&s).unwrap(),
+                        content_hash: format!("h{i}"),
+                        source: "bench".into(),
+                    },
+                    now,
+                )
+                .unwrap()
+                .job()
+                .clone();
+            o.record_step(
+                job.id,
+                Stage::Submitted,
+                &StepResult::default(),
+                "bench",
+                now,
+            )
+            .unwrap();
+        }
+    }
+    let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
+    let pusher = Pusher::new(
+        OutboxHandle::open(&cfg.data_dir).unwrap(),
+        client,
+        PushSettings::from_config(
+            &cfg.quickbooks,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        ),
+        Arc::new(SystemClock),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let p = pusher.clone();
+        tokio::spawn(async move {
+            p.run(async {
+                let _ = rx.await;
+            })
+            .await
+        })
+    };
+    let start = Instant::now();
+    loop {
+        let pushed = Outbox::open(&cfg.data_dir).unwrap().qbo_counts().unwrap()["pushed"];
+        if pushed as usize >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = tx.send(());
+    task.await.unwrap();
+    let minutes = elapsed / (60.0 * scale);
+    let per_minute = n as f64 / minutes;
+    let api_requests: u64 = [
+        "GET /v3/company/{realm}/query",
+        "POST /v3/company/{realm}/invoice",
+        "POST /v3/company/{realm}/batch",
+        "POST /v3/company/{realm}/customer",
+        "POST /v3/company/{realm}/item",
+    ]
+    .iter()
+    .map(|r| sim.requests(r))
+    .sum();
+    println!(
+        "   {} (time x{scale}): {n} invoices in {:.2} simulated min = {per_minute:.0} invoices/min = {:.0}% of the {ceiling:.0}/min ceiling; {:.2} requests per invoice; 429s {}",
+        if batch { "batches of 30" } else { "one at a time" },
+        minutes,
+        100.0 * per_minute / ceiling,
+        api_requests as f64 / n as f64,
+        sim.throttled()
+    );
 }
 
 struct RunResult {

@@ -7,6 +7,9 @@
 #  - without latency, SALES sales: sales/s, CPU per sale, backend calls per sale
 #  - inbox-to-outbox intake rate for FILES small files
 #  - one shared login for 200 concurrent callers on an expired token
+#  - QuickBooks invoices pushed per minute against the simulator enforcing
+#    Intuit's limits (time scaled), with and without batch requests, as a
+#    ratio of the limits' ceiling (`target/release/examples/bench qbo` alone)
 #  - idle RSS and CPU of `pos-connector run` after IDLE_SECS (default 60) with nothing to do
 # Usage: scripts/bench.sh [SALES] [FILES] (defaults 1000 and 10000)
 set -euo pipefail

@@ -41,7 +41,7 @@ use crate::clock::Clock;
 use crate::config::{PushAfter, QuickbooksConfig};
 use crate::intake::sale::{Sale, SaleLine};
 use crate::retry::RetryPolicy;
-use crate::store::{Job, OutboxHandle, Stage};
+use crate::store::{Job, OutboxHandle, QboUpdate, Stage};
 
 /// QuickBooks' limits on names and numbers.
 const DOC_NUMBER_MAX: usize = 21;
@@ -511,22 +511,25 @@ impl Pusher {
     }
 
     /// Up to 30 jobs: existing invoices found with one query, the rest
-    /// created in one batch request.
+    /// created in one batch request; the outcomes recorded in one
+    /// transaction.
     pub async fn push_batch(&self, jobs: Vec<Job>) -> Vec<(i64, PushOutcome)> {
-        let mut results: Vec<(i64, PushOutcome)> = Vec::new();
+        let outcomes = self.batch_outcomes(jobs).await;
+        self.record_all(&outcomes).await;
+        outcomes.into_iter().map(|(j, o)| (j.id, o)).collect()
+    }
+
+    async fn batch_outcomes(&self, jobs: Vec<Job>) -> Vec<(Job, PushOutcome)> {
+        let mut done: Vec<(Job, PushOutcome)> = Vec::new();
         let mut sales = Vec::new();
         for job in jobs.into_iter().take(BATCH_MAX) {
             match sale_of(&job) {
                 Ok(s) => sales.push((job, s)),
-                Err(f) => {
-                    let o = self.sort(f);
-                    self.record(&job, &o).await;
-                    results.push((job.id, o));
-                }
+                Err(f) => done.push((job, self.sort(f))),
             }
         }
         if sales.is_empty() {
-            return results;
+            return done;
         }
         // One query for every number: which are in QuickBooks already?
         let numbers: Vec<&str> = sales
@@ -550,23 +553,20 @@ impl Pusher {
                 .collect(),
             Err(e) => {
                 let o = self.sort(Failure::Qbo(e));
-                for (job, _) in &sales {
-                    self.record(job, &o).await;
-                    results.push((job.id, o.clone()));
-                }
-                return results;
+                done.extend(sales.into_iter().map(|(j, _)| (j, o.clone())));
+                return done;
             }
         };
         let mut items = Vec::new();
         let mut in_batch: Vec<(Job, Sale)> = Vec::new();
-        for (job, sale) in sales {
+        let mut sales = sales.into_iter();
+        for (job, sale) in sales.by_ref() {
             if let Some(id) = existing.get(&sale.invoice_number) {
                 let o = PushOutcome::Pushed {
                     qbo_id: id.clone(),
                     existed: true,
                 };
-                self.record(&job, &o).await;
-                results.push((job.id, o));
+                done.push((job, o));
                 continue;
             }
             match self.build_invoice(&job, &sale).await {
@@ -577,17 +577,18 @@ impl Pusher {
                 Err(f) => {
                     let o = self.sort(f);
                     let stop = matches!(o, PushOutcome::Waiting(_));
-                    self.record(&job, &o).await;
-                    results.push((job.id, o));
+                    done.push((job, o.clone()));
                     if stop {
                         // Throttled or disconnected: the rest waits too.
-                        return results;
+                        done.extend(sales.by_ref().map(|(j, _)| (j, o.clone())));
+                        done.extend(in_batch.drain(..).map(|(j, _)| (j, o.clone())));
+                        return done;
                     }
                 }
             }
         }
         if items.is_empty() {
-            return results;
+            return done;
         }
         let key: Vec<String> = in_batch
             .iter()
@@ -598,11 +599,8 @@ impl Pusher {
             Ok(a) => a,
             Err(e) => {
                 let o = self.sort(Failure::Qbo(e));
-                for (job, _) in &in_batch {
-                    self.record(job, &o).await;
-                    results.push((job.id, o.clone()));
-                }
-                return results;
+                done.extend(in_batch.into_iter().map(|(j, _)| (j, o.clone())));
+                return done;
             }
         };
         let mut by_bid: HashMap<String, BatchOutcome> =
@@ -632,10 +630,9 @@ impl Pusher {
                     PushOutcome::Retry("the batch answer did not mention this invoice".into())
                 }
             };
-            self.record(&job, &outcome).await;
-            results.push((job.id, outcome));
+            done.push((job, outcome));
         }
-        results
+        done
     }
 
     /// Sorts a failure: wait (not the job's fault), retry, or park.
@@ -657,11 +654,29 @@ impl Pusher {
     }
 
     async fn record(&self, job: &Job, outcome: &PushOutcome) {
+        self.record_all(&[(job.clone(), outcome.clone())]).await;
+    }
+
+    /// Logs and records outcomes, in one outbox transaction.
+    async fn record_all(&self, outcomes: &[(Job, PushOutcome)]) {
+        if outcomes.is_empty() {
+            return;
+        }
         let me = &self.inner;
-        let id = job.id;
-        let number = job.invoice_number.clone();
         let now = me.clock.now();
-        let result = match outcome.clone() {
+        let updates: Vec<QboUpdate> = outcomes
+            .iter()
+            .map(|(job, outcome)| self.update_for(job, outcome, now))
+            .collect();
+        if let Err(e) = me.outbox.call(move |o| o.qbo_record(&updates, now)).await {
+            tracing::error!(error = %e, pushes = outcomes.len(), "cannot record QuickBooks pushes in the outbox; they will be checked again");
+        }
+    }
+
+    fn update_for(&self, job: &Job, outcome: &PushOutcome, now: DateTime<Utc>) -> QboUpdate {
+        let id = job.id;
+        let number = &job.invoice_number;
+        match outcome.clone() {
             PushOutcome::Pushed { qbo_id, existed } => {
                 let detail = if existed {
                     format!("already in QuickBooks as invoice Id {qbo_id}; not created again")
@@ -669,32 +684,24 @@ impl Pusher {
                     format!("created in QuickBooks as invoice Id {qbo_id}")
                 };
                 tracing::info!(invoice = %number, qbo_id = %qbo_id, existed, "pushed to QuickBooks");
-                me.outbox
-                    .call(move |o| o.qbo_pushed(id, &qbo_id, &detail, now).map(|_| ()))
-                    .await
+                QboUpdate::Pushed { id, qbo_id, detail }
             }
             PushOutcome::Retry(error) => {
                 let attempts = job.qbo.as_ref().map_or(0, |p| p.attempts);
-                let wait = me.settings.backoff.delay_after(attempts + 1);
-                let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                let wait = self.inner.settings.backoff.delay_after(attempts + 1);
+                let next_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 tracing::warn!(invoice = %number, error = %error, retry_in_secs = wait.as_secs(), "QuickBooks push failed; will retry");
-                me.outbox
-                    .call(move |o| o.qbo_retry(id, &error, next, now))
-                    .await
+                QboUpdate::Retry { id, error, next_at }
             }
-            PushOutcome::Waiting(why) => {
-                let next = self.resume_at(now);
-                me.outbox
-                    .call(move |o| o.qbo_wait(&[id], &why, next, now))
-                    .await
+            PushOutcome::Waiting(reason) => QboUpdate::Waiting {
+                id,
+                reason,
+                next_at: self.resume_at(now),
+            },
+            PushOutcome::Parked(reason) => {
+                tracing::error!(invoice = %number, reason = %reason, "QuickBooks push parked: a person must act");
+                QboUpdate::Parked { id, reason }
             }
-            PushOutcome::Parked(why) => {
-                tracing::error!(invoice = %number, reason = %why, "QuickBooks push parked: a person must act");
-                me.outbox.call(move |o| o.qbo_park(id, &why, now)).await
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(invoice = %job.invoice_number, error = %e, "cannot record the QuickBooks push in the outbox");
         }
     }
 

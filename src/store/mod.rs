@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 mod qbo_pushes;
-pub use qbo_pushes::QboPush;
+pub use qbo_pushes::{QboPush, QboUpdate};
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "outbox.sqlite3";

@@ -39,6 +39,77 @@ impl QboPush {
     }
 }
 
+/// What happened to one push.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QboUpdate {
+    /// In QuickBooks as `qbo_id`.
+    Pushed {
+        id: i64,
+        qbo_id: String,
+        detail: String,
+    },
+    /// Failed (counted); tried again at `next_at`.
+    Retry {
+        id: i64,
+        error: String,
+        next_at: DateTime<Utc>,
+    },
+    /// Held without being charged (throttled, reconnect needed).
+    Waiting {
+        id: i64,
+        reason: String,
+        next_at: DateTime<Utc>,
+    },
+    /// A person must act.
+    Parked { id: i64, reason: String },
+}
+
+fn apply(conn: &Connection, u: &QboUpdate, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let (id, state, charge, text, next_at, event) = match u {
+        QboUpdate::Pushed { id, qbo_id, detail } => {
+            conn.execute(
+                "INSERT INTO qbo_pushes (job_id, push_state, qbo_id, pushed_at, push_updated_at) \
+                 VALUES (?1, 'pushed', ?2, ?3, ?3) ON CONFLICT(job_id) DO UPDATE SET \
+                 push_state = 'pushed', qbo_id = ?2, pushed_at = ?3, push_updated_at = ?3, \
+                 push_error = NULL, push_next_at = 0 WHERE push_state != 'pushed'",
+                params![id, qbo_id, stamp(now)],
+            )?;
+            add_event(conn, *id, now, "qbo_pushed", Some(detail))?;
+            return Ok(());
+        }
+        QboUpdate::Retry { id, error, next_at } => {
+            (id, "retrying", true, error, Some(next_at), "qbo_retry")
+        }
+        QboUpdate::Waiting {
+            id,
+            reason,
+            next_at,
+        } => (id, "waiting", false, reason, Some(next_at), "qbo_waiting"),
+        QboUpdate::Parked { id, reason } => (id, "parked", true, reason, None, "qbo_parked"),
+    };
+    let changed = conn.execute(
+        "UPDATE qbo_pushes SET push_state = ?2, push_error = ?3, \
+         push_attempts = push_attempts + ?4, push_next_at = COALESCE(?5, push_next_at), \
+         push_updated_at = ?6 WHERE job_id = ?1 AND push_state != 'pushed'",
+        params![
+            id,
+            state,
+            text,
+            charge as i64,
+            next_at.map(|t| t.timestamp_millis()),
+            stamp(now)
+        ],
+    )?;
+    if changed > 0 {
+        let detail = match next_at {
+            Some(t) => format!("{text}; next attempt at {}", stamp(*t)),
+            None => text.to_string(),
+        };
+        add_event(conn, *id, now, event, Some(&detail))?;
+    }
+    Ok(())
+}
+
 /// Every `push_state`, for counts.
 pub const PUSH_STATES: [&str; 5] = ["pending", "retrying", "waiting", "parked", "pushed"];
 
@@ -133,58 +204,18 @@ impl Outbox {
         Ok(ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()))
     }
 
-    /// Records that job `id`'s invoice is in QuickBooks as `qbo_id`.
-    pub fn qbo_pushed(
+    /// Records push outcomes, all in one transaction (a batch of 30 is one
+    /// fsync, not 30). A push already `pushed` is never changed again.
+    pub fn qbo_record(
         &mut self,
-        id: i64,
-        qbo_id: &str,
-        detail: &str,
+        updates: &[QboUpdate],
         now: DateTime<Utc>,
-    ) -> Result<Job, StoreError> {
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO qbo_pushes (job_id, push_state, qbo_id, pushed_at, push_updated_at) \
-             VALUES (?1, 'pushed', ?2, ?3, ?3) ON CONFLICT(job_id) DO UPDATE SET \
-             push_state = 'pushed', qbo_id = ?2, pushed_at = ?3, push_updated_at = ?3, \
-             push_error = NULL, push_next_at = 0",
-            params![id, qbo_id, stamp(now)],
-        )?;
-        add_event(&tx, id, now, "qbo_pushed", Some(detail))?;
-        let job = job_by_id(&tx, id)?;
-        tx.commit()?;
-        Ok(job)
-    }
-
-    /// A failed push attempt, retried at `next_at`.
-    pub fn qbo_retry(
-        &mut self,
-        id: i64,
-        error: &str,
-        next_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.qbo_set(id, "retrying", true, error, Some(next_at), now, "qbo_retry")
-    }
-
-    /// Holds pushes without charging them (throttled, reconnect needed).
-    pub fn qbo_wait(
-        &mut self,
-        ids: &[i64],
-        reason: &str,
-        next_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        for &id in ids {
-            self.qbo_set(
-                id,
-                "waiting",
-                false,
-                reason,
-                Some(next_at),
-                now,
-                "qbo_waiting",
-            )?;
+        for u in updates {
+            apply(&tx, u, now)?;
         }
+        tx.commit()?;
         Ok(())
     }
 
@@ -196,53 +227,6 @@ impl Outbox {
              WHERE push_state = 'waiting'",
             params![stamp(now)],
         )?)
-    }
-
-    /// A person must act before this push can go.
-    pub fn qbo_park(
-        &mut self,
-        id: i64,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.qbo_set(id, "parked", true, reason, None, now, "qbo_parked")
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn qbo_set(
-        &mut self,
-        id: i64,
-        state: &str,
-        charge: bool,
-        error: &str,
-        next_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        event: &str,
-    ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE qbo_pushes SET push_state = ?2, push_error = ?3, \
-             push_attempts = push_attempts + ?4, push_next_at = COALESCE(?5, push_next_at), \
-             push_updated_at = ?6 WHERE job_id = ?1 AND push_state != 'pushed'",
-            params![
-                id,
-                state,
-                error,
-                charge as i64,
-                next_at.map(|t| t.timestamp_millis()),
-                stamp(now)
-            ],
-        )?;
-        if changed == 0 {
-            return Ok(());
-        }
-        let detail = match next_at {
-            Some(t) => format!("{error}; next attempt at {}", stamp(t)),
-            None => error.to_string(),
-        };
-        add_event(&tx, id, now, event, Some(&detail))?;
-        tx.commit()?;
-        Ok(())
     }
 
     /// Pushes in each state (every state listed, zeros included).
@@ -314,15 +298,24 @@ mod tests {
         let (_, added) = o.qbo_queue(id, at(0)).unwrap();
         assert!(added);
         assert!(!o.qbo_queue(id, at(0)).unwrap().1, "queued once");
-        o.qbo_retry(id, "503", at(60), at(1)).unwrap();
+        let retry = |next| QboUpdate::Retry {
+            id,
+            error: "503".into(),
+            next_at: next,
+        };
+        let wait = |next| QboUpdate::Waiting {
+            id,
+            reason: "reconnect needed".into(),
+            next_at: next,
+        };
+        o.qbo_record(&[retry(at(60))], at(1)).unwrap();
         assert!(
             o.qbo_due(at(30), 10, &[]).unwrap().is_empty(),
             "backing off"
         );
         assert_eq!(o.qbo_due(at(60), 10, &[]).unwrap().len(), 1);
         assert_eq!(o.qbo_next_due_at().unwrap(), Some(at(60)));
-        o.qbo_wait(&[id], "reconnect needed", at(120), at(61))
-            .unwrap();
+        o.qbo_record(&[wait(at(120))], at(61)).unwrap();
         assert!(o.qbo_due(at(62), 10, &[]).unwrap().is_empty());
         assert_eq!(o.qbo_release_waiting(at(62)).unwrap(), 1);
         assert_eq!(
@@ -330,8 +323,7 @@ mod tests {
             1,
             "due again once released"
         );
-        o.qbo_wait(&[id], "reconnect needed", at(120), at(61))
-            .unwrap();
+        o.qbo_record(&[wait(at(120))], at(61)).unwrap();
         let job = o.find("INV-1").unwrap().unwrap();
         let push = job.qbo.unwrap();
         assert_eq!(
@@ -339,7 +331,11 @@ mod tests {
             ("waiting", 1),
             "waiting is not charged"
         );
-        o.qbo_park(id, "item missing", at(62)).unwrap();
+        let park = |why: &str| QboUpdate::Parked {
+            id,
+            reason: why.into(),
+        };
+        o.qbo_record(&[park("item missing")], at(62)).unwrap();
         assert!(o.qbo_due(at(1000), 10, &[]).unwrap().is_empty());
         assert!(
             o.qbo_pending(10).unwrap().is_empty(),
@@ -349,14 +345,22 @@ mod tests {
         let released = o.retry_all_parked(at(63)).unwrap();
         assert_eq!(released.len(), 1);
         assert_eq!(released[0].qbo.as_ref().unwrap().state, "pending");
-        let job = o
-            .qbo_pushed(id, "130", "created in QuickBooks", at(64))
-            .unwrap();
-        let push = job.qbo.unwrap();
+        let pushed = |qbo_id: &str| QboUpdate::Pushed {
+            id,
+            qbo_id: qbo_id.into(),
+            detail: "created".into(),
+        };
+        o.qbo_record(&[pushed("130")], at(64)).unwrap();
+        let push = o.find("INV-1").unwrap().unwrap().qbo.unwrap();
         assert_eq!(push.qbo_id.as_deref(), Some("130"));
         assert!(push.is_pushed());
         // A pushed one is never touched again.
-        o.qbo_park(id, "late", at(65)).unwrap();
-        assert!(o.find("INV-1").unwrap().unwrap().qbo.unwrap().is_pushed());
+        o.qbo_record(&[park("late"), pushed("999")], at(65))
+            .unwrap();
+        let push = o.find("INV-1").unwrap().unwrap().qbo.unwrap();
+        assert_eq!(
+            (push.is_pushed(), push.qbo_id.as_deref()),
+            (true, Some("130"))
+        );
     }
 }
