@@ -8,6 +8,9 @@
 //! files dropped into the inbox and a sale posted to the local API flow
 //! through the outbox to the backend, with a provisional receipt for each;
 //! a file that reuses another sale's numbers is set aside with the reason.
+//! QuickBooks Online too: the demo connects to the simulator's company the
+//! way a browser would (authorize page, redirect with code and state, one
+//! code exchange), and the service pushes every invoice there.
 //! Everything it made stays in one folder, printed at the end.
 
 use std::io::Write;
@@ -103,7 +106,7 @@ async fn run_service(cfg: &config::Config, out: &mut impl Write) -> anyhow::Resu
         .await?;
     writeln!(
         out,
-        "[8/9] started the agent (`pos-connector run`): dropped {} POS exports into {} and POSTed a sale to http://{api}/v1/sales (202, job #{})",
+        "[9/10] started the agent (`pos-connector run`): dropped {} POS exports into {} and POSTed a sale to http://{api}/v1/sales (202, job #{})",
         DEMO_EXPORTS.len(),
         inbox.display(),
         posted["id"]
@@ -111,15 +114,17 @@ async fn run_service(cfg: &config::Config, out: &mut impl Write) -> anyhow::Resu
     let ob = Outbox::open(&cfg.data_dir)?;
     let expected = 12; // 8 café sales, 3 single-sale files, 1 posted
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut pushed;
     loop {
         let done = ob.counts()?["done"];
+        pushed = ob.qbo_counts()?["pushed"];
         let receipts = ob.without_receipt(1)?.is_empty();
         let rejected = inbox.join("rejected/store_sales.csv.error.txt").exists();
-        if done >= expected && receipts && rejected {
+        if done >= expected && pushed >= expected && receipts && rejected {
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("the agent did not finish within 60 s ({done} of {expected} sales done); see the logs in {}", cfg.log_dir.display());
+            bail!("the agent did not finish within 60 s ({done} of {expected} sales done, {pushed} in QuickBooks); see the logs in {}", cfg.log_dir.display());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -133,17 +138,64 @@ async fn run_service(cfg: &config::Config, out: &mut impl Write) -> anyhow::Resu
         .to_string();
     writeln!(
         out,
-        "[9/9] every sale went through create, submit and PDF ({expected} done in the outbox, each with a provisional receipt in {}); store_sales.csv was set aside in rejected/ because its numbers collide with the café's: {}",
+        "[10/10] every sale went through create, submit and PDF ({expected} done in the outbox, each with a provisional receipt in {}) and on to QuickBooks ({pushed} invoices pushed, each once); store_sales.csv was set aside in rejected/ because its numbers collide with the café's: {}",
         cfg.receipts.dir.display(),
         first_chars(&reason, 160)
     )?;
     Ok(ob.path().to_path_buf())
 }
 
+/// The redirect URI the demo's QuickBooks app uses. The demo plays the
+/// browser, so nothing listens there.
+const DEMO_REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// What `qbo connect` and a person in a browser do together: open the
+/// authorize URL, follow Intuit's redirect back with the code, check the
+/// state, exchange the code once.
+async fn connect_quickbooks(cfg: &config::Config) -> anyhow::Result<String> {
+    use crate::quickbooks::{callback, oauth};
+    let oauth_client =
+        oauth::OAuthClient::from_config(&cfg.quickbooks, crate::quickbooks::http_client(cfg))
+            .map_err(|e| anyhow!("{e}"))?;
+    let state = oauth::new_state();
+    let browser = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let answer = browser
+        .get(oauth_client.authorize_url(&state))
+        .send()
+        .await?;
+    let location = answer
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "the authorize page did not redirect (HTTP {})",
+                answer.status()
+            )
+        })?;
+    let back = reqwest::Url::parse(location)?;
+    let params = back.query_pairs().into_owned().collect();
+    let cb = callback::check(&params, &state).map_err(|e| anyhow!("{e}"))?;
+    oauth::connect_with_code(
+        &oauth_client,
+        &oauth::ConnectionStore::new(&cfg.data_dir),
+        &SystemClock,
+        &cb.code,
+        &cb.realm_id,
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    Ok(cb.realm_id)
+}
+
 /// The sandbox child process; killed when dropped.
 struct SandboxProcess {
     child: tokio::process::Child,
     base_url: String,
+    qbo_url: String,
 }
 
 async fn start_sandbox() -> anyhow::Result<SandboxProcess> {
@@ -158,18 +210,31 @@ async fn start_sandbox() -> anyhow::Result<SandboxProcess> {
         .context("cannot start the sandbox process")?;
     let stdout = child.stdout.take().expect("piped");
     let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .map_err(|_| anyhow!("the sandbox did not start within 30 s"))??
-        .ok_or_else(|| anyhow!("the sandbox exited before listening"))?;
+    let mut next = async || -> anyhow::Result<String> {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| anyhow!("the sandbox did not start within 30 s"))??
+            .ok_or_else(|| anyhow!("the sandbox exited before listening"))
+    };
+    let first = next().await?;
     let base_url = first
         .strip_prefix("sandbox listening on ")
         .ok_or_else(|| anyhow!("unexpected sandbox output: {first}"))?
         .trim()
         .to_string();
+    let second = next().await?;
+    let qbo_url = second
+        .strip_prefix("quickbooks simulator listening on ")
+        .ok_or_else(|| anyhow!("unexpected sandbox output: {second}"))?
+        .trim()
+        .to_string();
     // Keep draining its stdout so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(SandboxProcess { child, base_url })
+    Ok(SandboxProcess {
+        child,
+        base_url,
+        qbo_url,
+    })
 }
 
 async fn sandbox_stats(http: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
@@ -189,13 +254,14 @@ fn logins(stats: &Value) -> u64 {
 pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(
         out,
-        "pos-connector demo: one sale through the Laravel backend simulator\n"
+        "pos-connector demo: sales through the Laravel backend simulator and on to QuickBooks Online (simulated)\n"
     )?;
     let mut sandbox = start_sandbox().await?;
     let base = sandbox.base_url.clone();
     writeln!(
         out,
-        "[1/9] started the sandbox backend at {base} (a separate process)"
+        "[1/10] started the sandbox backend at {base} and the QuickBooks simulator at {} (a separate process)",
+        sandbox.qbo_url
     )?;
 
     let config_path = dir.join("config.json");
@@ -212,6 +278,16 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         "data_dir": dir.join("data"),
         "log_dir": dir.join("logs"),
         "pdf_dir": dir.join("pdfs"),
+        "quickbooks": {
+            "enabled": true,
+            "auth_base": sandbox.qbo_url,
+            "api_base": sandbox.qbo_url,
+            "client_id": crate::sandbox::quickbooks::SANDBOX_CLIENT_ID,
+            "client_secret": crate::sandbox::quickbooks::SANDBOX_CLIENT_SECRET,
+            "redirect_uri": DEMO_REDIRECT,
+            "income_account_id": "1",
+            "tax_code": "TAX",
+        },
     });
     std::fs::write(&config_path, serde_json::to_string_pretty(&cfg_json)?)?;
     let cfg = config::load_from(&config_path, &[]).map_err(|e| anyhow!("{e}"))?;
@@ -224,7 +300,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     .await?;
     writeln!(
         out,
-        "[2/9] wrote {} and stored the vendor password encrypted in {} (as --setup-password does)",
+        "[2/10] wrote {} and stored the vendor password encrypted in {} (as --setup-password does)",
         config_path.display(),
         saved.location.display()
     )?;
@@ -248,7 +324,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let show = |d: Option<rust_decimal::Decimal>| d.map(|d| d.to_string()).unwrap_or_default();
     writeln!(
         out,
-        "[3/9] created invoice {} for sale {number}: 2 x Coffee - Large at 4.50, 1 x Sandwich - Turkey at 8.99; tax {} (16%), total {}",
+        "[3/10] created invoice {} for sale {number}: 2 x Coffee - Large at 4.50, 1 x Sandwich - Turkey at 8.99; tax {} (16%), total {}",
         created.id,
         show(created.tax_amount),
         show(created.total_amount)
@@ -257,13 +333,13 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let submitted = client.submit(created.id).await?;
     writeln!(
         out,
-        "[4/9] submitted it to JoFotara (simulated): status {}",
+        "[4/10] submitted it to JoFotara (simulated): status {}",
         submitted.status
     )?;
     let (status, _) = client.status(created.id).await?;
     writeln!(
         out,
-        "[5/9] status check (GET /api/invoices/status/{}): {status}",
+        "[5/10] status check (GET /api/invoices/status/{}): {status}",
         created.id
     )?;
 
@@ -275,7 +351,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         .await?;
     writeln!(
         out,
-        "[6/9] downloaded the official PDF ({} bytes) and the UBL XML ({} bytes)",
+        "[6/10] downloaded the official PDF ({} bytes) and the UBL XML ({} bytes)",
         pdf.bytes, xml.bytes
     )?;
 
@@ -290,7 +366,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let st = client.keeper().status();
     writeln!(
         out,
-        "[7/9] token refresh: the backend revoked every token; the next call got 401, the agent signed in again ({} login{}) and replayed it (status {status}). New token valid until {}, refreshed ahead of expiry at {}",
+        "[7/10] token refresh: the backend revoked every token; the next call got 401, the agent signed in again ({} login{}) and replayed it (status {status}). New token valid until {}, refreshed ahead of expiry at {}",
         after - before,
         if after - before == 1 { "" } else { "s" },
         st.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
@@ -302,6 +378,12 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             after - before
         );
     }
+
+    let realm = connect_quickbooks(&cfg).await?;
+    writeln!(
+        out,
+        "[8/10] connected QuickBooks (simulated company {realm}): authorize page, redirect with code and a checked state, the code exchanged once; tokens stored encrypted"
+    )?;
 
     let outbox = run_service(&cfg, out).await?;
 

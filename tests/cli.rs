@@ -586,12 +586,14 @@ async fn demo_runs_end_to_end_and_says_where_the_files_are() {
     .await;
     assert_eq!(r.code, 0, "{r:?}");
     for step in [
-        "[1/9]",
-        "[3/9]",
-        "[4/9] submitted it to JoFotara (simulated): status submitted",
-        "[7/9] token refresh",
+        "[1/10]",
+        "[3/10]",
+        "[4/10] submitted it to JoFotara (simulated): status submitted",
+        "[7/10] token refresh",
         "1 login)",
-        "[9/9] every sale went through create, submit and PDF (12 done",
+        "[8/10] connected QuickBooks",
+        "[10/10] every sale went through create, submit and PDF (12 done",
+        "on to QuickBooks (12 invoices pushed, each once)",
     ] {
         assert!(r.stdout.contains(step), "{step} missing: {}", r.stdout);
     }

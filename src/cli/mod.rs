@@ -19,7 +19,11 @@ use crate::laravel::{
 };
 use crate::logging::{self, Console, LogGuard};
 use crate::retry::RetryPolicy;
-use crate::sandbox::{LaravelSandbox, LaravelSandboxOptions, SANDBOX_EMAIL, SANDBOX_PASSWORD};
+use crate::sandbox::quickbooks::Rotation as QboRotation;
+use crate::sandbox::{
+    LaravelSandbox, LaravelSandboxOptions, QuickbooksSandbox, QuickbooksSandboxOptions,
+    SANDBOX_EMAIL, SANDBOX_PASSWORD,
+};
 use crate::secret::{self, Vault};
 use crate::{demo, service, token_check};
 
@@ -200,6 +204,13 @@ pub struct SandboxArgs {
     /// [default: 8 with --latency realistic, else unbounded]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Port on 127.0.0.1 of the QuickBooks Online simulator (0 picks a free one)
+    #[arg(long, default_value_t = 0)]
+    pub qbo_port: u16,
+    /// QuickBooks refresh-token rotation: strict (the previous token dies at
+    /// once) or grace (it keeps working 24 hours, as Intuit documents)
+    #[arg(long, default_value = "strict", value_name = "MODE")]
+    pub qbo_rotation: String,
 }
 
 /// A failed command: what to print and the exit code.
@@ -762,13 +773,46 @@ async fn run_sandbox(cli: &Cli, args: &SandboxArgs) -> Outcome {
             "cannot listen on {bind}: {e} (is another sandbox or backend running there? try --port 0)"
         ))
     })?;
+    let rotation = match args.qbo_rotation.as_str() {
+        "strict" => QboRotation::Strict,
+        "grace" => QboRotation::Grace(std::time::Duration::from_secs(24 * 3600)),
+        other => {
+            return Err(Failure::usage(format!(
+                "--qbo-rotation {other}: use strict or grace"
+            )))
+        }
+    };
+    let qbo_bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.qbo_port));
+    let qbo = QuickbooksSandbox::start(
+        qbo_bind,
+        QuickbooksSandboxOptions {
+            rotation,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| {
+        Failure::failed(format!(
+            "cannot listen on {qbo_bind} for the QuickBooks simulator: {e} (try --qbo-port 0)"
+        ))
+    })?;
     println!("sandbox listening on {}", sandbox.base_url());
+    println!("quickbooks simulator listening on {}", qbo.base_url());
     println!("  vendor login: {} / {}", args.email, args.password);
     println!("  control API: GET /__sandbox/stats, POST /__sandbox/faults, POST /__sandbox/tokens/revoke, POST /__sandbox/settings");
+    println!(
+        "  QuickBooks: config \"quickbooks\": {{\"auth_base\": \"{}\", \"api_base\": \"{}\", \"client_id\": \"{}\", \"client_secret\": \"{}\", \"income_account_id\": \"1\", \"tax_code\": \"TAX\"}}; company {} (authorize is approved at once)",
+        qbo.auth_base(),
+        qbo.api_base(),
+        crate::sandbox::quickbooks::SANDBOX_CLIENT_ID,
+        crate::sandbox::quickbooks::SANDBOX_CLIENT_SECRET,
+        qbo.realm_id()
+    );
     println!("  stop with Ctrl-C");
     let _ = std::io::stdout().flush();
     service::shutdown_signal().await;
     sandbox.shutdown().await;
+    drop(qbo);
     Ok(())
 }
 
