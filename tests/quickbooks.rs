@@ -858,3 +858,216 @@ fn env_client_secret_wins_and_is_never_shown() {
         assert!(err.contains(key), "{key} missing from: {err}");
     }
 }
+
+#[tokio::test]
+async fn set_tokens_refresh_status_and_disconnect_from_the_command_line() {
+    let q = Qbo::start(sim_options()).await;
+    let cfg = q.config(json!({}));
+    let config_path = q.config_path();
+    let args = ["--config", config_path.to_str().unwrap()];
+    let bin = |extra: &'static [&'static str], stdin: Option<String>| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        let dir = q.fx.dir.path().to_path_buf();
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_bin(&dir, &refs, &[], stdin.as_deref()).await
+        }
+    };
+    let st = bin(&["qbo", "status"], None).await;
+    assert_eq!(st.code, 3, "not connected yet: {st:?}");
+    assert!(st.stderr.contains("qbo connect"), "{}", st.stderr);
+
+    // Tokens obtained elsewhere (another tool, a previous install).
+    let oauth = OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(&cfg)).unwrap();
+    let answer = oauth
+        .exchange_code(&q.sim.issue_code(&q.redirect))
+        .await
+        .unwrap();
+    let tokens = json!({
+        "refresh_token": answer.refresh_token.expose_secret(),
+        "access_token": answer.access_token.expose_secret(),
+        "expires_in": 3600,
+        "realmId": q.sim.realm_id(),
+    });
+    let set = bin(&["qbo", "set-tokens"], Some(tokens.to_string())).await;
+    assert_eq!(set.code, 0, "{set:?}");
+    let refresh = bin(&["qbo", "refresh"], None).await;
+    assert_eq!(refresh.code, 0, "{refresh:?}");
+    assert_eq!(q.sim.token_grants().refreshes_ok, 1);
+    // The rotated token is the stored one, and it is live.
+    assert!(q
+        .sim
+        .live_refresh_tokens()
+        .contains(&stored_refresh_token(&cfg)));
+    let st = bin(&["--json", "qbo", "status"], None).await;
+    assert_eq!(st.code, 0, "{st:?}");
+    let v: Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(v["last_refresh"]["ok"], true, "{v}");
+    assert_eq!(v["realm_id"], q.sim.realm_id());
+
+    let off = bin(&["qbo", "disconnect"], None).await;
+    assert_eq!(off.code, 0, "{off:?}");
+    assert_eq!(q.sim.token_grants().revoked, 1, "revoked at Intuit");
+    assert!(q.sim.live_refresh_tokens().is_empty());
+    let st = bin(&["qbo", "status"], None).await;
+    assert_eq!(st.code, 3, "forgotten here: {st:?}");
+    let bad = bin(
+        &["qbo", "set-tokens"],
+        Some("{\"access_token\": \"x\"}".into()),
+    )
+    .await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("refresh_token"), "{}", bad.stderr);
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_keeps_the_stored_token_and_recovers() {
+    let q = Qbo::start(sim_options()).await;
+    let mut cfg = q.config(json!({}));
+    unlimited(&mut cfg);
+    q.connect(&cfg).await;
+    let stored = stored_refresh_token(&cfg);
+    let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
+    q.sim.expire_access_tokens();
+    q.sim.inject(
+        TOKEN_ROUTE,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+            html: false,
+        },
+        1,
+    );
+    let q1 = pos_connector::quickbooks::model::Query::select(Entity::Customer).build();
+    let err = client
+        .query::<pos_connector::quickbooks::model::Customer>(Entity::Customer, &q1)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        matches!(
+            err,
+            QboError::SignIn {
+                needs_person: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        stored_refresh_token(&cfg),
+        stored,
+        "the stored token is kept"
+    );
+    assert!(q.sim.live_refresh_tokens().contains(&stored));
+    // After the cooldown the refresh goes through.
+    wait_until(Duration::from_secs(10), "a successful call", || async {
+        client
+            .query::<pos_connector::quickbooks::model::Customer>(Entity::Customer, &q1)
+            .await
+            .is_ok()
+    })
+    .await;
+    assert_eq!(q.sim.token_grants().refreshes_ok, 1);
+    assert_ne!(stored_refresh_token(&cfg), stored, "rotated and stored");
+}
+
+#[tokio::test]
+async fn throttling_holds_pushes_without_charging_them_and_clashes_are_parked() {
+    let q = Qbo::start(sim_options()).await;
+    let mut cfg = q.config(json!({}));
+    // Scaled: the ~60 s wait after a 429 without Retry-After is ~0.6 s.
+    cfg.quickbooks.limits = RateLimits {
+        time_scale: 0.01,
+        ..RateLimits::default()
+    };
+    q.sim.set_limits(QboLimits {
+        enforce: false,
+        ..QboLimits::default()
+    });
+    q.connect(&cfg).await;
+    let jobs = submitted_jobs(&cfg, 1, "TR-");
+    let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
+    let p = pusher(&cfg, client);
+    // QuickBooks' throttle answer (429 with the XML 3001 body).
+    q.sim.inject(
+        INVOICE_ROUTE,
+        Fault::Status {
+            status: 429,
+            retry_after: None,
+            html: false,
+        },
+        1,
+    );
+    let o = p.push_one(&jobs[0]).await;
+    assert!(
+        matches!(&o, PushOutcome::Waiting(why) if why.contains("3001") || why.to_lowercase().contains("throttl")),
+        "{o:?}"
+    );
+    let push = Outbox::open(&cfg.data_dir)
+        .unwrap()
+        .find("TR-0000")
+        .unwrap()
+        .unwrap()
+        .qbo
+        .unwrap();
+    assert_eq!(
+        (push.state.as_str(), push.attempts),
+        ("waiting", 0),
+        "not charged"
+    );
+    assert!(
+        p.client().limiter().paused_until().is_some(),
+        "everyone pauses"
+    );
+    let job = Outbox::open(&cfg.data_dir)
+        .unwrap()
+        .find("TR-0000")
+        .unwrap()
+        .unwrap();
+    let o = p.push_one(&job).await;
+    assert!(
+        matches!(o, PushOutcome::Pushed { existed: false, .. }),
+        "{o:?}"
+    );
+    assert_eq!(q.sim.invoices().len(), 1);
+
+    // A customer that exists but is inactive: 6240 on create, found among
+    // the inactive ones, parked with what to do.
+    q.sim.seed_customer("Dormant Ltd", false);
+    let mut o = Outbox::open(&cfg.data_dir).unwrap();
+    o.set_qbo_push_after(Some(Stage::Submitted));
+    let s = sale("TR-DORMANT", "Dormant Ltd", "Item 0");
+    let job = o
+        .enqueue(
+            &NewJob {
+                invoice_number: s.invoice_number.clone(),
+                sale_json: serde_json::to_string(&s).unwrap(),
+                content_hash: "d".into(),
+                source: "test".into(),
+            },
+            chrono::Utc::now(),
+        )
+        .unwrap()
+        .job()
+        .clone();
+    let job = o
+        .record_step(
+            job.id,
+            Stage::Submitted,
+            &StepResult::default(),
+            "test",
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    let out = p.push_one(&job).await;
+    let PushOutcome::Parked(why) = out else {
+        panic!("{out:?}")
+    };
+    assert!(
+        why.contains("Dormant Ltd") && why.contains("inactive") && why.contains("queue retry"),
+        "{why}"
+    );
+    assert_eq!(q.sim.invoices().len(), 1, "nothing created for it");
+}

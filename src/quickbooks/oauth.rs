@@ -855,3 +855,69 @@ pub fn keeper(
     }
     Ok(keeper)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(refresh_days: i64, hard_days: i64, now: DateTime<Utc>) -> QboConnection {
+        QboConnection {
+            token: QboToken {
+                access: SecretString::from("a"),
+                refresh: SecretString::from("r"),
+                realm_id: "1".into(),
+                expires_at: now,
+                obtained_at: now,
+                refresh_expires_at: Some(now + chrono::Duration::days(refresh_days)),
+                hard_expires_at: Some(now + chrono::Duration::days(hard_days)),
+                durable: true,
+            },
+            client_id: "app".into(),
+            connected_at: now,
+            last_refresh: None,
+            reconnect_needed: None,
+        }
+    }
+
+    #[test]
+    fn warns_within_fourteen_days_of_either_expiry() {
+        let now = Utc::now();
+        assert!(conn(100, 1800, now).expiry_warnings(now).is_empty());
+        let w = conn(13, 1800, now).expiry_warnings(now);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("refresh token expires"), "{w:?}");
+        let w = conn(100, 10, now).expiry_warnings(now);
+        assert!(w[0].contains("hard expiry"), "{w:?}");
+        assert_eq!(conn(5, 5, now).expiry_warnings(now).len(), 2);
+    }
+
+    #[test]
+    fn the_connection_round_trips_through_the_vault_and_debug_hides_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConnectionStore::new(dir.path());
+        let now = Utc::now();
+        let mut c = conn(100, 1800, now);
+        c.reconnect_needed = Some("QuickBooks reconnect needed: x".into());
+        c.last_refresh = Some(RefreshOutcome {
+            at: now,
+            ok: false,
+            detail: "invalid_grant".into(),
+        });
+        store.save(&c).unwrap();
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back.token.realm_id, "1");
+        assert_eq!(back.reconnect_needed, c.reconnect_needed);
+        assert_eq!(back.last_refresh, c.last_refresh);
+        assert_eq!(
+            back.token.hard_expires_at.map(|t| t.timestamp()),
+            c.token.hard_expires_at.map(|t| t.timestamp())
+        );
+        let shown = format!("{back:?}");
+        assert!(
+            !shown.contains("\"r\"") && shown.contains("REDACTED"),
+            "{shown}"
+        );
+        store.forget().unwrap();
+        assert!(store.load().unwrap().is_none());
+    }
+}
