@@ -85,6 +85,14 @@ impl Qbo {
         self.fx.path("config.json")
     }
 
+    /// The real binary with this fixture's config.
+    async fn cli(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let config = self.config_path();
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bin(self.fx.dir.path(), &all, &[], stdin).await
+    }
+
     /// Connects as `qbo exchange-code` would, without a browser.
     async fn connect(&self, cfg: &Config) {
         let oauth =
@@ -136,11 +144,37 @@ fn sale(number: &str, customer: &str, item: &str) -> Sale {
     }
 }
 
+/// Puts `sale` in the outbox as submitted at the backend (due for
+/// QuickBooks).
+fn submitted(o: &mut Outbox, s: &Sale, n: u64) -> Job {
+    o.set_qbo_push_after(Some(Stage::Submitted));
+    let now = chrono::Utc::now();
+    let job = o
+        .enqueue(
+            &NewJob {
+                invoice_number: s.invoice_number.clone(),
+                sale_json: serde_json::to_string(s).unwrap(),
+                content_hash: format!("hash-{}", s.invoice_number),
+                source: "test".into(),
+            },
+            now,
+        )
+        .unwrap()
+        .job()
+        .clone();
+    let result = StepResult {
+        laravel_id: Some(1000 + n),
+        uuid: Some(format!("uuid-{n}")),
+        backend_status: Some("submitted".into()),
+        pdf_path: None,
+    };
+    o.record_step(job.id, Stage::Submitted, &result, "submitted (test)", now)
+        .unwrap()
+}
+
 /// `n` sales already submitted at the backend, due for QuickBooks.
 fn submitted_jobs(cfg: &Config, n: usize, prefix: &str) -> Vec<Job> {
     let mut o = Outbox::open(&cfg.data_dir).unwrap();
-    o.set_qbo_push_after(Some(Stage::Submitted));
-    let now = chrono::Utc::now();
     (0..n)
         .map(|i| {
             let number = format!("{prefix}{i:04}");
@@ -149,32 +183,7 @@ fn submitted_jobs(cfg: &Config, n: usize, prefix: &str) -> Vec<Job> {
                 &format!("Customer {}", i % 7),
                 &format!("Item {}", i % 5),
             );
-            let job = o
-                .enqueue(
-                    &NewJob {
-                        invoice_number: number.clone(),
-                        sale_json: serde_json::to_string(&s).unwrap(),
-                        content_hash: format!("hash-{number}"),
-                        source: "test".into(),
-                    },
-                    now,
-                )
-                .unwrap()
-                .job()
-                .clone();
-            o.record_step(
-                job.id,
-                Stage::Submitted,
-                &StepResult {
-                    laravel_id: Some(1000 + i as u64),
-                    uuid: Some(format!("uuid-{i}")),
-                    backend_status: Some("submitted".into()),
-                    pdf_path: None,
-                },
-                "submitted (test)",
-                now,
-            )
-            .unwrap()
+            submitted(&mut o, &s, i as u64)
         })
         .collect()
 }
@@ -296,19 +305,7 @@ async fn connect_flow_end_to_end_and_a_wrong_state_is_refused() {
         !String::from_utf8_lossy(&raw).contains(&live),
         "tokens are encrypted at rest"
     );
-    let st = run_bin(
-        q.fx.dir.path(),
-        &[
-            "--config",
-            q.config_path().to_str().unwrap(),
-            "--json",
-            "qbo",
-            "status",
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let st = q.cli(&["--json", "qbo", "status"], None).await;
     assert_eq!(st.code, 0, "{st:?}");
     let v: Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(v["state"], "connected");
@@ -543,25 +540,11 @@ async fn invalid_grant_parks_pushes_until_reconnected_and_is_reported_once() {
         why.starts_with("QuickBooks reconnect needed") && why.contains("qbo connect"),
         "{why}"
     );
-    let config_path = q.config_path();
-    let args = ["--config", config_path.to_str().unwrap()];
-    let st = run_bin(
-        q.fx.dir.path(),
-        &[&args[..], &["qbo", "status"]].concat(),
-        &[],
-        None,
-    )
-    .await;
+    let st = q.cli(&["qbo", "status"], None).await;
     assert_eq!(st.code, 3, "{st:?}");
     assert!(st.stdout.contains("RECONNECT NEEDED"), "{}", st.stdout);
     assert!(st.stderr.contains("invalid_grant"), "{}", st.stderr);
-    let push = run_bin(
-        q.fx.dir.path(),
-        &[&args[..], &["qbo", "push", "--all-pending"]].concat(),
-        &[],
-        None,
-    )
-    .await;
+    let push = q.cli(&["qbo", "push", "--all-pending"], None).await;
     assert_eq!(push.code, 3, "{push:?}");
     assert_eq!(
         q.sim.token_grants().invalid_grant,
@@ -571,24 +554,13 @@ async fn invalid_grant_parks_pushes_until_reconnected_and_is_reported_once() {
 
     // A person reconnects (code obtained in a browser elsewhere).
     let code = q.sim.issue_code(&q.redirect);
-    let ex = run_bin(
-        q.fx.dir.path(),
-        &[
-            &args[..],
-            &[
-                "qbo",
-                "exchange-code",
-                "--code",
-                &code,
-                "--realm",
-                &q.sim.realm_id(),
-            ],
-        ]
-        .concat(),
-        &[],
-        None,
-    )
-    .await;
+    let realm = q.sim.realm_id();
+    let ex = q
+        .cli(
+            &["qbo", "exchange-code", "--code", &code, "--realm", &realm],
+            None,
+        )
+        .await;
     assert_eq!(ex.code, 0, "{ex:?}");
     wait_until(
         Duration::from_secs(30),
@@ -598,13 +570,7 @@ async fn invalid_grant_parks_pushes_until_reconnected_and_is_reported_once() {
     .await;
     assert_eq!(doc_numbers(&q.sim), vec!["IG-1", "IG-2"]);
     agent.stop().await.unwrap();
-    let st = run_bin(
-        q.fx.dir.path(),
-        &[&args[..], &["qbo", "status"]].concat(),
-        &[],
-        None,
-    )
-    .await;
+    let st = q.cli(&["qbo", "status"], None).await;
     assert_eq!(st.code, 0, "{st:?}");
     assert!(st.stdout.contains("pushed 2"), "{}", st.stdout);
 }
@@ -776,15 +742,7 @@ async fn strict_rotation_loses_a_token_only_if_killed_before_it_is_on_disk() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(q.sim.token_grants().invalid_grant, 1, "reported once");
-    let config_path = q.config_path();
-    let args = ["--config", config_path.to_str().unwrap()];
-    let st = run_bin(
-        q.fx.dir.path(),
-        &[&args[..], &["qbo", "status"]].concat(),
-        &[],
-        None,
-    )
-    .await;
+    let st = q.cli(&["qbo", "status"], None).await;
     assert_eq!(st.code, 3, "{st:?}");
     assert!(st.stdout.contains("RECONNECT NEEDED"), "{}", st.stdout);
     sigkill(agent).await;
@@ -863,18 +821,7 @@ fn env_client_secret_wins_and_is_never_shown() {
 async fn set_tokens_refresh_status_and_disconnect_from_the_command_line() {
     let q = Qbo::start(sim_options()).await;
     let cfg = q.config(json!({}));
-    let config_path = q.config_path();
-    let args = ["--config", config_path.to_str().unwrap()];
-    let bin = |extra: &'static [&'static str], stdin: Option<String>| {
-        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        all.extend(extra.iter().map(|s| s.to_string()));
-        let dir = q.fx.dir.path().to_path_buf();
-        async move {
-            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-            run_bin(&dir, &refs, &[], stdin.as_deref()).await
-        }
-    };
-    let st = bin(&["qbo", "status"], None).await;
+    let st = q.cli(&["qbo", "status"], None).await;
     assert_eq!(st.code, 3, "not connected yet: {st:?}");
     assert!(st.stderr.contains("qbo connect"), "{}", st.stderr);
 
@@ -890,9 +837,11 @@ async fn set_tokens_refresh_status_and_disconnect_from_the_command_line() {
         "expires_in": 3600,
         "realmId": q.sim.realm_id(),
     });
-    let set = bin(&["qbo", "set-tokens"], Some(tokens.to_string())).await;
+    let set = q
+        .cli(&["qbo", "set-tokens"], Some(&tokens.to_string()))
+        .await;
     assert_eq!(set.code, 0, "{set:?}");
-    let refresh = bin(&["qbo", "refresh"], None).await;
+    let refresh = q.cli(&["qbo", "refresh"], None).await;
     assert_eq!(refresh.code, 0, "{refresh:?}");
     assert_eq!(q.sim.token_grants().refreshes_ok, 1);
     // The rotated token is the stored one, and it is live.
@@ -900,23 +849,21 @@ async fn set_tokens_refresh_status_and_disconnect_from_the_command_line() {
         .sim
         .live_refresh_tokens()
         .contains(&stored_refresh_token(&cfg)));
-    let st = bin(&["--json", "qbo", "status"], None).await;
+    let st = q.cli(&["--json", "qbo", "status"], None).await;
     assert_eq!(st.code, 0, "{st:?}");
     let v: Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(v["last_refresh"]["ok"], true, "{v}");
     assert_eq!(v["realm_id"], q.sim.realm_id());
 
-    let off = bin(&["qbo", "disconnect"], None).await;
+    let off = q.cli(&["qbo", "disconnect"], None).await;
     assert_eq!(off.code, 0, "{off:?}");
     assert_eq!(q.sim.token_grants().revoked, 1, "revoked at Intuit");
     assert!(q.sim.live_refresh_tokens().is_empty());
-    let st = bin(&["qbo", "status"], None).await;
+    let st = q.cli(&["qbo", "status"], None).await;
     assert_eq!(st.code, 3, "forgotten here: {st:?}");
-    let bad = bin(
-        &["qbo", "set-tokens"],
-        Some("{\"access_token\": \"x\"}".into()),
-    )
-    .await;
+    let bad = q
+        .cli(&["qbo", "set-tokens"], Some("{\"access_token\": \"x\"}"))
+        .await;
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(bad.stderr.contains("refresh_token"), "{}", bad.stderr);
 }
@@ -1037,30 +984,7 @@ async fn throttling_holds_pushes_without_charging_them_and_clashes_are_parked() 
     // the inactive ones, parked with what to do.
     q.sim.seed_customer("Dormant Ltd", false);
     let mut o = Outbox::open(&cfg.data_dir).unwrap();
-    o.set_qbo_push_after(Some(Stage::Submitted));
-    let s = sale("TR-DORMANT", "Dormant Ltd", "Item 0");
-    let job = o
-        .enqueue(
-            &NewJob {
-                invoice_number: s.invoice_number.clone(),
-                sale_json: serde_json::to_string(&s).unwrap(),
-                content_hash: "d".into(),
-                source: "test".into(),
-            },
-            chrono::Utc::now(),
-        )
-        .unwrap()
-        .job()
-        .clone();
-    let job = o
-        .record_step(
-            job.id,
-            Stage::Submitted,
-            &StepResult::default(),
-            "test",
-            chrono::Utc::now(),
-        )
-        .unwrap();
+    let job = submitted(&mut o, &sale("TR-DORMANT", "Dormant Ltd", "Item 0"), 1);
     let out = p.push_one(&job).await;
     let PushOutcome::Parked(why) = out else {
         panic!("{out:?}")

@@ -146,39 +146,27 @@ impl QboClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(serde_json::to_vec(b).expect("JSON serialises"));
             }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    let err = QboError::Transport {
-                        message: crate::laravel::error::describe_transport(&e),
-                    };
-                    tracing::warn!(
-                        backend = "quickbooks",
-                        path,
-                        kind = err.kind(),
-                        "QuickBooks not reached: {err}"
-                    );
-                    return Err(err);
-                }
+            let transport = |e: reqwest::Error, tid: Option<&str>| {
+                let err = QboError::Transport {
+                    message: crate::laravel::error::describe_transport(&e),
+                };
+                tracing::warn!(
+                    backend = "quickbooks",
+                    path,
+                    intuit_tid = tid,
+                    kind = err.kind(),
+                    "QuickBooks not reached or its answer lost: {err}"
+                );
+                err
             };
+            let resp = req.send().await.map_err(|e| transport(e, None))?;
             let status = resp.status().as_u16();
             let tid = intuit_tid(resp.headers());
             let wait = retry_after(resp.headers());
-            let bytes = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    let err = QboError::Transport {
-                        message: crate::laravel::error::describe_transport(&e),
-                    };
-                    tracing::warn!(
-                        backend = "quickbooks",
-                        path,
-                        intuit_tid = tid.as_deref(),
-                        "QuickBooks answer lost: {err}"
-                    );
-                    return Err(err);
-                }
-            };
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| transport(e, tid.as_deref()))?;
             if (200..300).contains(&status) {
                 match serde_json::from_slice::<Value>(&bytes) {
                     Ok(v) if v.get("Fault").is_none() && v.get("fault").is_none() => return Ok(v),

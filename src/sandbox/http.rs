@@ -803,6 +803,68 @@ pub async fn fault_middleware(State(h): State<Arc<Harness>>, req: Request, next:
 }
 
 // ---------------------------------------------------------------------------
+// The fault control routes every simulator serves
+// ---------------------------------------------------------------------------
+
+/// `POST|DELETE {prefix}/faults` (a [`FaultSpec`]) and `POST|DELETE
+/// {prefix}/random-faults` (a [`RandomFaults`]) on `harness`, for merging
+/// into a simulator's router.
+pub fn fault_control_routes(prefix: &str, harness: Arc<Harness>) -> Router {
+    use axum::routing::post;
+    Router::new()
+        .route(
+            &format!("{prefix}/faults"),
+            post(ctl_add_fault).delete(ctl_clear_faults),
+        )
+        .route(
+            &format!("{prefix}/random-faults"),
+            post(ctl_random_faults).delete(ctl_clear_random_faults),
+        )
+        .with_state(harness)
+}
+
+fn control_answer(r: Result<Value, String>) -> Response {
+    match r {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(message) => json_response(StatusCode::BAD_REQUEST, &json!({ "message": message })),
+    }
+}
+
+fn body_json(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Value>(body).map_err(|e| format!("the body is not valid JSON: {e}"))
+}
+
+async fn ctl_add_fault(State(h): State<Arc<Harness>>, body: axum::body::Bytes) -> Response {
+    control_answer(
+        body_json(&body)
+            .and_then(|v| FaultSpec::from_json(&v))
+            .map(|s| {
+                h.inject(&s.route, s.fault, s.times);
+                json!({"ok": true, "faults_pending": h.pending_faults_json()})
+            }),
+    )
+}
+
+async fn ctl_clear_faults(State(h): State<Arc<Harness>>) -> Response {
+    h.clear_faults();
+    json_response(StatusCode::OK, &json!({"ok": true}))
+}
+
+async fn ctl_random_faults(State(h): State<Arc<Harness>>, body: axum::body::Bytes) -> Response {
+    control_answer(
+        body_json(&body)
+            .and_then(|v| RandomFaults::from_json(&v))
+            .and_then(|spec| h.inject_random(spec))
+            .map(|()| json!({"ok": true, "random_faults": h.random_faults_json()})),
+    )
+}
+
+async fn ctl_clear_random_faults(State(h): State<Arc<Harness>>) -> Response {
+    h.clear_random();
+    json_response(StatusCode::OK, &json!({"ok": true}))
+}
+
+// ---------------------------------------------------------------------------
 // Small response helpers
 // ---------------------------------------------------------------------------
 

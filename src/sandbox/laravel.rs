@@ -60,8 +60,8 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::http::{
-    fault_middleware, html_error_page, html_response, json_response, lock, serve, Fault, FaultSpec,
-    Harness, RandomFaults, ServerHandle,
+    fault_control_routes, fault_middleware, html_error_page, html_response, json_response, lock,
+    serve, Fault, Harness, RandomFaults, ServerHandle,
 };
 use super::pdf::render_text_pdf;
 use super::pool::{micros, pool_middleware, PoolStats, WorkerPool};
@@ -1628,40 +1628,6 @@ async fn ctl_stats_reset(State(sh): State<Sh>) -> Response {
     json_response(StatusCode::OK, &json!({"ok": true}))
 }
 
-async fn ctl_add_fault(State(sh): State<Sh>, body: Bytes) -> Response {
-    let spec = serde_json::from_slice::<Value>(&body)
-        .map_err(|e| format!("the body is not valid JSON: {e}"))
-        .and_then(|v| FaultSpec::from_json(&v));
-    ctl_answer(match spec {
-        Ok(s) => {
-            sh.harness.inject(&s.route, s.fault, s.times);
-            Ok(json!({"ok": true, "faults_pending": sh.harness.pending_faults_json()}))
-        }
-        Err(msg) => Err(bad_request(msg)),
-    })
-}
-
-async fn ctl_clear_faults(State(sh): State<Sh>) -> Response {
-    sh.harness.clear_faults();
-    json_response(StatusCode::OK, &json!({"ok": true}))
-}
-
-async fn ctl_random_faults(State(sh): State<Sh>, body: Bytes) -> Response {
-    let spec = serde_json::from_slice::<Value>(&body)
-        .map_err(|e| format!("the body is not valid JSON: {e}"))
-        .and_then(|v| RandomFaults::from_json(&v))
-        .and_then(|spec| sh.harness.inject_random(spec));
-    ctl_answer(match spec {
-        Ok(()) => Ok(json!({"ok": true, "random_faults": sh.harness.random_faults_json()})),
-        Err(msg) => Err(bad_request(msg)),
-    })
-}
-
-async fn ctl_clear_random_faults(State(sh): State<Sh>) -> Response {
-    sh.harness.clear_random();
-    json_response(StatusCode::OK, &json!({"ok": true}))
-}
-
 fn foreign_invoices(sh: &Shared, body: &[u8]) -> CtlResult {
     let body = control_body(body, &["count"])?;
     let count = body
@@ -1930,21 +1896,14 @@ fn router(sh: Sh) -> Router {
     let control = Router::new()
         .route("/__sandbox/stats", get(ctl_stats))
         .route("/__sandbox/stats/reset", post(ctl_stats_reset))
-        .route(
-            "/__sandbox/faults",
-            post(ctl_add_fault).delete(ctl_clear_faults),
-        )
         .route("/__sandbox/tokens/revoke", post(ctl_revoke))
         .route("/__sandbox/settings", post(ctl_settings))
         .route("/__sandbox/users/active", post(ctl_user_active))
         .route("/__sandbox/submit-outcomes", post(ctl_submit_outcomes))
-        .route(
-            "/__sandbox/random-faults",
-            post(ctl_random_faults).delete(ctl_clear_random_faults),
-        )
         .route("/__sandbox/foreign-invoices", post(ctl_foreign_invoices))
-        .with_state(sh);
+        .with_state(sh.clone());
     api.merge(control)
+        .merge(fault_control_routes(CONTROL_PREFIX, sh.harness.clone()))
 }
 
 // ---------------------------------------------------------------------------

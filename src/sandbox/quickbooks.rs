@@ -88,8 +88,8 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::http::{
-    fault_middleware, html_response, json_response, lock, serve, Fault, FaultSpec, Harness,
-    RandomFaults, ServerHandle,
+    fault_control_routes, fault_middleware, html_response, json_response, lock, serve, Fault,
+    Harness, ServerHandle,
 };
 
 /// Paths under this prefix are the simulator's control API.
@@ -3108,40 +3108,6 @@ async fn ctl_stats_reset(State(sh): State<Sh>) -> Response {
     json_response(StatusCode::OK, &json!({"ok": true}))
 }
 
-async fn ctl_add_fault(State(sh): State<Sh>, body: Bytes) -> Response {
-    let spec = serde_json::from_slice::<Value>(&body)
-        .map_err(|e| format!("the body is not valid JSON: {e}"))
-        .and_then(|v| FaultSpec::from_json(&v));
-    ctl_answer(match spec {
-        Ok(s) => {
-            sh.harness.inject(&s.route, s.fault, s.times);
-            Ok(json!({"ok": true, "faults_pending": sh.harness.pending_faults_json()}))
-        }
-        Err(msg) => Err(bad_request(msg)),
-    })
-}
-
-async fn ctl_clear_faults(State(sh): State<Sh>) -> Response {
-    sh.harness.clear_faults();
-    json_response(StatusCode::OK, &json!({"ok": true}))
-}
-
-async fn ctl_random_faults(State(sh): State<Sh>, body: Bytes) -> Response {
-    let spec = serde_json::from_slice::<Value>(&body)
-        .map_err(|e| format!("the body is not valid JSON: {e}"))
-        .and_then(|v| RandomFaults::from_json(&v))
-        .and_then(|spec| sh.harness.inject_random(spec));
-    ctl_answer(match spec {
-        Ok(()) => Ok(json!({"ok": true, "random_faults": sh.harness.random_faults_json()})),
-        Err(msg) => Err(bad_request(msg)),
-    })
-}
-
-async fn ctl_clear_random_faults(State(sh): State<Sh>) -> Response {
-    sh.harness.clear_random();
-    json_response(StatusCode::OK, &json!({"ok": true}))
-}
-
 async fn ctl_settings(State(sh): State<Sh>, body: Bytes) -> Response {
     ctl_answer(settings(&sh, &body))
 }
@@ -3362,14 +3328,6 @@ fn router(sh: Sh) -> Router {
     let control = Router::new()
         .route("/__sandbox/stats", get(ctl_stats))
         .route("/__sandbox/stats/reset", post(ctl_stats_reset))
-        .route(
-            "/__sandbox/faults",
-            post(ctl_add_fault).delete(ctl_clear_faults),
-        )
-        .route(
-            "/__sandbox/random-faults",
-            post(ctl_random_faults).delete(ctl_clear_random_faults),
-        )
         .route("/__sandbox/settings", post(ctl_settings))
         .route("/__sandbox/tokens/expire", post(ctl_expire))
         .route("/__sandbox/tokens/revoke", post(ctl_revoke))
@@ -3377,8 +3335,10 @@ fn router(sh: Sh) -> Router {
         .route("/__sandbox/items", post(ctl_items))
         .route("/__sandbox/invoices", post(ctl_invoices))
         .route("/__sandbox/codes", post(ctl_codes))
-        .with_state(sh);
-    api.merge(control).layer(from_fn(intuit_layer))
+        .with_state(sh.clone());
+    api.merge(control)
+        .merge(fault_control_routes(CONTROL_PREFIX, sh.harness.clone()))
+        .layer(from_fn(intuit_layer))
 }
 
 // ---------------------------------------------------------------------------
