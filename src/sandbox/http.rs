@@ -824,10 +824,7 @@ pub fn fault_control_routes(prefix: &str, harness: Arc<Harness>) -> Router {
 }
 
 fn control_answer(r: Result<Value, String>) -> Response {
-    match r {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err(message) => json_response(StatusCode::BAD_REQUEST, &json!({ "message": message })),
-    }
+    ctl_answer(r.map_err(bad_request))
 }
 
 fn body_json(body: &[u8]) -> Result<Value, String> {
@@ -862,6 +859,47 @@ async fn ctl_random_faults(State(h): State<Arc<Harness>>, body: axum::body::Byte
 async fn ctl_clear_random_faults(State(h): State<Arc<Harness>>) -> Response {
     h.clear_random();
     json_response(StatusCode::OK, &json!({"ok": true}))
+}
+
+// ---------------------------------------------------------------------------
+// Control API helpers (shared by the simulators)
+// ---------------------------------------------------------------------------
+
+/// A control API answer: the JSON to send, or a status and message.
+pub type CtlResult = Result<Value, (StatusCode, String)>;
+
+pub fn bad_request(msg: impl Into<String>) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, msg.into())
+}
+
+pub fn ctl_answer(r: CtlResult) -> Response {
+    match r {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err((status, message)) => json_response(status, &json!({ "message": message })),
+    }
+}
+
+/// A control body: a JSON object (an empty body is an empty object), with
+/// no other fields than `known`.
+pub fn control_body(
+    body: &[u8],
+    known: &[&str],
+) -> Result<serde_json::Map<String, Value>, (StatusCode, String)> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    let map = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return Err(bad_request("the body must be a JSON object")),
+        Err(e) => return Err(bad_request(format!("the body is not valid JSON: {e}"))),
+    };
+    if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(bad_request(format!(
+            "unknown field \"{k}\"; expected: {}",
+            known.join(", ")
+        )));
+    }
+    Ok(map)
 }
 
 // ---------------------------------------------------------------------------

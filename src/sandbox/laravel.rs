@@ -60,8 +60,9 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::http::{
-    fault_control_routes, fault_middleware, html_error_page, html_response, json_response, lock,
-    serve, Fault, Harness, RandomFaults, ServerHandle,
+    bad_request, control_body, ctl_answer, fault_control_routes, fault_middleware, html_error_page,
+    html_response, json_response, lock, serve, CtlResult, Fault, Harness, RandomFaults,
+    ServerHandle,
 };
 use super::pdf::render_text_pdf;
 use super::pool::{micros, pool_middleware, PoolStats, WorkerPool};
@@ -1573,44 +1574,6 @@ async fn xml(State(sh): State<Sh>, headers: HeaderMap, Path(id): Path<String>) -
 // ---------------------------------------------------------------------------
 // Control API
 // ---------------------------------------------------------------------------
-
-fn control_error(status: StatusCode, message: impl Into<String>) -> Response {
-    json_response(status, &json!({"message": message.into()}))
-}
-
-/// A control API failure: status and message.
-type CtlResult = Result<Value, (StatusCode, String)>;
-
-fn bad_request(msg: impl Into<String>) -> (StatusCode, String) {
-    (StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn ctl_answer(r: CtlResult) -> Response {
-    match r {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err((status, message)) => control_error(status, message),
-    }
-}
-
-/// A control body: a JSON object (an empty body is an empty object), with
-/// no other fields than `known`.
-fn control_body(body: &[u8], known: &[&str]) -> Result<Map<String, Value>, (StatusCode, String)> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    let map = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => return Err(bad_request("the body must be a JSON object")),
-        Err(e) => return Err(bad_request(format!("the body is not valid JSON: {e}"))),
-    };
-    if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(bad_request(format!(
-            "unknown field \"{k}\"; expected: {}",
-            known.join(", ")
-        )));
-    }
-    Ok(map)
-}
 
 async fn ctl_stats(State(sh): State<Sh>) -> Response {
     json_response(StatusCode::OK, &stats_json(&sh))

@@ -88,8 +88,8 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::http::{
-    fault_control_routes, fault_middleware, html_response, json_response, lock, serve, Fault,
-    Harness, ServerHandle,
+    bad_request, control_body, ctl_answer, fault_control_routes, fault_middleware, html_response,
+    json_response, lock, serve, CtlResult, Fault, Harness, ServerHandle,
 };
 
 /// Paths under this prefix are the simulator's control API.
@@ -2900,40 +2900,6 @@ async fn intuit_layer(req: Request, next: Next) -> Response {
 // ---------------------------------------------------------------------------
 // Control API
 // ---------------------------------------------------------------------------
-
-/// A control API failure: status and message.
-type CtlResult = Result<Value, (StatusCode, String)>;
-
-fn bad_request(msg: impl Into<String>) -> (StatusCode, String) {
-    (StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn ctl_answer(r: CtlResult) -> Response {
-    match r {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err((status, message)) => json_response(status, &json!({"message": message})),
-    }
-}
-
-/// A control body: a JSON object (an empty body is an empty object), with
-/// no other fields than `known`.
-fn control_body(body: &[u8], known: &[&str]) -> Result<Map<String, Value>, (StatusCode, String)> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    let map = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => return Err(bad_request("the body must be a JSON object")),
-        Err(e) => return Err(bad_request(format!("the body is not valid JSON: {e}"))),
-    };
-    if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(bad_request(format!(
-            "unknown field \"{k}\"; expected: {}",
-            known.join(", ")
-        )));
-    }
-    Ok(map)
-}
 
 fn rotation_json(r: Rotation) -> Value {
     match r {
