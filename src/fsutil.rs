@@ -77,6 +77,20 @@ pub fn write_private(dest: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens (creating, mode 0600, in a private folder) a lock file shared by
+/// the agent's processes; the caller locks it and holds the `File`.
+pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
+    create_private_dir(&parent_dir(path))?;
+    let mut opts = fs::OpenOptions::new();
+    opts.create(true).truncate(false).read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
 /// Creates a folder (and its parents) that only the agent's user can enter.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {

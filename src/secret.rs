@@ -13,7 +13,7 @@
 //! updates and a power cut never leaves a torn file.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -255,17 +255,7 @@ impl Vault {
     }
 
     fn lock(&self) -> Result<File, SecretError> {
-        fsutil::create_private_dir(&self.dir).map_err(|e| self.io(e))?;
-        let mut opts = OpenOptions::new();
-        opts.create(true).truncate(false).read(true).write(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let file = opts
-            .open(self.dir.join(LOCK_FILE))
-            .map_err(|e| self.io(e))?;
+        let file = fsutil::open_lock_file(&self.dir.join(LOCK_FILE)).map_err(|e| self.io(e))?;
         file.lock().map_err(|e| self.io(e))?;
         Ok(file)
     }

@@ -91,9 +91,6 @@ async fn start_quickbooks(
             Ok(())
         })
         .await?;
-    if let Some(why) = client.keeper().needs_person() {
-        tracing::error!(backend = "quickbooks", reason = %why, "QuickBooks pushes wait until this is fixed; sales still flow to the backend");
-    }
     Ok(Pusher::new(outbox.clone(), client, settings, clock))
 }
 
@@ -343,19 +340,12 @@ async fn watchdog(outbox: OutboxHandle, every: Duration, stopped: impl Future<Ou
 
 /// Takes the data folder's lock file for the life of the returned handle.
 fn hold_lock(dir: &Path) -> Result<fs::File, ServiceError> {
-    crate::fsutil::create_private_dir(dir).map_err(|source| ServiceError::DataDir {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .map_err(|source| ServiceError::DataDir {
+    let file = crate::fsutil::open_lock_file(&dir.join(LOCK_FILE)).map_err(|source| {
+        ServiceError::DataDir {
             dir: dir.to_path_buf(),
             source,
-        })?;
+        }
+    })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => Err(ServiceError::AlreadyRunning {

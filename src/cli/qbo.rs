@@ -306,15 +306,10 @@ fn status(cli: &Cli, cfg: &Config, store: &ConnectionStore, clock: &dyn Clock) -
             "not_connected",
             Some("QuickBooks is not connected: run `pos-connector qbo connect`".to_string()),
         ),
-        Some(c) if c.reconnect_needed.is_some() => ("reconnect_needed", c.reconnect_needed.clone()),
-        Some(c) if c.client_id != cfg.quickbooks.client_id.clone().unwrap_or_default() => (
-            "reconnect_needed",
-            Some(format!(
-                "reconnect needed: the stored connection was made with another app (client id {})",
-                c.client_id
-            )),
-        ),
-        Some(_) => ("connected", None),
+        Some(c) => match c.unusable(cfg.quickbooks.client_id.as_deref().unwrap_or_default()) {
+            Some(why) => ("reconnect_needed", Some(why)),
+            None => ("connected", None),
+        },
     };
     let warnings = conn
         .as_ref()
@@ -471,32 +466,28 @@ async fn push(cli: &Cli, cfg: &Config, clock: Arc<dyn Clock>, invoice: Option<&s
         b
     });
     let mut results: Vec<(String, PushOutcome)> = Vec::new();
-    let numbers: std::collections::HashMap<i64, String> = jobs
-        .iter()
-        .map(|j| (j.id, j.invoice_number.clone()))
-        .collect();
     let mut rest = jobs;
     while !rest.is_empty() {
         let take = rest.len().min(crate::quickbooks::model::BATCH_MAX);
         let chunk: Vec<Job> = rest.drain(..take).collect();
-        let outcomes: Vec<(i64, PushOutcome)> = if chunk.len() > settings.batch_threshold {
+        let outcomes: Vec<(Job, PushOutcome)> = if chunk.len() > settings.batch_threshold {
             pusher.push_batch(chunk).await
         } else {
             let mut out = Vec::new();
             for j in chunk {
                 let o = pusher.push_one(&j).await;
-                out.push((j.id, o));
+                out.push((j, o));
             }
             out
         };
         let stop = outcomes
             .iter()
             .any(|(_, o)| matches!(o, PushOutcome::Waiting(_)));
-        for (id, o) in outcomes {
+        for (job, o) in outcomes {
             if let Some(b) = &bar {
                 b.inc(1);
             }
-            results.push((numbers.get(&id).cloned().unwrap_or_default(), o));
+            results.push((job.invoice_number, o));
         }
         if stop {
             // Throttled or disconnected: the rest waits for the service.

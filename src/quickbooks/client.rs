@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 use super::error::QboError;
 use super::limiter::{throttle_wait, RateLimiter, RateLimits};
 use super::model::{self, BatchItemResult, BatchRequest, CdcChanges, Entity, QueryResponse};
-use super::oauth::{intuit_tid, retry_after, QboKeeper};
+use super::oauth::{intuit_tid, QboKeeper};
+use crate::laravel::error::parse_retry_after;
 use crate::token::TokenError;
 
 /// Sent on every call: versions below 75 are ignored since August 2025.
@@ -104,7 +105,7 @@ impl QboClient {
         params: &[(&str, &str)],
         body: Option<&Value>,
         batch: bool,
-    ) -> Result<Value, QboError> {
+    ) -> Result<Answer, QboError> {
         let mut replayed = false;
         let mut resubmitted = false;
         loop {
@@ -162,14 +163,16 @@ impl QboClient {
             let resp = req.send().await.map_err(|e| transport(e, None))?;
             let status = resp.status().as_u16();
             let tid = intuit_tid(resp.headers());
-            let wait = retry_after(resp.headers());
+            let wait = parse_retry_after(resp.headers());
             let bytes = resp
                 .bytes()
                 .await
                 .map_err(|e| transport(e, tid.as_deref()))?;
             if (200..300).contains(&status) {
                 match serde_json::from_slice::<Value>(&bytes) {
-                    Ok(v) if v.get("Fault").is_none() && v.get("fault").is_none() => return Ok(v),
+                    Ok(v) if v.get("Fault").is_none() && v.get("fault").is_none() => {
+                        return Ok(Answer { value: v, tid })
+                    }
                     Ok(_) => {} // a fault with HTTP 200: classified below
                     Err(e) => {
                         let err = QboError::Parse {
@@ -237,14 +240,9 @@ impl QboClient {
         entity: Entity,
         query: &str,
     ) -> Result<QueryResponse<T>, QboError> {
-        let v = self
-            .call(Method::GET, "query", &[("query", query)], None, false)
-            .await?;
-        model::parse_query_response(entity, &v).map_err(|message| QboError::Parse {
-            status: 200,
-            message,
-            tid: None,
-        })
+        self.call(Method::GET, "query", &[("query", query)], None, false)
+            .await?
+            .decode(|v| model::parse_query_response(entity, v))
     }
 
     /// Creates an entity; the same `request_id` on a retry or replay gets
@@ -256,30 +254,28 @@ impl QboClient {
         request_id: &str,
     ) -> Result<T, QboError> {
         let body = serde_json::to_value(body).expect("entities serialise");
-        let v = self
-            .call(
-                Method::POST,
-                entity.path(),
-                &[("requestid", request_id)],
-                Some(&body),
-                false,
-            )
-            .await?;
-        parse(entity, &v)
+        self.call(
+            Method::POST,
+            entity.path(),
+            &[("requestid", request_id)],
+            Some(&body),
+            false,
+        )
+        .await?
+        .decode(|v| model::parse_entity(entity, v))
     }
 
     /// Reads one entity by Id.
     pub async fn read<T: DeserializeOwned>(&self, entity: Entity, id: &str) -> Result<T, QboError> {
-        let v = self
-            .call(
-                Method::GET,
-                &format!("{}/{id}", entity.path()),
-                &[],
-                None,
-                false,
-            )
-            .await?;
-        parse(entity, &v)
+        self.call(
+            Method::GET,
+            &format!("{}/{id}", entity.path()),
+            &[],
+            None,
+            false,
+        )
+        .await?
+        .decode(|v| model::parse_entity(entity, v))
     }
 
     /// Up to 30 operations in one request (one request against the limits).
@@ -289,22 +285,15 @@ impl QboClient {
         request_id: &str,
     ) -> Result<Vec<BatchItemResult>, QboError> {
         let body = serde_json::to_value(request).expect("batches serialise");
-        let v = self
-            .call(
-                Method::POST,
-                "batch",
-                &[("requestid", request_id)],
-                Some(&body),
-                true,
-            )
-            .await?;
-        model::BatchResponse::parse(&v)
-            .map(|r| r.items)
-            .map_err(|message| QboError::Parse {
-                status: 200,
-                message,
-                tid: None,
-            })
+        self.call(
+            Method::POST,
+            "batch",
+            &[("requestid", request_id)],
+            Some(&body),
+            true,
+        )
+        .await?
+        .decode(|v| model::BatchResponse::parse(v).map(|r| r.items))
     }
 
     /// What changed since `since` (at most 30 days back).
@@ -315,29 +304,44 @@ impl QboClient {
     ) -> Result<CdcChanges, QboError> {
         let names: Vec<&str> = entities.iter().map(|e| e.name()).collect();
         let since = since.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let v = self
-            .call(
-                Method::GET,
-                "cdc",
-                &[("entities", &names.join(",")), ("changedSince", &since)],
-                None,
-                false,
-            )
-            .await?;
-        model::parse_cdc(&v).map_err(|message| QboError::Parse {
-            status: 200,
-            message,
-            tid: None,
-        })
+        self.call(
+            Method::GET,
+            "cdc",
+            &[("entities", &names.join(",")), ("changedSince", &since)],
+            None,
+            false,
+        )
+        .await?
+        .decode(model::parse_cdc)
     }
 }
 
-fn parse<T: DeserializeOwned>(entity: Entity, v: &Value) -> Result<T, QboError> {
-    model::parse_entity(entity, v).map_err(|message| QboError::Parse {
-        status: 200,
-        message,
-        tid: None,
-    })
+/// A successful answer and its `intuit_tid`.
+struct Answer {
+    value: Value,
+    tid: Option<String>,
+}
+
+impl Answer {
+    /// Reads the answer's body; a body that is not what was asked for is
+    /// a parse error, logged with the answer's `intuit_tid` like any other
+    /// failure.
+    fn decode<T>(self, read: impl FnOnce(&Value) -> Result<T, String>) -> Result<T, QboError> {
+        read(&self.value).map_err(|message| {
+            let err = QboError::Parse {
+                status: 200,
+                message,
+                tid: self.tid,
+            };
+            tracing::warn!(
+                backend = "quickbooks",
+                intuit_tid = err.intuit_tid(),
+                kind = err.kind(),
+                "{err}"
+            );
+            err
+        })
+    }
 }
 
 #[cfg(test)]

@@ -524,7 +524,8 @@ pub enum QboError {
     },
 }
 
-fn tid_text(tid: &Option<String>) -> String {
+/// " [intuit_tid X]" for messages, or nothing.
+pub(crate) fn tid_text(tid: &Option<String>) -> String {
     match tid {
         Some(t) => format!(" [intuit_tid {t}]"),
         None => String::new(),

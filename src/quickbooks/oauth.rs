@@ -33,8 +33,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::error::tid_text;
 use crate::clock::Clock;
 use crate::config::{QuickbooksConfig, ENV_QB_CLIENT_SECRET};
+use crate::laravel::error::parse_retry_after;
 use crate::secret::{StoredToken, Vault};
 use crate::token::{RefreshError, TokenKeeper, TokenSource, TokenValue};
 
@@ -191,6 +193,21 @@ impl QboConnection {
         })
     }
 
+    /// Why the app `client_id` cannot use this connection, if it cannot:
+    /// its grant is dead, or it belongs to another app.
+    pub fn unusable(&self, client_id: &str) -> Option<String> {
+        if let Some(why) = &self.reconnect_needed {
+            return Some(why.clone());
+        }
+        (self.client_id != client_id).then(|| {
+            format!(
+                "QuickBooks reconnect needed: the stored connection was made with another app \
+                 (client id {}); reconnect with `pos-connector qbo connect`",
+                self.client_id
+            )
+        })
+    }
+
     /// Warnings a person should see before the connection dies on its own.
     pub fn expiry_warnings(&self, now: DateTime<Utc>) -> Vec<String> {
         let soon = now + chrono::Duration::days(EXPIRY_WARNING_DAYS);
@@ -259,18 +276,7 @@ impl ConnectionStore {
     /// Takes the cross-process refresh lock, waiting up to 60 s for another
     /// process that holds it (a refresh takes well under that).
     pub async fn lock(&self) -> Result<RefreshLock, String> {
-        if let Some(dir) = self.lock_path.parent() {
-            crate::fsutil::create_private_dir(dir).map_err(|e| e.to_string())?;
-        }
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).truncate(false).read(true).write(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let file = opts
-            .open(&self.lock_path)
+        let file = crate::fsutil::open_lock_file(&self.lock_path)
             .map_err(|e| format!("cannot open {}: {e}", self.lock_path.display()))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -327,21 +333,21 @@ fn seconds(v: &Option<Value>) -> Option<i64> {
 /// Why the token endpoint did not give tokens.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OAuthError {
-    #[error("QuickBooks refused the refresh token (invalid_grant: {description}){}: the connection is gone; reconnect with `pos-connector qbo connect`", tid_note(.tid))]
+    #[error("QuickBooks refused the refresh token (invalid_grant: {description}){}: the connection is gone; reconnect with `pos-connector qbo connect`", tid_text(.tid))]
     InvalidGrant {
         description: String,
         tid: Option<String>,
     },
-    #[error("QuickBooks refused the app's credentials (invalid_client){}: check quickbooks.client_id and the client secret ({ENV_QB_CLIENT_SECRET} or quickbooks.client_secret)", tid_note(.tid))]
+    #[error("QuickBooks refused the app's credentials (invalid_client){}: check quickbooks.client_id and the client secret ({ENV_QB_CLIENT_SECRET} or quickbooks.client_secret)", tid_text(.tid))]
     InvalidClient { tid: Option<String> },
-    #[error("QuickBooks' token endpoint refused the request ({status} {error}: {description}){}", tid_note(.tid))]
+    #[error("QuickBooks' token endpoint refused the request ({status} {error}: {description}){}", tid_text(.tid))]
     Rejected {
         status: u16,
         error: String,
         description: String,
         tid: Option<String>,
     },
-    #[error("QuickBooks' token endpoint is unavailable (HTTP {status}){}; the stored token is kept and the refresh retried", tid_note(.tid))]
+    #[error("QuickBooks' token endpoint is unavailable (HTTP {status}){}; the stored token is kept and the refresh retried", tid_text(.tid))]
     Unavailable {
         status: u16,
         retry_after: Option<Duration>,
@@ -349,18 +355,12 @@ pub enum OAuthError {
     },
     #[error("cannot reach QuickBooks' token endpoint: {0}; the stored token is kept and the refresh retried")]
     Transport(String),
-    #[error("QuickBooks' token endpoint answered something unreadable (HTTP {status}: {detail}){}", tid_note(.tid))]
+    #[error("QuickBooks' token endpoint answered something unreadable (HTTP {status}: {detail}){}", tid_text(.tid))]
     Parse {
         status: u16,
         detail: String,
         tid: Option<String>,
     },
-}
-
-fn tid_note(tid: &Option<String>) -> String {
-    tid.as_ref()
-        .map(|t| format!(" [intuit_tid {t}]"))
-        .unwrap_or_default()
 }
 
 impl OAuthError {
@@ -489,7 +489,7 @@ impl OAuthClient {
             .map_err(|e| OAuthError::Transport(crate::laravel::error::describe_transport(&e)))?;
         let status = resp.status().as_u16();
         let tid = intuit_tid(resp.headers());
-        let retry_after = retry_after(resp.headers());
+        let retry_after = parse_retry_after(resp.headers());
         let body = resp
             .bytes()
             .await
@@ -558,7 +558,7 @@ impl OAuthClient {
             .map_err(|e| OAuthError::Transport(crate::laravel::error::describe_transport(&e)))?;
         let status = resp.status().as_u16();
         let tid = intuit_tid(resp.headers());
-        let retry_after = retry_after(resp.headers());
+        let retry_after = parse_retry_after(resp.headers());
         match status {
             200..=299 => Ok(()),
             401 => Err(OAuthError::InvalidClient { tid }),
@@ -585,10 +585,6 @@ pub fn intuit_tid(headers: &HeaderMap) -> Option<String> {
         .get("intuit_tid")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    crate::laravel::error::parse_retry_after(headers)
 }
 
 /// A random `state` for one authorization attempt (CSRF protection).
@@ -721,15 +717,8 @@ impl TokenSource for QboTokenSource {
                 )))
             }
         };
-        if let Some(why) = &conn.reconnect_needed {
-            return Err(RefreshError::NeedsPerson(why.clone()));
-        }
-        if conn.client_id != self.oauth.client_id {
-            return Err(RefreshError::NeedsPerson(format!(
-                "the stored QuickBooks connection was made with another app (client id {}); \
-                 reconnect with `pos-connector qbo connect`",
-                conn.client_id
-            )));
+        if let Some(why) = conn.unusable(&self.oauth.client_id) {
+            return Err(RefreshError::NeedsPerson(why));
         }
         let now = self.clock.now();
         // Another process (or a reconnect) may have stored a newer token
@@ -847,8 +836,9 @@ pub fn keeper(
             keeper.hold_for_person("QuickBooks is not connected: run `pos-connector qbo connect`")
         }
         Some(c) => {
+            // Said once by whoever uses the keeper (the pusher's log, a
+            // command's exit 3), not here.
             if let Some(why) = c.reconnect_needed {
-                tracing::error!(backend = "quickbooks", "{why}");
                 keeper.hold_for_person(&why);
             }
         }

@@ -198,7 +198,7 @@ impl Pusher {
         let poll = Instant::now() + me.settings.idle_poll;
         if let Some(why) = me.client.keeper().needs_person() {
             if !me.held_logged.swap(true, Ordering::Relaxed) {
-                tracing::error!(backend = "quickbooks", reason = %why, "QuickBooks pushes are on hold until a person reconnects (`pos-connector qbo status`); nothing is dropped");
+                tracing::error!(backend = "quickbooks", reason = %why, "QuickBooks pushes are on hold until this is fixed (`pos-connector qbo status`); sales still flow to the backend and nothing is dropped");
             }
             return Some(Instant::now() + Duration::from_secs(30).min(me.settings.idle_poll));
         }
@@ -513,10 +513,10 @@ impl Pusher {
     /// Up to 30 jobs: existing invoices found with one query, the rest
     /// created in one batch request; the outcomes recorded in one
     /// transaction.
-    pub async fn push_batch(&self, jobs: Vec<Job>) -> Vec<(i64, PushOutcome)> {
+    pub async fn push_batch(&self, jobs: Vec<Job>) -> Vec<(Job, PushOutcome)> {
         let outcomes = self.batch_outcomes(jobs).await;
         self.record_all(&outcomes).await;
-        outcomes.into_iter().map(|(j, o)| (j.id, o)).collect()
+        outcomes
     }
 
     async fn batch_outcomes(&self, jobs: Vec<Job>) -> Vec<(Job, PushOutcome)> {
