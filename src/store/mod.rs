@@ -33,6 +33,30 @@ pub use qbo_pushes::{QboPush, QboUpdate};
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "outbox.sqlite3";
 
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// How long opening the outbox waits for another process holding it.
+const BUSY_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `f` again while SQLite says the database is busy, up to
+/// [`BUSY_WAIT`]. For the few statements SQLite does not retry itself.
+fn retry_while_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_WAIT;
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Schema migrations, applied in order; index + 1 is the `user_version`
 /// they bring the database to. Never edit a released entry: add one.
 const MIGRATIONS: &[&str] = &[
@@ -353,10 +377,12 @@ impl Outbox {
         let conn = Connection::open(path).map_err(open_err)?;
         // WAL: readers (CLI `queue list`) never block the service's writes.
         // synchronous=FULL: a commit is on disk before we acknowledge a sale.
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
+        conn.busy_timeout(BUSY_WAIT).map_err(open_err)?;
+        // Switching to WAL needs an exclusive lock, and SQLite answers BUSY
+        // at once (without its busy handler) when two first opens race for
+        // it, so the service and a CLI command starting together would fail.
+        // Wait it out ourselves within the same bound.
+        retry_while_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -382,6 +408,15 @@ impl Outbox {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        retry_while_busy(|| match self.migrate_once() {
+            Err(StoreError::Sqlite(e)) if is_busy(&e) => Err(e),
+            other => Ok(other),
+        })
+        .map_err(|source| StoreError::Open { path, source })?
+    }
+
+    fn migrate_once(&mut self) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
         // IMMEDIATE: the version is read and the schema changed under one
         // write lock, so a CLI command opening the outbox while the service
