@@ -62,6 +62,9 @@ pub struct Config {
     pub receipts: ReceiptSettings,
     /// `quickbooks.*`: pushing invoices on to QuickBooks Online.
     pub quickbooks: QuickbooksConfig,
+    /// `api_key`, `heartbeat_minutes`, `pos_systems`: the backend's
+    /// connector channel (the fleet heartbeat).
+    pub connector: ConnectorSettings,
     /// Keys this version does not know, kept as they were.
     pub extra: Map<String, Value>,
     /// Things worth a warning that do not stop the agent.
@@ -77,6 +80,20 @@ pub struct IntakeSettings {
     /// `intake.settle_seconds`: a file's size and time must stay the same
     /// this long before it is taken (it may still be being written).
     pub settle: Duration,
+}
+
+/// The backend's connector channel (contracts/laravel-api.md, "The
+/// connector channel"): a per-shop key, not the vendor login.
+#[derive(Debug, Clone)]
+pub struct ConnectorSettings {
+    /// `api_key` (`POS_CONNECTOR_API_KEY` wins): sent as `X-API-Key`.
+    /// Unset: no heartbeat.
+    pub api_key: Option<SecretString>,
+    pub api_key_from_env: bool,
+    /// `heartbeat_minutes` (default 5).
+    pub heartbeat_interval: Duration,
+    /// `pos_systems`: the tills' POS software, reported in the heartbeat.
+    pub pos_systems: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +155,9 @@ pub struct QuickbooksConfig {
     pub global_tax_calculation: Option<String>,
     /// More waiting invoices than this go out in batch requests.
     pub batch_threshold: usize,
+    /// `quickbooks.cache_refresh_minutes` (default 60): how often the
+    /// local copy of customers, vendors, items and invoices catches up.
+    pub cache_refresh: Duration,
     /// QuickBooks' request limits as the agent keeps them (not a file key:
     /// tests and benches scale the windows).
     pub limits: crate::quickbooks::limiter::RateLimits,
@@ -161,6 +181,8 @@ impl PushAfter {
 
 /// The environment variable whose client secret wins over config.json.
 pub const ENV_QB_CLIENT_SECRET: &str = "POS_CONNECTOR_QB_CLIENT_SECRET";
+/// The environment variable that wins over `api_key`.
+pub const ENV_CONNECTOR_API_KEY: &str = "POS_CONNECTOR_API_KEY";
 /// The default `quickbooks.redirect_uri`: the local API's port, so the
 /// status page can take the callback too.
 pub const DEFAULT_QB_REDIRECT_URI: &str = "http://localhost:8765/callback";
@@ -300,8 +322,15 @@ pub fn load_from(path: &Path, env: &[(String, String)]) -> Result<Config, Config
             Value::from(secret.clone()),
         );
     }
+    let api_key = env
+        .iter()
+        .find(|(k, v)| k == ENV_CONNECTOR_API_KEY && !v.trim().is_empty());
+    if let Some((_, key)) = api_key {
+        merged.insert("api_key".into(), Value::from(key.clone()));
+    }
     let mut cfg = validate(path, merged)?;
     cfg.quickbooks.client_secret_from_env = qb_secret.is_some();
+    cfg.connector.api_key_from_env = api_key.is_some();
     Ok(cfg)
 }
 
@@ -419,6 +448,9 @@ const KNOWN_KEYS: &[&str] = &[
     "pipeline",
     "receipts",
     "quickbooks",
+    "api_key",
+    "heartbeat_minutes",
+    "pos_systems",
 ];
 
 /// The keys inside each section (also accepted flat: `"local_api.bind"`).
@@ -453,6 +485,7 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
             "tax_code",
             "global_tax_calculation",
             "batch_threshold",
+            "cache_refresh_minutes",
         ],
     ),
 ];
@@ -528,6 +561,29 @@ impl<'a> Reader<'a> {
             }
             None => {
                 self.problem(key, format!("must be a number of {unit}, found {v}"));
+                None
+            }
+        }
+    }
+
+    /// A list of strings: a JSON array, or one string with commas.
+    fn string_list(&mut self, key: &str) -> Option<Vec<String>> {
+        let v = self.present(key)?;
+        let items: Option<Vec<String>> = match v {
+            Value::String(s) => Some(s.split(',').map(|p| p.trim().to_string()).collect()),
+            Value::Array(a) => a
+                .iter()
+                .map(|i| i.as_str().map(|s| s.trim().to_string()))
+                .collect(),
+            _ => None,
+        };
+        match items {
+            Some(items) => Some(items.into_iter().filter(|s| !s.is_empty()).collect()),
+            None => {
+                self.problem(
+                    key,
+                    format!("must be a list of names like [\"square\", \"shopify\"], found {v}"),
+                );
                 None
             }
         }
@@ -807,6 +863,17 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         allow_insecure_http,
     );
 
+    let connector = ConnectorSettings {
+        api_key: r.string("api_key").map(SecretString::from),
+        api_key_from_env: false,
+        heartbeat_interval: Duration::from_secs_f64(
+            r.number("heartbeat_minutes", 1.0, 1440.0, "minutes")
+                .unwrap_or(5.0)
+                * 60.0,
+        ),
+        pos_systems: r.string_list("pos_systems").unwrap_or_default(),
+    };
+
     // The inbox takes every file dropped into it: it must not be a folder
     // holding the agent's own files, or it would "reject" them.
     let inbox = lexical(Path::new(&invoice_folder));
@@ -866,6 +933,7 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         pipeline,
         receipts,
         quickbooks,
+        connector,
         extra,
         warnings,
     })
@@ -1020,6 +1088,11 @@ fn quickbooks_settings(
         batch_threshold: r
             .number("quickbooks.batch_threshold", 1.0, 1000.0, "invoices")
             .unwrap_or(3.0) as usize,
+        cache_refresh: Duration::from_secs_f64(
+            r.number("quickbooks.cache_refresh_minutes", 1.0, 10_080.0, "minutes")
+                .unwrap_or(60.0)
+                * 60.0,
+        ),
         limits: crate::quickbooks::limiter::RateLimits::default(),
     };
     if enabled {
@@ -1283,7 +1356,24 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
             "tax_code": qb.tax_code,
             "global_tax_calculation": qb.global_tax_calculation,
             "batch_threshold": qb.batch_threshold,
+            "cache_refresh_minutes": qb.cache_refresh.as_secs_f64() / 60.0,
         }),
+    );
+    m.insert(
+        "api_key".into(),
+        match (&cfg.connector.api_key, cfg.connector.api_key_from_env) {
+            (None, _) => Value::Null,
+            (Some(_), true) => format!("[REDACTED] (from {ENV_CONNECTOR_API_KEY})").into(),
+            (Some(_), false) => "[REDACTED] (config.json)".into(),
+        },
+    );
+    m.insert(
+        "heartbeat_minutes".into(),
+        (cfg.connector.heartbeat_interval.as_secs_f64() / 60.0).into(),
+    );
+    m.insert(
+        "pos_systems".into(),
+        cfg.connector.pos_systems.clone().into(),
     );
     if !cfg.extra.is_empty() {
         let ignored: BTreeMap<&String, &str> =
@@ -1537,5 +1627,57 @@ mod tests {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+}
+
+#[cfg(test)]
+mod connector_tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn connector_channel_keys_defaults_env_and_redaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, r#"{"email": "a@b.co"}"#).unwrap();
+        let cfg = load_from(&p, &[]).unwrap();
+        assert!(cfg.connector.api_key.is_none());
+        assert_eq!(cfg.connector.heartbeat_interval, Duration::from_secs(300));
+        assert!(cfg.connector.pos_systems.is_empty());
+        assert_eq!(cfg.quickbooks.cache_refresh, Duration::from_secs(3600));
+
+        std::fs::write(
+            &p,
+            r#"{"email": "a@b.co", "api_key": "file-key", "heartbeat_minutes": 2,
+                "pos_systems": "square, shopify", "quickbooks": {"cache_refresh_minutes": 15}}"#,
+        )
+        .unwrap();
+        let env = [(ENV_CONNECTOR_API_KEY.to_string(), "env-key".to_string())];
+        let cfg = load_from(&p, &env).unwrap();
+        assert_eq!(
+            cfg.connector.api_key.as_ref().unwrap().expose_secret(),
+            "env-key"
+        );
+        assert_eq!(cfg.connector.heartbeat_interval, Duration::from_secs(120));
+        assert_eq!(cfg.connector.pos_systems, ["square", "shopify"]);
+        assert_eq!(cfg.quickbooks.cache_refresh, Duration::from_secs(900));
+        let shown = redacted_view(&cfg, "config.json").to_string();
+        assert!(
+            !shown.contains("env-key") && !shown.contains("file-key"),
+            "{shown}"
+        );
+        assert!(shown.contains(ENV_CONNECTOR_API_KEY));
+        assert!(!format!("{cfg:?}").contains("env-key"));
+
+        std::fs::write(
+            &p,
+            r#"{"email": "a@b.co", "heartbeat_minutes": 0, "pos_systems": 3}"#,
+        )
+        .unwrap();
+        let err = load_from(&p, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("heartbeat_minutes") && err.contains("pos_systems"),
+            "{err}"
+        );
     }
 }
