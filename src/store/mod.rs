@@ -28,7 +28,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 mod qbo_pushes;
+mod queue_stats;
 pub use qbo_pushes::{QboPush, QboUpdate};
+pub use queue_stats::QueueStats;
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "outbox.sqlite3";
