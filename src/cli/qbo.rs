@@ -179,6 +179,7 @@ pub async fn qbo(cli: &Cli, cfg: &Config, cmd: &QboCommand) -> Outcome {
                 &cfg.data_dir,
                 quickbooks::http_client(cfg),
                 clock.clone(),
+                crate::call_stats::CallStats::new("quickbooks"),
             )
             .map_err(Failure::usage)?;
             if store.load().map_err(Failure::failed)?.is_none() {

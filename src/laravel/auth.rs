@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::error::{classify, transport, ApiError};
 use super::model::Vendor;
+use crate::call_stats::CallStats;
 use crate::clock::Clock;
 use crate::retry::{RetryHint, Retryable};
 use crate::secret::{self, StoredToken, Vault};
@@ -67,6 +68,7 @@ pub async fn login(
     email: &str,
     password: &SecretString,
     clock: &dyn Clock,
+    stats: Option<&CallStats>,
 ) -> Result<LoginAnswer, ApiError> {
     const PATH: &str = "/api/vendors/login";
     let url = base.join("api/vendors/login").expect("static path joins");
@@ -76,8 +78,12 @@ pub async fn login(
         .header(reqwest::header::ACCEPT, "application/json")
         .json(&body)
         .send()
-        .await
-        .map_err(|e| transport("POST", PATH, &e))?;
+        .await;
+    let resp = match stats {
+        Some(s) => s.observe("POST", PATH, resp),
+        None => resp,
+    }
+    .map_err(|e| transport("POST", PATH, &e))?;
     let status = resp.status();
     let headers = resp.headers().clone();
     if !status.is_success() {
@@ -167,6 +173,7 @@ pub struct LaravelLogin {
     /// Where new tokens are persisted; `None` keeps them in memory only.
     pub vault: Option<Vault>,
     hasher: std::hash::RandomState,
+    stats: Option<Arc<CallStats>>,
 }
 
 impl LaravelLogin {
@@ -188,7 +195,14 @@ impl LaravelLogin {
             clock,
             vault,
             hasher: std::hash::RandomState::new(),
+            stats: None,
         }
+    }
+
+    /// Counts the sign-in calls in `stats` (shared with the client).
+    pub fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// The token persisted earlier for this backend and account, if any.
@@ -230,7 +244,16 @@ impl TokenSource for LaravelLogin {
                     .into(),
             ));
         };
-        match login(&self.http, &self.base, &self.email, &password, &*self.clock).await {
+        match login(
+            &self.http,
+            &self.base,
+            &self.email,
+            &password,
+            &*self.clock,
+            self.stats.as_deref(),
+        )
+        .await
+        {
             Ok(answer) => {
                 let now = self.clock.now();
                 let lifetime = chrono::Duration::from_std(self.lifetime)
@@ -323,7 +346,7 @@ pub async fn verify_and_store_password(
     let http = super::http_client(cfg);
     let answer = crate::retry::RetryPolicy::default()
         .run("verify password", |_| {
-            login(&http, &cfg.base_url, &cfg.email, password, &*clock)
+            login(&http, &cfg.base_url, &cfg.email, password, &*clock, None)
         })
         .await?;
     let vault = Vault::new(&cfg.data_dir);

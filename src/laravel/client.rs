@@ -24,6 +24,7 @@ use serde_json::Value;
 use super::auth::{read_capped, LaravelLogin};
 use super::error::{classify, excerpt, transport, ApiError};
 use super::model::{status_from_json, CreatedInvoice, Invoice, InvoiceStatus, NewInvoice, Vendor};
+use crate::call_stats::CallStats;
 use crate::fsutil::AtomicFile;
 use crate::retry::RetryPolicy;
 use crate::secret;
@@ -90,6 +91,7 @@ pub struct LaravelClient {
     base: Url,
     keeper: Arc<LaravelKeeper>,
     retry: RetryPolicy,
+    stats: Arc<CallStats>,
 }
 
 impl LaravelClient {
@@ -104,7 +106,18 @@ impl LaravelClient {
             base,
             keeper,
             retry,
+            stats: CallStats::new("laravel"),
         }
+    }
+
+    /// Counts this client's calls in `stats` (shared with the sign-in).
+    pub fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    pub fn stats(&self) -> &Arc<CallStats> {
+        &self.stats
     }
 
     pub fn keeper(&self) -> &Arc<LaravelKeeper> {
@@ -143,8 +156,8 @@ impl LaravelClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        req.send()
-            .await
+        self.stats
+            .observe(method.as_str(), path, req.send().await)
             .map_err(|e| transport(method.as_str(), path, &e))
     }
 

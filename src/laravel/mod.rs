@@ -67,6 +67,7 @@ pub fn configured_password(cfg: &Config, vault: &Vault) -> PasswordProvider {
 pub fn connect(cfg: &Config, clock: Arc<dyn Clock>, retry: RetryPolicy) -> LaravelClient {
     let vault = Vault::new(&cfg.data_dir);
     let http = http_client(cfg);
+    let stats = crate::call_stats::CallStats::new("laravel");
     let login = LaravelLogin::new(
         http.clone(),
         cfg.base_url.clone(),
@@ -75,7 +76,8 @@ pub fn connect(cfg: &Config, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Larav
         cfg.token_lifetime,
         clock.clone(),
         Some(vault),
-    );
+    )
+    .with_stats(stats.clone());
     let now = clock.now();
     let initial = login
         .restore()
@@ -92,5 +94,5 @@ pub fn connect(cfg: &Config, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Larav
         tracing::debug!(expires_at = %t.expires_at.to_rfc3339(), "starting with a stored token");
     }
     let keeper = Arc::new(TokenKeeper::new(login, clock, cfg.refresh_before, initial));
-    LaravelClient::new(http, cfg.base_url.clone(), keeper, retry)
+    LaravelClient::new(http, cfg.base_url.clone(), keeper, retry).with_stats(stats)
 }

@@ -20,6 +20,7 @@ use super::error::QboError;
 use super::limiter::{throttle_wait, RateLimiter, RateLimits};
 use super::model::{self, BatchItemResult, BatchRequest, CdcChanges, Entity, QueryResponse};
 use super::oauth::{intuit_tid, QboKeeper};
+use crate::call_stats::CallStats;
 use crate::laravel::error::parse_retry_after;
 use crate::token::TokenError;
 
@@ -46,6 +47,7 @@ pub struct QboClient {
     keeper: Arc<QboKeeper>,
     limiter: Arc<RateLimiter>,
     limits: RateLimits,
+    stats: Arc<CallStats>,
 }
 
 impl std::fmt::Debug for QboClient {
@@ -86,7 +88,19 @@ impl QboClient {
             keeper,
             limiter: Arc::new(RateLimiter::new(limits)),
             limits,
+            stats: CallStats::new("quickbooks"),
         }
+    }
+
+    /// Counts this client's calls in `stats` (shared with the token
+    /// endpoint's).
+    pub fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    pub fn stats(&self) -> &Arc<CallStats> {
+        &self.stats
     }
 
     pub fn keeper(&self) -> &Arc<QboKeeper> {
@@ -126,6 +140,7 @@ impl QboClient {
                     q.append_pair(k, v);
                 }
             }
+            let path_label = url.path().to_string();
             self.limiter.acquire(batch).await;
             let mut bearer = reqwest::header::HeaderValue::from_str(&format!(
                 "Bearer {}",
@@ -160,7 +175,10 @@ impl QboClient {
                 );
                 err
             };
-            let resp = req.send().await.map_err(|e| transport(e, None))?;
+            let resp = self
+                .stats
+                .observe(method.as_str(), &path_label, req.send().await)
+                .map_err(|e| transport(e, None))?;
             let status = resp.status().as_u16();
             let tid = intuit_tid(resp.headers());
             let wait = parse_retry_after(resp.headers());

@@ -20,6 +20,7 @@ pub use error::QboError;
 pub use oauth::{ConnectionStore, OAuthClient, QboConnection, QboKeeper, QboToken};
 pub use push::{PushOutcome, PushSettings, Pusher};
 
+use crate::call_stats::CallStats;
 use crate::clock::Clock;
 use crate::config::{is_loopback_host, Config};
 
@@ -47,11 +48,19 @@ pub fn http_client(cfg: &Config) -> reqwest::Client {
 /// (which may be missing or need reconnecting: the keeper then says so).
 pub fn connect(cfg: &Config, clock: Arc<dyn Clock>) -> Result<QboClient, String> {
     let http = http_client(cfg);
-    let keeper = oauth::keeper(&cfg.quickbooks, &cfg.data_dir, http.clone(), clock)?;
+    let stats = CallStats::new("quickbooks");
+    let keeper = oauth::keeper(
+        &cfg.quickbooks,
+        &cfg.data_dir,
+        http.clone(),
+        clock,
+        stats.clone(),
+    )?;
     Ok(QboClient::new(
         http,
         cfg.quickbooks.api_base.clone(),
         keeper,
         cfg.quickbooks.limits,
-    ))
+    )
+    .with_stats(stats))
 }

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::tid_text;
+use crate::call_stats::CallStats;
 use crate::clock::Clock;
 use crate::config::{QuickbooksConfig, ENV_QB_CLIENT_SECRET};
 use crate::laravel::error::parse_retry_after;
@@ -383,6 +384,7 @@ pub struct OAuthClient {
     client_id: String,
     client_secret: SecretString,
     redirect_uri: Url,
+    stats: Arc<CallStats>,
 }
 
 impl std::fmt::Debug for OAuthClient {
@@ -416,7 +418,15 @@ impl OAuthClient {
             client_id,
             client_secret,
             redirect_uri: qb.redirect_uri.clone(),
+            stats: CallStats::new("quickbooks"),
         })
+    }
+
+    /// Counts the token endpoint's calls in `stats` (shared with the
+    /// accounting client).
+    pub fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     pub fn client_id(&self) -> &str {
@@ -485,7 +495,10 @@ impl OAuthClient {
             .header("x-include-refresh-token-hard-expires-in", "true")
             .form(form)
             .send()
-            .await
+            .await;
+        let resp = self
+            .stats
+            .observe("POST", self.token_url.as_str(), resp)
             .map_err(|e| OAuthError::Transport(crate::laravel::error::describe_transport(&e)))?;
         let status = resp.status().as_u16();
         let tid = intuit_tid(resp.headers());
@@ -554,7 +567,10 @@ impl OAuthClient {
             .header(AUTHORIZATION, self.auth_header())
             .json(&serde_json::json!({ "token": token.expose_secret() }))
             .send()
-            .await
+            .await;
+        let resp = self
+            .stats
+            .observe("POST", self.revoke_url.as_str(), resp)
             .map_err(|e| OAuthError::Transport(crate::laravel::error::describe_transport(&e)))?;
         let status = resp.status().as_u16();
         let tid = intuit_tid(resp.headers());
@@ -815,8 +831,9 @@ pub fn keeper(
     data_dir: &std::path::Path,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
+    stats: Arc<CallStats>,
 ) -> Result<Arc<QboKeeper>, String> {
-    let oauth = OAuthClient::from_config(qb, http)?;
+    let oauth = OAuthClient::from_config(qb, http)?.with_stats(stats);
     let store = ConnectionStore::new(data_dir);
     let stored = store.load().unwrap_or_else(|e| {
         tracing::warn!(backend = "quickbooks", error = %e, "cannot read the stored QuickBooks connection");
