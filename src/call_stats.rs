@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The status label of a call that got no HTTP answer.
 pub const NO_ANSWER: &str = "network_error";
@@ -30,7 +30,7 @@ struct Inner {
 
 /// Whether the backend answers. A 502/503/504 counts as not reachable:
 /// that is a proxy or PHP-FPM saying the application is not there.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Reachability {
     pub reachable: bool,
     /// When it became (un)reachable, as far as this process has seen.

@@ -20,6 +20,7 @@ pub mod sandbox;
 pub mod secret;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod tax;

@@ -261,6 +261,13 @@ impl Vault {
     }
 }
 
+/// Where the password would come from now (`None`: nowhere), for views
+/// of the configuration; never the password itself.
+pub fn password_origin(cfg: &crate::config::Config) -> Result<Option<&'static str>, SecretError> {
+    let vault = Vault::new(&cfg.data_dir);
+    Ok(resolve_password(cfg, &vault, env_password())?.map(|(_, origin)| origin.describe()))
+}
+
 /// The password to log in with, by precedence: `POS_CONNECTOR_PASSWORD`,
 /// then the one stored by `--setup-password`, then `password` in
 /// config.json (which `config` already warned about).

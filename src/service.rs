@@ -35,6 +35,7 @@ use crate::laravel;
 use crate::pipeline::{Pipeline, PipelineSettings, StepHook};
 use crate::quickbooks::{self, PushSettings, Pusher};
 use crate::retry::RetryPolicy;
+use crate::server::api::{LocalApi, QboSide};
 use crate::server::{self, ServerError};
 use crate::store::{OutboxHandle, StoreError};
 use crate::systemd;
@@ -135,6 +136,7 @@ pub async fn run_with(
             }
         }) as StepHook
     });
+    let laravel_for_api = client.clone();
     let pipeline = Pipeline::new(
         outbox.clone(),
         client,
@@ -206,19 +208,40 @@ pub async fn run_with(
         let s = stopped();
         tasks.spawn(async move { k.keep_fresh(s).await });
     }
+    if let Some(listener) = listener {
+        let on_retry: Arc<dyn Fn() + Send + Sync> = {
+            let pipeline = pipeline.clone();
+            let pusher = pusher.clone();
+            Arc::new(move || {
+                pipeline.wake();
+                if let Some(p) = &pusher {
+                    p.wake();
+                }
+            })
+        };
+        let mut local = LocalApi::new(
+            cfg,
+            clock.clone(),
+            outbox.clone(),
+            laravel_for_api,
+            on_retry,
+        );
+        if let Some(p) = &pusher {
+            let oauth =
+                quickbooks::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(cfg))
+                    .map_err(ServiceError::QuickBooks)?
+                    .with_stats(p.client().stats().clone());
+            local = local.with_quickbooks(QboSide::new(p.client().clone(), oauth, p.clone()));
+        }
+        let app = server::app(local, intake.clone(), cfg.local_api.api_key.clone());
+        tasks.spawn(server::serve(listener, app, stopped()));
+    }
     if let Some(p) = pusher {
         let k = p.client().keeper().clone();
         let s = stopped();
         tasks.spawn(async move { k.keep_fresh(s).await });
         let s = stopped();
         tasks.spawn(async move { p.run(s).await });
-    }
-    if let Some(listener) = listener {
-        let app = server::protect(
-            intake::http::routes(intake.clone()),
-            cfg.local_api.api_key.clone(),
-        );
-        tasks.spawn(server::serve(listener, app, stopped()));
     }
     if let Some(every) = systemd::watchdog_interval() {
         let outbox = outbox.clone();

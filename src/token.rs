@@ -123,7 +123,7 @@ impl<T> Clone for Lease<T> {
 }
 
 /// One refresh attempt, for the status page and logs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct RefreshRecord {
     pub at: DateTime<Utc>,
     pub reason: String,

@@ -24,11 +24,12 @@ use crate::sandbox::{
     LaravelSandbox, LaravelSandboxOptions, QuickbooksSandbox, QuickbooksSandboxOptions,
     SANDBOX_EMAIL, SANDBOX_PASSWORD,
 };
-use crate::secret::{self, Vault};
+use crate::secret;
 use crate::{demo, service, token_check};
 
 mod qbo;
 mod queue;
+mod status;
 
 pub use qbo::QboCommand;
 
@@ -75,6 +76,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent as a service (foreground; stops on SIGTERM / Ctrl-C)
     Run,
+    /// Show the agent's state: sign-in, QuickBooks link, queue, health
+    /// (from the running service, else from what is on disk)
+    Status,
     /// Validate the configuration and print it with secrets redacted
     CheckConfig,
     /// Prompt for the vendor password, verify it, and store it
@@ -366,7 +370,7 @@ async fn dispatch(cli: Cli) -> Outcome {
     }
     if !wants_setup && cli.command.is_none() {
         return Err(Failure::usage(
-            "no command given: try `pos-connector --help` (run, check-config, invoice, queue, qbo, test-token-refresh, sandbox, demo)",
+            "no command given: try `pos-connector --help` (run, status, check-config, invoice, queue, qbo, test-token-refresh, sandbox, demo)",
         ));
     }
     let cfg = load_config(&cli)?;
@@ -404,6 +408,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Some(Command::Invoice(cmd)) => invoice(&cli, &cfg, &client(), cmd).await,
         Some(Command::Queue(cmd)) => queue::queue(&cli, &cfg, cmd),
         Some(Command::Qbo(cmd)) => qbo::qbo(&cli, &cfg, cmd).await,
+        Some(Command::Status) => status::status(&cli, &cfg).await,
         Some(Command::Run | Command::Sandbox(_) | Command::Demo { .. }) => {
             unreachable!("handled above")
         }
@@ -422,13 +427,8 @@ fn print_json(v: &Value) {
 fn check_config(cli: &Cli) -> Outcome {
     let _guard = logging::init(Console::Stderr, LogLevel::Warn, None);
     let cfg = load_config(cli)?;
-    let vault = Vault::new(&cfg.data_dir);
-    let origin = match secret::resolve_password(&cfg, &vault, secret::env_password()) {
-        Ok(Some((_, origin))) => Some(origin.describe().to_string()),
-        Ok(None) => None,
-        Err(e) => return Err(Failure::usage(e.to_string())),
-    };
-    let view = config::redacted_view(&cfg, origin.as_deref().unwrap_or("not set"));
+    let origin = secret::password_origin(&cfg).map_err(|e| Failure::usage(e.to_string()))?;
+    let view = config::redacted_view(&cfg, origin.unwrap_or("not set"));
     let mut problems = Vec::new();
     if origin.is_none() {
         problems.push(format!(

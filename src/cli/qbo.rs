@@ -15,10 +15,9 @@ use super::{print_json, Cli, Failure, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::quickbooks::callback::{self, ListenError};
-use crate::quickbooks::oauth::{
-    self, ConnectionStore, OAuthClient, OAuthError, QboConnection, QboToken,
-};
+use crate::quickbooks::oauth::{self, ConnectionStore, OAuthClient, QboConnection, QboToken};
 use crate::quickbooks::{self, PushOutcome, PushSettings, Pusher};
+use crate::status::QuickbooksLink;
 use crate::store::{Job, OutboxHandle, Stage};
 use crate::token::TokenError;
 
@@ -200,34 +199,20 @@ pub async fn qbo(cli: &Cli, cfg: &Config, cmd: &QboCommand) -> Outcome {
             }
             Ok(())
         }
-        QboCommand::Status => status(cli, cfg, &store, &*clock),
+        QboCommand::Status => status(cli, cfg, &*clock),
         QboCommand::Disconnect { force } => {
             let oauth = oauth_client(cfg)?;
-            let Some(conn) = store.load().map_err(Failure::failed)? else {
-                println!("QuickBooks is not connected; nothing to do");
-                return Ok(());
-            };
-            match oauth.revoke(&conn.token.refresh).await {
-                Ok(()) => {}
-                Err(e @ (OAuthError::InvalidGrant { .. } | OAuthError::Rejected { .. })) => {
-                    // Already dead at Intuit: forgetting is all that is left.
-                    tracing::warn!(error = %e, "revoke refused; forgetting the connection anyway");
+            match oauth::disconnect(&oauth, &store, *force)
+                .await
+                .map_err(Failure::failed)?
+            {
+                None => println!("QuickBooks is not connected; nothing to do"),
+                Some(realm) if cli.json => {
+                    print_json(&json!({ "connected": false, "realm_id": realm }))
                 }
-                Err(e) if !*force => {
-                    return Err(Failure::failed(format!(
-                        "{e}; the connection is kept: try again, or add --force to forget it here anyway"
-                    )))
+                Some(realm) => {
+                    println!("QuickBooks disconnected: company {realm} revoked and forgotten")
                 }
-                Err(e) => tracing::warn!(error = %e, "revoke failed; forgetting the connection (--force)"),
-            }
-            store.forget().map_err(Failure::failed)?;
-            if cli.json {
-                print_json(&json!({ "connected": false, "realm_id": conn.token.realm_id }));
-            } else {
-                println!(
-                    "QuickBooks disconnected: company {} revoked and forgotten",
-                    conn.token.realm_id
-                );
             }
             Ok(())
         }
@@ -295,110 +280,98 @@ fn tokens_from_json(
     })
 }
 
-fn status(cli: &Cli, cfg: &Config, store: &ConnectionStore, clock: &dyn Clock) -> Outcome {
-    let now = clock.now();
-    let conn = store.load().map_err(Failure::failed)?;
+fn status(cli: &Cli, cfg: &Config, clock: &dyn Clock) -> Outcome {
     let pushes = tokio::task::block_in_place(|| {
         crate::store::Outbox::open(&cfg.data_dir).and_then(|o| o.qbo_counts())
     })
-    .ok();
-    let (state, problem) = match &conn {
-        None => (
-            "not_connected",
-            Some("QuickBooks is not connected: run `pos-connector qbo connect`".to_string()),
-        ),
-        Some(c) => match c.unusable(cfg.quickbooks.client_id.as_deref().unwrap_or_default()) {
-            Some(why) => ("reconnect_needed", Some(why)),
-            None => ("connected", None),
-        },
-    };
-    let warnings = conn
-        .as_ref()
-        .map(|c| c.expiry_warnings(now))
-        .unwrap_or_default();
+    .unwrap_or_default();
+    let link = QuickbooksLink::read(cfg, clock.now(), pushes);
     if cli.json {
-        let t = conn.as_ref().map(|c| &c.token);
-        print_json(&json!({
-            "enabled": cfg.quickbooks.enabled,
-            "environment": cfg.quickbooks.environment,
-            "state": state,
-            "connected": state == "connected",
-            "reconnect_needed": problem,
-            "realm_id": t.map(|t| t.realm_id.clone()),
-            "connected_at": conn.as_ref().map(|c| c.connected_at),
-            "access_expires_at": t.map(|t| t.expires_at),
-            "access_valid": t.is_some_and(|t| t.expires_at > now),
-            "refresh_expires_at": t.and_then(|t| t.refresh_expires_at),
-            "hard_expires_at": t.and_then(|t| t.hard_expires_at),
-            "last_refresh": conn.as_ref().and_then(|c| c.last_refresh.clone()),
-            "warnings": warnings,
-            "pushes": pushes,
-        }));
+        let mut v = serde_json::to_value(&link).expect("serialises");
+        v["connected"] = json!(link.is_connected());
+        v["reconnect_needed"] = json!(link.reason.as_ref().filter(|_| !link.is_connected()));
+        print_json(&v);
     } else {
-        match &conn {
-            None => println!("QuickBooks: not connected"),
-            Some(c) => {
-                let t = &c.token;
-                println!(
-                    "QuickBooks: {} (company {}, {})",
-                    if state == "connected" {
-                        "connected"
-                    } else {
-                        "RECONNECT NEEDED"
-                    },
-                    t.realm_id,
-                    cfg.quickbooks.environment
-                );
-                let left = t.expires_at - now;
-                println!(
-                    "  access token: {} until {}",
-                    if left > chrono::Duration::zero() {
-                        "valid"
-                    } else {
-                        "expired"
-                    },
-                    time(Some(t.expires_at))
-                );
-                println!(
-                    "  refresh token expires: {} (rolling, renewed by each refresh)",
-                    time(t.refresh_expires_at)
-                );
-                println!("  hard expiry: {}", time(t.hard_expires_at));
-                println!("  connected: {}", time(Some(c.connected_at)));
-                match &c.last_refresh {
-                    Some(r) => println!(
-                        "  last refresh: {} {}: {}",
-                        time(Some(r.at)),
-                        if r.ok { "ok" } else { "FAILED" },
-                        r.detail
-                    ),
-                    None => println!("  last refresh: none yet"),
-                }
-            }
-        }
-        if let Some(p) = &pushes {
-            let summary: Vec<String> = p
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(s, n)| format!("{s} {n}"))
-                .collect();
-            println!(
-                "  pushes: {}",
-                if summary.is_empty() {
-                    "none yet".into()
-                } else {
-                    summary.join(", ")
-                }
-            );
-        }
-        for w in &warnings {
-            println!("  warning: {w}");
-        }
+        print!("{}", link_text(&link));
     }
-    match problem {
+    let connected = link.is_connected();
+    match link.reason.filter(|_| !connected) {
+        Some(p) if link.state == "disabled" => Err(Failure::usage(format!(
+            "{p}: set quickbooks.enabled to true to use it"
+        ))),
         Some(p) => Err(Failure::needs_person(p)),
         None => Ok(()),
     }
+}
+
+/// `qbo status` for a person: the QuickBooks part of `pos-connector status`.
+fn link_text(link: &QuickbooksLink) -> String {
+    let mut s = String::new();
+    use std::fmt::Write as _;
+    let Some(realm) = &link.realm_id else {
+        let _ = writeln!(s, "QuickBooks: not connected");
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "QuickBooks: {} (company {realm}, {})",
+        match link.state.as_str() {
+            "connected" => "connected",
+            "disabled" => "not enabled (quickbooks.enabled is false)",
+            _ => "RECONNECT NEEDED",
+        },
+        link.environment
+    );
+    let _ = writeln!(
+        s,
+        "  access token: {} until {}",
+        if link.access_valid {
+            "valid"
+        } else {
+            "expired"
+        },
+        time(link.access_expires_at)
+    );
+    let _ = writeln!(
+        s,
+        "  refresh token expires: {} (rolling, renewed by each refresh)",
+        time(link.refresh_expires_at)
+    );
+    let _ = writeln!(s, "  hard expiry: {}", time(link.hard_expires_at));
+    let _ = writeln!(s, "  connected: {}", time(link.connected_at));
+    match &link.last_refresh {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "  last refresh: {} {}: {}",
+                time(Some(r.at)),
+                if r.ok { "ok" } else { "FAILED" },
+                r.detail
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  last refresh: none yet");
+        }
+    }
+    let summary: Vec<String> = link
+        .pushes
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(state, n)| format!("{state} {n}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  pushes: {}",
+        if summary.is_empty() {
+            "none yet".into()
+        } else {
+            summary.join(", ")
+        }
+    );
+    for w in &link.warnings {
+        let _ = writeln!(s, "  warning: {w}");
+    }
+    s
 }
 
 async fn push(cli: &Cli, cfg: &Config, clock: Arc<dyn Clock>, invoice: Option<&str>) -> Outcome {

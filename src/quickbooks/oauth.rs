@@ -637,6 +637,35 @@ pub async fn connect_with_code(
     Ok(conn)
 }
 
+/// Revokes the connection at Intuit, then forgets it here; returns the
+/// company it was for (`None`: nothing was connected). A revoke Intuit
+/// refuses (the grant is already dead) still forgets; a network failure
+/// keeps the connection unless `force`.
+pub async fn disconnect(
+    oauth: &OAuthClient,
+    store: &ConnectionStore,
+    force: bool,
+) -> Result<Option<String>, String> {
+    let Some(conn) = store.load()? else {
+        return Ok(None);
+    };
+    match oauth.revoke(&conn.token.refresh).await {
+        Ok(()) => {}
+        Err(e @ (OAuthError::InvalidGrant { .. } | OAuthError::Rejected { .. })) => {
+            // Already dead at Intuit: forgetting is all that is left.
+            tracing::warn!(error = %e, "revoke refused; forgetting the connection anyway");
+        }
+        Err(e) if !force => {
+            return Err(format!(
+                "{e}; the connection is kept: try again, or forget it here anyway with `pos-connector qbo disconnect --force` (API: POST /api/quickbooks/disconnect?force=true)"
+            ))
+        }
+        Err(e) => tracing::warn!(error = %e, "revoke failed; forgetting the connection (forced)"),
+    }
+    store.forget()?;
+    Ok(Some(conn.token.realm_id))
+}
+
 /// The keeper's source for QuickBooks tokens.
 pub struct QboTokenSource {
     oauth: OAuthClient,

@@ -1,13 +1,20 @@
 //! The agent's loopback HTTP server (`local_api.bind`, default
-//! 127.0.0.1:8765). Today it carries the sales intake (`/v1/sales`); the
-//! status page and the JSON API join it here.
+//! 127.0.0.1:8765): the sales intake (`/v1/sales`), the status page (`/`),
+//! the JSON API ([`api`]), `/metrics` ([`metrics`]) and the QuickBooks
+//! connect flow's `/callback`.
 //!
-//! Every route it serves needs `Authorization: Bearer <local_api.api_key>`
-//! (compared in constant time): a POS agent must not take sales from anyone
-//! who can reach the port. Without a configured key the service does not
-//! start the server at all (and the check would refuse everything). A
-//! non-loopback address is refused unless `local_api.allow_remote` says so
-//! (config validation enforces this).
+//! Every route needs the key, `Authorization: Bearer <local_api.api_key>`
+//! or `X-API-Key: <key>` (compared in constant time): a POS agent must not
+//! take sales from, or show its state to, anyone who can reach the port.
+//! The exceptions hold nothing: `/api/health`, the page's HTML, and the
+//! OAuth callback (guarded by its `state`). Without a configured key the
+//! service does not start the server at all. A non-loopback address is
+//! refused unless `local_api.allow_remote` says so (config validation
+//! enforces this).
+
+pub mod api;
+pub mod metrics;
+pub mod page;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,7 +69,7 @@ async fn require_key(
             "the local API has no key configured: set local_api.api_key in config.json and restart",
         );
     };
-    let given = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -70,10 +77,19 @@ async fn require_key(
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
-    match given {
+    let x_api_key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match bearer.or(x_api_key) {
         Some(token) if crate::secret::constant_time_eq(token, expected) => next.run(req).await,
-        Some(_) => unauthorized("wrong API key: send Authorization: Bearer <local_api.api_key>"),
-        None => unauthorized("missing API key: send Authorization: Bearer <local_api.api_key>"),
+        Some(_) => unauthorized(
+            "wrong API key: send Authorization: Bearer <local_api.api_key> (or X-API-Key)",
+        ),
+        None => unauthorized(
+            "missing API key: send Authorization: Bearer <local_api.api_key> (or X-API-Key)",
+        ),
     }
 }
 
@@ -86,6 +102,28 @@ fn unauthorized(message: &str) -> Response {
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
+}
+
+/// Everything the server answers: the open routes, the keyed ones (the
+/// API and the sales intake), and a JSON 404 for the rest.
+pub fn app(
+    local: api::LocalApi,
+    intake: crate::intake::Intake,
+    api_key: Option<SecretString>,
+) -> Router {
+    let keyed = api::protected_routes(local.clone()).merge(crate::intake::http::routes(intake));
+    api::open_routes(local)
+        .merge(protect(keyed, api_key))
+        .fallback(|req: Request| async move {
+            api::error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such route: {} {}; see the README's \"Local API\" section",
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+        })
 }
 
 /// Serves until `shutdown`, then lets open requests finish.

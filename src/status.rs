@@ -1,0 +1,606 @@
+//! The agent's state as a person sees it: the status page (`GET /` renders
+//! `GET /api/status`), `pos-connector status` and `qbo status` all show a
+//! [`StatusReport`] or a part of it, so the three never disagree.
+//!
+//! A report is collected from the running service's live parts (token
+//! keepers, call stats, heartbeat, cache) or, when the service is not
+//! running, from what is on disk (outbox, vault): then the live-only facts
+//! (uptime, last refresh in this process, reachability) are absent and
+//! `agent.running` is false. Nothing in a report is secret.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::call_stats::Reachability;
+use crate::config::Config;
+use crate::laravel::LaravelClient;
+use crate::quickbooks::oauth::RefreshOutcome;
+use crate::quickbooks::{ConnectionStore, QboClient};
+use crate::store::{Job, ListFilter, OutboxHandle, QueueStats, StoreError};
+use crate::token::RefreshRecord;
+
+/// How many recent jobs the page lists.
+pub const RECENT_JOBS: usize = 50;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub generated_at: DateTime<Utc>,
+    pub agent: AgentInfo,
+    pub laravel: LaravelLink,
+    pub quickbooks: QuickbooksLink,
+    pub queue: QueueView,
+    pub health: Health,
+    /// One line per thing a person should do, most urgent first.
+    pub attention: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub version: String,
+    /// False when this report was read from disk by a command because no
+    /// service answered.
+    pub running: bool,
+    pub started_at: Option<DateTime<Utc>>,
+    pub uptime_seconds: Option<u64>,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaravelLink {
+    pub backend_url: String,
+    /// Signed in as.
+    pub email: String,
+    pub vendor_id: Option<u64>,
+    pub has_token: bool,
+    pub token_valid: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub seconds_left: Option<i64>,
+    pub refresh_due_at: Option<DateTime<Utc>>,
+    /// The last refresh by this process (absent when not running).
+    pub last_refresh: Option<RefreshRecord>,
+    pub refreshes_ok: u64,
+    pub refreshes_failed: u64,
+    /// Set when only a person can fix the sign-in (wrong password...).
+    pub needs_person: Option<String>,
+}
+
+impl LaravelLink {
+    /// The keeper's view of the sign-in (no network).
+    pub fn read(cfg: &Config, laravel: &LaravelClient, now: DateTime<Utc>) -> LaravelLink {
+        let keeper = laravel.keeper();
+        let k = keeper.status();
+        LaravelLink {
+            backend_url: cfg.base_url.to_string(),
+            email: cfg.email.clone(),
+            vendor_id: keeper.current().and_then(|t| t.vendor_id).or(cfg.vendor_id),
+            has_token: k.has_token,
+            token_valid: k.token_valid,
+            expires_at: k.expires_at,
+            seconds_left: k.expires_at.map(|e| (e - now).num_seconds()),
+            refresh_due_at: k.refresh_due_at,
+            last_refresh: k.last_refresh,
+            refreshes_ok: k.refreshes_ok,
+            refreshes_failed: k.refreshes_failed,
+            needs_person: k.needs_person,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuickbooksLink {
+    pub enabled: bool,
+    pub environment: String,
+    /// `disabled`, `not_connected`, `connected` or `reconnect_needed`.
+    pub state: String,
+    /// Why it is not usable, and what to do.
+    pub reason: Option<String>,
+    pub realm_id: Option<String>,
+    pub connected_at: Option<DateTime<Utc>>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    pub access_valid: bool,
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+    pub hard_expires_at: Option<DateTime<Utc>>,
+    pub last_refresh: Option<RefreshOutcome>,
+    /// Expiries within 14 days.
+    pub warnings: Vec<String>,
+    /// Pushes by state.
+    pub pushes: BTreeMap<String, u64>,
+    /// The local copy of the company's lists (when the service runs it).
+    pub cache: Option<Value>,
+}
+
+impl QuickbooksLink {
+    pub fn is_connected(&self) -> bool {
+        self.state == "connected"
+    }
+
+    /// Reads the stored connection (no network).
+    pub fn read(cfg: &Config, now: DateTime<Utc>, pushes: BTreeMap<String, u64>) -> QuickbooksLink {
+        let qb = &cfg.quickbooks;
+        let mut link = QuickbooksLink {
+            enabled: qb.enabled,
+            environment: qb.environment.clone(),
+            state: "not_connected".into(),
+            reason: None,
+            realm_id: None,
+            connected_at: None,
+            access_expires_at: None,
+            access_valid: false,
+            refresh_expires_at: None,
+            hard_expires_at: None,
+            last_refresh: None,
+            warnings: Vec::new(),
+            pushes,
+            cache: None,
+        };
+        let conn = match ConnectionStore::new(&cfg.data_dir).load() {
+            Ok(c) => c,
+            Err(e) => {
+                link.reason = Some(format!("cannot read the stored QuickBooks connection: {e}"));
+                None
+            }
+        };
+        match &conn {
+            None if link.reason.is_none() => {
+                link.reason =
+                    Some("QuickBooks is not connected: run `pos-connector qbo connect` or use \"Connect to QuickBooks\" on the status page".into());
+            }
+            None => {}
+            Some(c) => {
+                let t = &c.token;
+                link.realm_id = Some(t.realm_id.clone());
+                link.connected_at = Some(c.connected_at);
+                link.access_expires_at = Some(t.expires_at);
+                link.access_valid = t.expires_at > now;
+                link.refresh_expires_at = t.refresh_expires_at;
+                link.hard_expires_at = t.hard_expires_at;
+                link.last_refresh = c.last_refresh.clone();
+                link.warnings = c.expiry_warnings(now);
+                match c.unusable(qb.client_id.as_deref().unwrap_or_default()) {
+                    Some(why) => {
+                        link.state = "reconnect_needed".into();
+                        link.reason = Some(why);
+                    }
+                    None => link.state = "connected".into(),
+                }
+            }
+        }
+        if !qb.enabled {
+            link.state = "disabled".into();
+            link.reason = Some("QuickBooks is not enabled (quickbooks.enabled is false)".into());
+        }
+        link
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueView {
+    #[serde(flatten)]
+    pub stats: QueueStats,
+    /// The newest jobs, newest first.
+    pub recent: Vec<JobLine>,
+    /// Jobs waiting for a person (newest first), each retryable.
+    pub parked_jobs: Vec<JobLine>,
+}
+
+/// A job as one line of the page.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobLine {
+    pub invoice_number: String,
+    pub state: String,
+    pub stage: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub laravel_id: Option<u64>,
+    pub backend_status: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub quickbooks_state: Option<String>,
+    pub quickbooks_id: Option<String>,
+    pub quickbooks_error: Option<String>,
+}
+
+impl From<&Job> for JobLine {
+    fn from(j: &Job) -> JobLine {
+        JobLine {
+            invoice_number: j.invoice_number.clone(),
+            state: j.state.clone(),
+            stage: j.stage.as_str().to_string(),
+            attempts: j.attempts,
+            last_error: j.last_error.clone(),
+            laravel_id: j.laravel_id,
+            backend_status: j.backend_status.clone(),
+            created_at: j.created_at.clone(),
+            updated_at: j.updated_at.clone(),
+            quickbooks_state: j.qbo.as_ref().map(|q| q.state.clone()),
+            quickbooks_id: j.qbo.as_ref().and_then(|q| q.qbo_id.clone()),
+            quickbooks_error: j.qbo.as_ref().and_then(|q| q.last_error.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// The invoicing backend, as this process has seen it (absent before
+    /// the first call, and when the service is not running).
+    pub backend: Option<Reachability>,
+    pub quickbooks: Option<Reachability>,
+    /// The fleet heartbeat (when `api_key` is configured).
+    pub heartbeat: Option<Value>,
+}
+
+/// The live parts of a running service; absent when a command reads the
+/// state from disk.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub started_at: Option<DateTime<Utc>>,
+    pub heartbeat: Option<Value>,
+    pub cache: Option<Value>,
+}
+
+/// Collects a report. `live` is `None` when no service is running.
+pub async fn collect(
+    cfg: &Config,
+    now: DateTime<Utc>,
+    outbox: &OutboxHandle,
+    laravel: &LaravelClient,
+    qbo: Option<&QboClient>,
+    live: Option<Live>,
+) -> Result<StatusReport, StoreError> {
+    let (stats, recent, parked, pushes) = outbox
+        .call(|o| {
+            let recent = o.list(&ListFilter {
+                state: None,
+                limit: Some(RECENT_JOBS),
+            })?;
+            let parked = o.list(&ListFilter {
+                state: Some("parked".into()),
+                limit: Some(RECENT_JOBS),
+            })?;
+            Ok((o.queue_stats()?, recent, parked, o.qbo_counts()?))
+        })
+        .await?;
+    let running = live.is_some();
+    let live = live.unwrap_or_default();
+
+    let laravel_link = LaravelLink::read(cfg, laravel, now);
+    let mut quickbooks = QuickbooksLink::read(cfg, now, pushes);
+    quickbooks.cache = live.cache;
+
+    let health = Health {
+        backend: running.then(|| laravel.stats().reachability()).flatten(),
+        quickbooks: qbo.and_then(|c| c.stats().reachability()),
+        heartbeat: live.heartbeat,
+    };
+    let queue = QueueView {
+        stats,
+        recent: recent.iter().map(JobLine::from).collect(),
+        parked_jobs: parked.iter().map(JobLine::from).collect(),
+    };
+    let attention = attention(&laravel_link, &quickbooks, &queue, &health);
+    Ok(StatusReport {
+        generated_at: now,
+        agent: AgentInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            running,
+            started_at: live.started_at,
+            uptime_seconds: live
+                .started_at
+                .map(|s| (now - s).num_seconds().max(0) as u64),
+            config_path: cfg.path.clone(),
+            data_dir: cfg.data_dir.clone(),
+        },
+        laravel: laravel_link,
+        quickbooks,
+        queue,
+        health,
+        attention,
+    })
+}
+
+fn attention(l: &LaravelLink, q: &QuickbooksLink, queue: &QueueView, h: &Health) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(why) = &l.needs_person {
+        out.push(format!("Invoicing backend sign-in: {why}"));
+    }
+    if q.enabled && q.state != "connected" {
+        if let Some(why) = &q.reason {
+            out.push(why.clone());
+        }
+    }
+    if let Some(r) = h.backend.as_ref().filter(|r| !r.reachable) {
+        out.push(format!(
+            "The invoicing backend has not been reachable since {}: {}. Sales wait in the queue and go out when it answers.",
+            short_time(r.since),
+            r.last_error.as_deref().unwrap_or("no answer")
+        ));
+    }
+    if queue.stats.parked > 0 {
+        out.push(format!(
+            "{} sale(s) parked: each needs a person (see its last error), then \"Retry\" (or `pos-connector queue retry`)",
+            queue.stats.parked
+        ));
+    }
+    if q.enabled {
+        out.extend(q.warnings.iter().cloned());
+    }
+    out
+}
+
+fn short_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn opt_time(t: Option<DateTime<Utc>>) -> String {
+    t.map(short_time).unwrap_or_else(|| "-".into())
+}
+
+/// "3h 12m" for a number of seconds; negative is "expired".
+pub fn human_left(secs: i64) -> String {
+    if secs <= 0 {
+        return "expired".into();
+    }
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m {}s", secs % 60),
+        (0, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+impl StatusReport {
+    /// Does a person have to act on a sign-in or a connection (exit 3)?
+    pub fn needs_person(&self) -> bool {
+        self.laravel.needs_person.is_some()
+            || (self.quickbooks.enabled && self.quickbooks.state == "reconnect_needed")
+    }
+
+    /// The terminal rendering of `pos-connector status`.
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        let a = &self.agent;
+        let _ = writeln!(
+            s,
+            "pos-connector {}: {}",
+            a.version,
+            match a.uptime_seconds {
+                Some(up) if a.running => format!("running for {}", human_left(up as i64)),
+                _ if a.running => "running".to_string(),
+                _ => "service NOT RUNNING (this is what is on disk)".to_string(),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  config {}  data {}",
+            a.config_path.display(),
+            a.data_dir.display()
+        );
+
+        let l = &self.laravel;
+        let _ = writeln!(s, "\nInvoicing backend  {}", l.backend_url);
+        let _ = writeln!(
+            s,
+            "  signed in as {}{}",
+            l.email,
+            l.vendor_id
+                .map(|v| format!(" (vendor {v})"))
+                .unwrap_or_default()
+        );
+        if let Some(why) = &l.needs_person {
+            let _ = writeln!(s, "  SIGN-IN NEEDS A PERSON: {why}");
+        }
+        match (l.has_token, l.expires_at) {
+            (true, Some(exp)) => {
+                let _ = writeln!(
+                    s,
+                    "  token {} until {} ({} left), next refresh {}",
+                    if l.token_valid { "valid" } else { "NOT valid" },
+                    short_time(exp),
+                    human_left(l.seconds_left.unwrap_or(0)),
+                    opt_time(l.refresh_due_at)
+                );
+            }
+            _ => {
+                let _ = writeln!(s, "  no token yet: the agent signs in at its next call");
+            }
+        }
+        match &l.last_refresh {
+            Some(r) => {
+                let _ = writeln!(
+                    s,
+                    "  last refresh {} {} ({}): {}",
+                    short_time(r.at),
+                    if r.ok { "ok" } else { "FAILED" },
+                    r.reason,
+                    r.detail
+                );
+            }
+            None if a.running => {
+                let _ = writeln!(s, "  no refresh since the service started");
+            }
+            None => {}
+        }
+        match &self.health.backend {
+            Some(r) => {
+                let _ = writeln!(
+                    s,
+                    "  backend {} since {} (last call {}){}",
+                    if r.reachable {
+                        "reachable"
+                    } else {
+                        "NOT REACHABLE"
+                    },
+                    short_time(r.since),
+                    short_time(r.last_call_at),
+                    r.last_error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            None if a.running => {
+                let _ = writeln!(s, "  backend not called yet");
+            }
+            None => {}
+        }
+
+        let q = &self.quickbooks;
+        let _ = writeln!(s, "\nQuickBooks Online");
+        match q.state.as_str() {
+            "disabled" => {
+                let _ = writeln!(s, "  not enabled (quickbooks.enabled)");
+            }
+            state => {
+                let _ = writeln!(
+                    s,
+                    "  {} {}",
+                    match state {
+                        "connected" => "connected",
+                        "reconnect_needed" => "RECONNECT NEEDED",
+                        _ => "not connected",
+                    },
+                    q.realm_id
+                        .as_deref()
+                        .map(|r| format!("(company {r}, {})", q.environment))
+                        .unwrap_or_default()
+                );
+                if let Some(why) = q.reason.as_deref().filter(|_| state != "connected") {
+                    let _ = writeln!(s, "  why: {why}");
+                }
+                if q.realm_id.is_some() {
+                    let _ = writeln!(
+                        s,
+                        "  access token {} until {}; refresh token until {}; hard expiry {}",
+                        if q.access_valid { "valid" } else { "expired" },
+                        opt_time(q.access_expires_at),
+                        opt_time(q.refresh_expires_at),
+                        opt_time(q.hard_expires_at)
+                    );
+                }
+                if let Some(r) = &q.last_refresh {
+                    let _ = writeln!(
+                        s,
+                        "  last refresh {} {}: {}",
+                        short_time(r.at),
+                        if r.ok { "ok" } else { "FAILED" },
+                        r.detail
+                    );
+                }
+                let pushes: Vec<String> = q
+                    .pushes
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  pushes: {}",
+                    if pushes.is_empty() {
+                        "none yet".into()
+                    } else {
+                        pushes.join(", ")
+                    }
+                );
+                if let Some(c) = &q.cache {
+                    let _ = writeln!(s, "  cache: {}", cache_line(c));
+                }
+            }
+        }
+
+        let qu = &self.queue;
+        let _ = writeln!(s, "\nQueue");
+        let counts: Vec<String> = qu
+            .stats
+            .counts
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(s, "  {}", counts.join(", "));
+        let _ = writeln!(
+            s,
+            "  pending {} (oldest since {}), parked {}, last success {}",
+            qu.stats.pending,
+            opt_time(qu.stats.oldest_pending_since),
+            qu.stats.parked,
+            opt_time(qu.stats.last_success_at)
+        );
+        for j in &qu.parked_jobs {
+            let _ = writeln!(
+                s,
+                "  PARKED {}: {}",
+                j.invoice_number,
+                j.last_error.as_deref().unwrap_or("-")
+            );
+        }
+        for j in qu.recent.iter().take(10) {
+            let _ = writeln!(
+                s,
+                "  {:<24} {:<10} {}",
+                j.invoice_number,
+                j.state,
+                j.last_error.as_deref().unwrap_or("")
+            );
+        }
+
+        if let Some(hb) = &self.health.heartbeat {
+            let _ = writeln!(s, "\nHeartbeat: {}", heartbeat_line(hb));
+        }
+        if self.attention.is_empty() {
+            let _ = writeln!(s, "\nNothing needs a person.");
+        } else {
+            let _ = writeln!(s, "\nNeeds attention:");
+            for line in &self.attention {
+                let _ = writeln!(s, "  - {line}");
+            }
+        }
+        s
+    }
+}
+
+fn cache_line(c: &Value) -> String {
+    let counts = c
+        .get("counts")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let age = c
+        .get("age_seconds")
+        .and_then(Value::as_i64)
+        .map(|a| format!(", refreshed {} ago", human_left(a.max(1))))
+        .unwrap_or_else(|| ", never loaded".into());
+    format!("{counts}{age}")
+}
+
+fn heartbeat_line(hb: &Value) -> String {
+    let ok = hb.get("last_ok_at").and_then(Value::as_str);
+    let err = hb.get("last_error").and_then(Value::as_str);
+    match (ok, err) {
+        (_, Some(e)) => format!("FAILING: {e}"),
+        (Some(t), None) => format!("ok, last at {t}"),
+        (None, None) => "not sent yet".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_left(-5), "expired");
+        assert_eq!(human_left(59), "0m 59s");
+        assert_eq!(human_left(3 * 3600 + 12 * 60), "3h 12m");
+        assert_eq!(human_left(2 * 86_400 + 3600), "2d 1h");
+    }
+}
