@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What CI runs (.ci/run calls this): formatting, lints, then every test.
-# Needs only a Rust toolchain with rustfmt and clippy; cargo fetches the
-# pinned dependencies from Cargo.lock.
+# Needs a Rust toolchain with rustfmt and clippy (cargo fetches the pinned
+# dependencies from Cargo.lock) and, for the browser test, Debian's chromium
+# and chromedriver, which it installs with apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,20 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+
+# The status page's browser test needs Debian's Chromium and ChromeDriver;
+# CI must not skip it, so they are installed here when missing.
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+    echo "== installing chromium and chromium-driver (for tests/status_page_browser.rs)"
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || {
+        $sudo apt-get update -q >/dev/null &&
+        $sudo apt-get install -y -q chromium chromium-driver >/dev/null
+    }
+fi
+export POS_CONNECTOR_REQUIRE_BROWSER=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
