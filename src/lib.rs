@@ -20,6 +20,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod sync_interval;
 pub mod systemd;
 pub mod tax;
 pub mod token;
