@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod fsutil;
+pub mod heartbeat;
 pub mod intake;
 pub mod laravel;
 pub mod logging;
