@@ -57,7 +57,12 @@ pub struct HeartbeatStatus {
     /// False when no `api_key` is configured (no heartbeat at all).
     pub enabled: bool,
     pub interval_seconds: Option<u64>,
+    /// When the last beat began.
     pub last_attempt_at: Option<DateTime<Utc>>,
+    /// A beat is under way (long, with an old `last_attempt_at`: the
+    /// backend is slow to answer).
+    pub in_flight: bool,
+    /// When the backend last accepted one.
     pub last_ok_at: Option<DateTime<Utc>>,
     /// Why the last beat failed, with the fix; null once one succeeds.
     pub last_error: Option<String>,
@@ -81,6 +86,7 @@ impl HeartbeatStatus {
             enabled: false,
             interval_seconds: None,
             last_attempt_at: None,
+            in_flight: false,
             last_ok_at: None,
             last_error: None,
             needs_person: false,
@@ -116,6 +122,8 @@ impl FailureKind {
 #[derive(Debug, Default)]
 struct State {
     last_attempt_at: Option<DateTime<Utc>>,
+    /// Beats under way (one from `run`, perhaps one more called directly).
+    in_flight: u32,
     last_ok_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
     needs_person: bool,
@@ -224,6 +232,7 @@ impl Heartbeat {
             enabled: true,
             interval_seconds: Some(self.inner.every.as_secs()),
             last_attempt_at: st.last_attempt_at,
+            in_flight: st.in_flight > 0,
             last_ok_at: st.last_ok_at,
             last_error: st.last_error.clone(),
             needs_person: st.needs_person,
@@ -265,8 +274,16 @@ impl Heartbeat {
     /// One heartbeat now: report, send, apply the answer, record and log
     /// the outcome (a failing streak once).
     pub async fn beat(&self) -> Result<HeartbeatAnswer, ConnectorError> {
-        let report = self.report().await;
-        self.state().last_attempt_at = Some(self.inner.clock.now());
+        let now = self.inner.clock.now();
+        {
+            let mut st = self.state();
+            st.last_attempt_at = Some(now);
+            st.in_flight += 1;
+        }
+        // Cleared however the beat ends, also when it is abandoned at
+        // shutdown (the future dropped mid-request).
+        let _in_flight = InFlight(self);
+        let report = self.report_at(now).await;
         let result = self.inner.client.heartbeat(&report).await;
         match &result {
             Ok(answer) => self.on_answer(answer),
@@ -277,6 +294,12 @@ impl Heartbeat {
 
     /// The body of a beat, from the outbox and the machine as they are now.
     pub async fn report(&self) -> HeartbeatReport {
+        self.report_at(self.inner.clock.now()).await
+    }
+
+    /// The report of a beat that began at `now` (its uptime is measured
+    /// then, not after the outbox's answer).
+    async fn report_at(&self, now: DateTime<Utc>) -> HeartbeatReport {
         let i = &self.inner;
         let stats = i.outbox.call(|o| o.queue_stats()).await;
         if let Err(e) = &stats {
@@ -284,7 +307,6 @@ impl Heartbeat {
             // fails more than one that looks fine.
             tracing::debug!(error = %e, "heartbeat: cannot read the queue");
         }
-        let now = i.clock.now();
         let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         let (pending, parked, last_sync, oldest, queue, outbox_error) = match stats {
             Ok(s) => (
@@ -432,6 +454,16 @@ impl Heartbeat {
             ),
             _ => {}
         }
+    }
+}
+
+/// Ends a beat's `in_flight` mark when dropped.
+struct InFlight<'a>(&'a Heartbeat);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.in_flight = st.in_flight.saturating_sub(1);
     }
 }
 
