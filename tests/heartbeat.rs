@@ -273,18 +273,23 @@ async fn heartbeats_carry_the_key_and_every_field_at_the_interval() {
     }
 }
 
+/// One scripted answer: status, Content-Type, body.
+type Answer = (u16, &'static str, String);
+/// What a request brought: its headers and body.
+type Seen = (axum::http::HeaderMap, String);
+
 /// A backend stand-in that answers from a script and records what it got.
 struct Fake {
     base: String,
-    script: Arc<Mutex<VecDeque<(u16, &'static str, String)>>>,
-    seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Fake {
     async fn start() -> Fake {
         use axum::response::IntoResponse;
-        let script: Arc<Mutex<VecDeque<(u16, &'static str, String)>>> = Arc::default();
-        let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+        let script: Arc<Mutex<VecDeque<Answer>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (s, r) = (script.clone(), seen.clone());
         let app =
             axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
@@ -699,4 +704,71 @@ async fn no_heartbeat_without_an_api_key() {
     let keyed = hb_config(&fx, json!({}));
     assert!(Heartbeat::from_config(&keyed, outbox, sync, clock).is_some());
     assert_eq!(fx.sandbox.requests(HEARTBEAT), 0);
+}
+
+#[tokio::test]
+async fn the_sandbox_command_takes_and_prints_the_api_key() {
+    use tokio::io::AsyncBufReadExt;
+    let (_logs, _guard) = Logs::capture();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pos-connector"))
+        .args([
+            "sandbox",
+            "--port",
+            "0",
+            "--qbo-port",
+            "0",
+            "--api-key",
+            "shop-key-77",
+        ])
+        .env_remove(ENV_CONNECTOR_API_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut base, mut key_line) = (None, None);
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("sandbox listening on ") {
+                base = Some(url.trim().to_string());
+            }
+            if line.contains("stop with Ctrl-C") {
+                break;
+            }
+            if line.contains("X-API-Key") {
+                key_line = Some(line);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("the sandbox prints its startup lines");
+    let key_line = key_line.expect("the key is printed");
+    assert!(
+        key_line.contains("shop-key-77") && key_line.contains("api_key"),
+        "{key_line}"
+    );
+
+    let url = format!(
+        "{}/api/pos-connector/test",
+        base.expect("the address is printed")
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let ok = http
+        .get(&url)
+        .header("X-API-Key", "shop-key-77")
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let default_key = http
+        .get(&url)
+        .header("X-API-Key", SANDBOX_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(default_key.status(), 401);
+    child.kill().await.unwrap();
 }

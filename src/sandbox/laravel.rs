@@ -416,13 +416,13 @@ struct ConnectorState {
 }
 
 impl ConnectorState {
-    /// The backend's key check: a non-empty `X-API-Key` equal to the
-    /// shop's key, else 401 `{"error": "Invalid API key"}`.
-    fn check_key(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// The backend's key check: `None` for a non-empty `X-API-Key` equal
+    /// to the shop's key, else the 401 `{"error": "Invalid API key"}`.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
         let sent = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         match sent {
-            Some(k) if !k.is_empty() && k == self.api_key => Ok(()),
-            _ => Err(json_response(
+            Some(k) if !k.is_empty() && k == self.api_key => None,
+            _ => Some(json_response(
                 StatusCode::UNAUTHORIZED,
                 &json!({"error": "Invalid API key"}),
             )),
@@ -1687,7 +1687,7 @@ fn validate_heartbeat(input: &Map<String, Value>) -> Result<(), Errors> {
 
 async fn connector_heartbeat(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -> Response {
     let mut st = sh.state();
-    if let Err(refused) = st.connector.check_key(&headers) {
+    if let Some(refused) = st.connector.refusal(&headers) {
         return refused;
     }
     let input = request_input(&headers, &body);
@@ -1708,7 +1708,7 @@ async fn connector_heartbeat(State(sh): State<Sh>, headers: HeaderMap, body: Byt
 
 async fn connector_test(State(sh): State<Sh>, headers: HeaderMap) -> Response {
     let st = sh.state();
-    if let Err(refused) = st.connector.check_key(&headers) {
+    if let Some(refused) = st.connector.refusal(&headers) {
         return refused;
     }
     json_response(
@@ -1725,7 +1725,7 @@ async fn connector_test(State(sh): State<Sh>, headers: HeaderMap) -> Response {
 
 async fn connector_config(State(sh): State<Sh>, headers: HeaderMap) -> Response {
     let st = sh.state();
-    if let Err(refused) = st.connector.check_key(&headers) {
+    if let Some(refused) = st.connector.refusal(&headers) {
         return refused;
     }
     json_response(
@@ -1752,7 +1752,7 @@ fn connector_stats_json(c: &ConnectorState) -> Value {
 
 async fn connector_stats(State(sh): State<Sh>, headers: HeaderMap) -> Response {
     let st = sh.state();
-    if let Err(refused) = st.connector.check_key(&headers) {
+    if let Some(refused) = st.connector.refusal(&headers) {
         return refused;
     }
     json_response(StatusCode::OK, &connector_stats_json(&st.connector))
@@ -1764,7 +1764,7 @@ async fn connector_stats(State(sh): State<Sh>, headers: HeaderMap) -> Response {
 /// counted, not stored.
 async fn connector_transactions(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -> Response {
     let mut st = sh.state();
-    if let Err(refused) = st.connector.check_key(&headers) {
+    if let Some(refused) = st.connector.refusal(&headers) {
         return refused;
     }
     let input = request_input(&headers, &body);
