@@ -198,6 +198,9 @@ pub struct SandboxArgs {
     /// Password of the sandbox vendor
     #[arg(long, default_value = SANDBOX_PASSWORD)]
     pub password: String,
+    /// Key of the connector channel (X-API-Key; the agent's "api_key")
+    #[arg(long, default_value = crate::sandbox::laravel::SANDBOX_API_KEY, value_name = "KEY")]
+    pub api_key: String,
     /// Make tokens expire this many minutes after login (default: never, like the real backend)
     #[arg(long, value_name = "MINUTES")]
     pub token_lifetime_minutes: Option<f64>,
@@ -749,7 +752,13 @@ async fn download(
 async fn run_sandbox(cli: &Cli, args: &SandboxArgs) -> Outcome {
     let level = log_level(cli, None)?;
     let _guard = logging::init(Console::Stderr, level, None);
-    let mut opts = LaravelSandboxOptions::default();
+    if args.api_key.trim().is_empty() {
+        return Err(Failure::usage("--api-key must not be empty"));
+    }
+    let mut opts = LaravelSandboxOptions {
+        api_key: args.api_key.clone(),
+        ..LaravelSandboxOptions::default()
+    };
     if let Some(user) = opts.users.first_mut() {
         user.email = args.email.clone();
         user.password = args.password.clone();
@@ -799,6 +808,10 @@ async fn run_sandbox(cli: &Cli, args: &SandboxArgs) -> Outcome {
     println!("sandbox listening on {}", sandbox.base_url());
     println!("quickbooks simulator listening on {}", qbo.base_url());
     println!("  vendor login: {} / {}", args.email, args.password);
+    println!(
+        "  connector channel key (X-API-Key; config \"api_key\"): {}",
+        args.api_key
+    );
     println!("  control API: GET /__sandbox/stats, POST /__sandbox/faults, POST /__sandbox/tokens/revoke, POST /__sandbox/settings");
     println!(
         "  QuickBooks: config \"quickbooks\": {{\"auth_base\": \"{}\", \"api_base\": \"{}\", \"client_id\": \"{}\", \"client_secret\": \"{}\", \"income_account_id\": \"1\", \"tax_code\": \"TAX\"}}; company {} (authorize is approved at once)",

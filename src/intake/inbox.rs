@@ -26,6 +26,7 @@ use super::sale;
 use super::{conflict_message, Intake};
 use crate::clock::Clock;
 use crate::store::Enqueued;
+use crate::sync_interval::SyncInterval;
 
 pub const PROCESSING: &str = "processing";
 pub const ARCHIVE: &str = "archive";
@@ -50,7 +51,9 @@ pub struct PassReport {
 pub struct Inbox {
     dir: PathBuf,
     intake: Intake,
-    interval: Duration,
+    /// Live: a change (the backend's `config_updates.sync_interval`, via
+    /// the heartbeat) applies to the wait in progress, without a restart.
+    interval: SyncInterval,
     settle: Duration,
     clock: Arc<dyn Clock>,
 }
@@ -59,17 +62,19 @@ pub struct Inbox {
 pub type Look = HashMap<String, (u64, Option<SystemTime>)>;
 
 impl Inbox {
+    /// `interval`: a [`SyncInterval`] shared with whoever may change it, or
+    /// a plain `Duration` for a fixed one.
     pub fn new(
         dir: PathBuf,
         intake: Intake,
-        interval: Duration,
+        interval: impl Into<SyncInterval>,
         settle: Duration,
         clock: Arc<dyn Clock>,
     ) -> Inbox {
         Inbox {
             dir,
             intake,
-            interval,
+            interval: interval.into(),
             settle,
             clock,
         }
@@ -84,7 +89,8 @@ impl Inbox {
     }
 
     /// Polls until `shutdown`: at start (files already there included),
-    /// then every `interval`; a file seen for the first time is looked at
+    /// then every `interval` (its current value: a change ends or extends
+    /// the wait in progress); a file seen for the first time is looked at
     /// again after `settle` rather than a whole interval later.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -105,16 +111,20 @@ impl Inbox {
                     "inbox pass"
                 );
             }
-            let wait = if report.files_waiting > 0 || report.files_deferred > 0 {
-                self.settle
+            if report.files_waiting > 0 || report.files_deferred > 0 {
+                let wait = self
+                    .settle
                     .max(Duration::from_millis(50))
-                    .min(self.interval)
+                    .min(self.interval.get());
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             } else {
-                self.interval
-            };
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(wait) => {}
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = self.interval.sleep() => {}
+                }
             }
         }
     }

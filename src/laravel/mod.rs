@@ -1,9 +1,11 @@
 //! The Laravel invoicing backend (contract: shared/contracts/laravel-api.md):
 //! signing in ([`auth`]), the invoice calls ([`client`]), their data
-//! ([`model`]) and errors ([`error`]).
+//! ([`model`]) and errors ([`error`]); the connector channel, keyed by the
+//! shop's API key ([`connector`]).
 
 pub mod auth;
 pub mod client;
+pub mod connector;
 pub mod error;
 pub mod model;
 
@@ -11,6 +13,9 @@ use std::sync::Arc;
 
 pub use auth::{LaravelLogin, LaravelToken, PasswordProvider};
 pub use client::{CreateOutcome, DocumentKind, Download, LaravelClient, SubmitOutcome};
+pub use connector::{
+    ConnectionTest, ConnectorClient, ConnectorError, HeartbeatAnswer, HeartbeatReport, SystemInfo,
+};
 pub use error::ApiError;
 pub use model::{InvoiceStatus, NewInvoice};
 

@@ -36,7 +36,20 @@
 //! * `POST /__sandbox/tokens/revoke`, `POST /__sandbox/settings`,
 //!   `POST /__sandbox/users/active`, `POST /__sandbox/submit-outcomes`;
 //! * `POST /__sandbox/foreign-invoices` `{"count": n}`: invoices of another
-//!   vendor.
+//!   vendor;
+//! * `GET /__sandbox/connector` (the connector channel's key, its
+//!   `config_updates`, the heartbeats and transactions received),
+//!   `POST /__sandbox/connector` `{"api_key", "config_updates"}`.
+//!
+//! The connector channel (`/api/pos-connector/...`, contract: "The
+//! connector channel") is keyed by `X-API-Key` ([`SANDBOX_API_KEY`] unless
+//! [`LaravelSandboxOptions::api_key`] says otherwise); a missing or wrong
+//! key answers 401 `{"error": "Invalid API key"}` (JSON whatever the
+//! `Accept`: it is the backend's own check, not Sanctum's). The contract
+//! names the heartbeat's fields but not its validation rules; the
+//! simulator assumes Laravel-style ones: `version` required string,
+//! `pos_systems` and `system_info` nullable arrays, `transactions_pending`
+//! nullable integer. Transactions are de-duplicated on `transaction_id`.
 //!
 //! The same controls exist as methods of [`LaravelSandbox`].
 
@@ -74,6 +87,11 @@ pub const SANDBOX_EMAIL: &str = "vendor@sandbox.test";
 pub const SANDBOX_PASSWORD: &str = "sandbox-password";
 /// Prefix of the control API.
 pub const CONTROL_PREFIX: &str = "/__sandbox";
+/// The connector channel's API key (`X-API-Key`) unless configured.
+pub const SANDBOX_API_KEY: &str = "sandbox-connector-key";
+/// The shop the connector channel's key belongs to.
+pub const SANDBOX_CUSTOMER: &str = "Sandbox Shop";
+pub const SANDBOX_CUSTOMER_ID: u64 = 1;
 
 const CURRENCY: &str = "JOD";
 const INVOICE_MODEL: &str = "App\\Models\\Invoice";
@@ -125,6 +143,22 @@ pub struct LaravelSandboxOptions {
     /// real backend does NOT have (default off), so that the agent's
     /// configurable lookup path can be tested.
     pub lookup_route: bool,
+    /// The connector channel's key (`X-API-Key`); default
+    /// [`SANDBOX_API_KEY`].
+    pub api_key: String,
+    /// What the heartbeat answers in `config_updates`; default
+    /// [`default_config_updates`]. Empty: sent as `[]`, as PHP encodes an
+    /// empty array.
+    pub config_updates: Map<String, Value>,
+}
+
+/// The heartbeat's `config_updates` of the contract's example:
+/// `{"sync_interval": 300, "debug_mode": false}`.
+pub fn default_config_updates() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("sync_interval".into(), json!(300));
+    m.insert("debug_mode".into(), json!(false));
+    m
 }
 
 impl Default for LaravelSandboxOptions {
@@ -137,6 +171,8 @@ impl Default for LaravelSandboxOptions {
             latency: LatencyProfile::none(),
             workers: None,
             lookup_route: false,
+            api_key: SANDBOX_API_KEY.into(),
+            config_updates: default_config_updates(),
         }
     }
 }
@@ -362,6 +398,45 @@ struct Db {
     logins_ok: u64,
     logins_failed: u64,
     tokens_issued: u64,
+    connector: ConnectorState,
+}
+
+/// The connector channel's side of the backend.
+#[derive(Debug, Default)]
+struct ConnectorState {
+    api_key: String,
+    config_updates: Map<String, Value>,
+    /// Every accepted heartbeat body, as sent.
+    heartbeats: Vec<Value>,
+    last_heartbeat_at: Option<String>,
+    /// Accepted transactions, first copy of each `transaction_id`.
+    transactions: Vec<Value>,
+    transaction_ids: std::collections::HashSet<String>,
+    transactions_duplicate: u64,
+}
+
+impl ConnectorState {
+    /// The backend's key check: `None` for a non-empty `X-API-Key` equal
+    /// to the shop's key, else the 401 `{"error": "Invalid API key"}`.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let sent = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        match sent {
+            Some(k) if !k.is_empty() && k == self.api_key => None,
+            _ => Some(json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "Invalid API key"}),
+            )),
+        }
+    }
+
+    /// `config_updates` as Laravel encodes it: an empty PHP array is `[]`.
+    fn config_updates_json(&self) -> Value {
+        if self.config_updates.is_empty() {
+            json!([])
+        } else {
+            Value::Object(self.config_updates.clone())
+        }
+    }
 }
 
 impl Db {
@@ -1572,6 +1647,166 @@ async fn xml(State(sh): State<Sh>, headers: HeaderMap, Path(id): Path<String>) -
 }
 
 // ---------------------------------------------------------------------------
+// The connector channel (X-API-Key)
+// ---------------------------------------------------------------------------
+
+/// Laravel-style checks of a heartbeat (see the module doc: assumed rules).
+fn validate_heartbeat(input: &Map<String, Value>) -> Result<(), Errors> {
+    let mut errors = Errors::default();
+    let f = "version";
+    match input.get(f) {
+        v if !filled(v) => errors.add(f, msg_required(f)),
+        Some(v) if !v.is_string() => errors.add(f, msg_string(f)),
+        _ => {}
+    }
+    for f in ["pos_systems", "system_info"] {
+        if let Some(v) = input.get(f).filter(|v| !v.is_null()) {
+            if !v.is_array() && !v.is_object() {
+                errors.add(
+                    f,
+                    format!("The {} field must be an array.", display_attr(f)),
+                );
+            }
+        }
+    }
+    let f = "transactions_pending";
+    if let Some(v) = input.get(f).filter(|v| !v.is_null()) {
+        if php_int(v).is_none() {
+            errors.add(
+                f,
+                format!("The {} field must be an integer.", display_attr(f)),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+async fn connector_heartbeat(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut st = sh.state();
+    if let Some(refused) = st.connector.refusal(&headers) {
+        return refused;
+    }
+    let input = request_input(&headers, &body);
+    if let Err(e) = validate_heartbeat(&input) {
+        return e.into_response();
+    }
+    // Recorded as sent (before Laravel's input cleaning), for tests to read.
+    let sent = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Object(input));
+    let now = now_timestamp();
+    let c = &mut st.connector;
+    c.heartbeats.push(sent);
+    c.last_heartbeat_at = Some(now.clone());
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "config_updates": c.config_updates_json(), "server_time": now}),
+    )
+}
+
+async fn connector_test(State(sh): State<Sh>, headers: HeaderMap) -> Response {
+    let st = sh.state();
+    if let Some(refused) = st.connector.refusal(&headers) {
+        return refused;
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "connection_ok",
+            "customer": SANDBOX_CUSTOMER,
+            "customer_id": SANDBOX_CUSTOMER_ID,
+            "server_time": now_timestamp(),
+            "message": "Connection successful",
+        }),
+    )
+}
+
+async fn connector_config(State(sh): State<Sh>, headers: HeaderMap) -> Response {
+    let st = sh.state();
+    if let Some(refused) = st.connector.refusal(&headers) {
+        return refused;
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "customer": SANDBOX_CUSTOMER,
+            "customer_id": SANDBOX_CUSTOMER_ID,
+            "config": st.connector.config_updates_json(),
+            "server_time": now_timestamp(),
+        }),
+    )
+}
+
+fn connector_stats_json(c: &ConnectorState) -> Value {
+    json!({
+        "customer_id": SANDBOX_CUSTOMER_ID,
+        "heartbeats_received": c.heartbeats.len(),
+        "last_heartbeat": c.last_heartbeat_at,
+        "last_version": c.heartbeats.last().and_then(|h| h.get("version")).cloned(),
+        "transactions_received": c.transactions.len(),
+        "transactions_duplicate": c.transactions_duplicate,
+    })
+}
+
+async fn connector_stats(State(sh): State<Sh>, headers: HeaderMap) -> Response {
+    let st = sh.state();
+    if let Some(refused) = st.connector.refusal(&headers) {
+        return refused;
+    }
+    json_response(StatusCode::OK, &connector_stats_json(&st.connector))
+}
+
+/// `POST /api/pos-connector/transactions`: `{"transactions": [{...,
+/// "transaction_id"}]}`, or one transaction as the whole body. Stored once
+/// per `transaction_id`; a repeat (in this request or an earlier one) is
+/// counted, not stored.
+async fn connector_transactions(State(sh): State<Sh>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut st = sh.state();
+    if let Some(refused) = st.connector.refusal(&headers) {
+        return refused;
+    }
+    let input = request_input(&headers, &body);
+    let list: Vec<Value> = match input.get("transactions") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Object(o)) => o.values().cloned().collect(),
+        None if input.contains_key("transaction_id") => vec![Value::Object(input.clone())],
+        _ => Vec::new(),
+    };
+    let mut errors = Errors::default();
+    if list.is_empty() {
+        errors.add("transactions", msg_required("transactions"));
+    }
+    let id_of = |t: &Value| t.get("transaction_id").and_then(php_string);
+    for (i, t) in list.iter().enumerate() {
+        if id_of(t).is_none_or(|id| id.is_empty()) {
+            let f = format!("transactions.{i}.transaction_id");
+            errors.add(&f, msg_required(&f));
+        }
+    }
+    if !errors.is_empty() {
+        return errors.into_response();
+    }
+    let c = &mut st.connector;
+    let (mut new, mut duplicates) = (0u64, 0u64);
+    for t in list {
+        let id = id_of(&t).unwrap_or_default();
+        if c.transaction_ids.insert(id) {
+            c.transactions.push(t);
+            new += 1;
+        } else {
+            c.transactions_duplicate += 1;
+            duplicates += 1;
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "received": new + duplicates, "new": new, "duplicates": duplicates}),
+    )
+}
+
+// ---------------------------------------------------------------------------
 // Control API
 // ---------------------------------------------------------------------------
 
@@ -1705,6 +1940,49 @@ async fn ctl_submit_outcomes(State(sh): State<Sh>, body: Bytes) -> Response {
     ctl_answer(submit_outcomes(&sh, &body))
 }
 
+fn connector_control_json(c: &ConnectorState) -> Value {
+    json!({
+        "api_key": c.api_key,
+        "config_updates": c.config_updates,
+        "heartbeats": c.heartbeats,
+        "transactions": c.transactions,
+        "stats": connector_stats_json(c),
+    })
+}
+
+fn connector_settings(sh: &Shared, body: &[u8]) -> CtlResult {
+    let body = control_body(body, &["api_key", "config_updates"])?;
+    let key = match body.get("api_key") {
+        None => None,
+        Some(Value::String(k)) if !k.is_empty() => Some(k.clone()),
+        Some(_) => return Err(bad_request("\"api_key\" must be a non-empty string")),
+    };
+    let updates = match body.get("config_updates") {
+        None => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => return Err(bad_request("\"config_updates\" must be a JSON object")),
+    };
+    let mut st = sh.state();
+    if let Some(k) = key {
+        st.connector.api_key = k;
+    }
+    if let Some(u) = updates {
+        st.connector.config_updates = u;
+    }
+    Ok(connector_control_json(&st.connector))
+}
+
+async fn ctl_connector(State(sh): State<Sh>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &connector_control_json(&sh.state().connector),
+    )
+}
+
+async fn ctl_connector_settings(State(sh): State<Sh>, body: Bytes) -> Response {
+    ctl_answer(connector_settings(&sh, &body))
+}
+
 fn settings_json(st: &Db) -> Value {
     json!({
         "token_lifetime_secs": st.token_lifetime.map(|d| d.as_secs()),
@@ -1736,6 +2014,7 @@ fn stats_json(sh: &Shared) -> Value {
     v["faults_pending"] = sh.harness.pending_faults_json();
     v["random_faults"] = sh.harness.random_faults_json();
     v["settings"] = settings_json(&st);
+    v["connector"] = connector_stats_json(&st.connector);
     drop(st);
     v["pool"] = pool_json(sh);
     v
@@ -1844,6 +2123,14 @@ fn router(sh: Sh) -> Router {
         .route("/api/invoices/{id}/submit", post(submit_invoice))
         .route("/api/invoices/{id}/pdf", get(pdf))
         .route("/api/invoices/{id}/xml", get(xml))
+        .route("/api/pos-connector/heartbeat", post(connector_heartbeat))
+        .route("/api/pos-connector/test", get(connector_test))
+        .route("/api/pos-connector/config", get(connector_config))
+        .route("/api/pos-connector/stats", get(connector_stats))
+        .route(
+            "/api/pos-connector/transactions",
+            post(connector_transactions),
+        )
         .route("/up", get(health))
         .fallback(route_not_found)
         // Inner: the worker pool (faults that answer without the handler
@@ -1864,6 +2151,10 @@ fn router(sh: Sh) -> Router {
         .route("/__sandbox/users/active", post(ctl_user_active))
         .route("/__sandbox/submit-outcomes", post(ctl_submit_outcomes))
         .route("/__sandbox/foreign-invoices", post(ctl_foreign_invoices))
+        .route(
+            "/__sandbox/connector",
+            get(ctl_connector).post(ctl_connector_settings),
+        )
         .with_state(sh.clone());
     api.merge(control)
         .merge(fault_control_routes(CONTROL_PREFIX, sh.harness.clone()))
@@ -1918,6 +2209,11 @@ impl LaravelSandbox {
                 logins_ok: 0,
                 logins_failed: 0,
                 tokens_issued: 0,
+                connector: ConnectorState {
+                    api_key: opts.api_key,
+                    config_updates: opts.config_updates,
+                    ..Default::default()
+                },
             }),
             harness,
             pool,
@@ -2084,6 +2380,38 @@ impl LaravelSandbox {
     /// The bytes `GET /api/invoices/{id}/pdf` serves.
     pub fn pdf_bytes(&self, id: u64) -> Option<Vec<u8>> {
         self.shared.state().invoices.get(&id).map(invoice_pdf)
+    }
+
+    /// The connector channel's key (`X-API-Key`).
+    pub fn api_key(&self) -> String {
+        self.shared.state().connector.api_key.clone()
+    }
+
+    /// Changes the connector channel's key: the old one answers 401.
+    pub fn set_api_key(&self, key: &str) {
+        self.shared.state().connector.api_key = key.to_string();
+    }
+
+    /// What the next heartbeats answer in `config_updates`: a JSON object
+    /// (`{}` is sent as `[]`, as PHP does); the error says what is wrong.
+    pub fn set_config_updates(&self, updates: Value) -> Result<(), String> {
+        match updates {
+            Value::Object(m) => {
+                self.shared.state().connector.config_updates = m;
+                Ok(())
+            }
+            other => Err(format!("config_updates must be a JSON object, not {other}")),
+        }
+    }
+
+    /// Every heartbeat body accepted so far, as sent, oldest first.
+    pub fn heartbeats(&self) -> Vec<Value> {
+        self.shared.state().connector.heartbeats.clone()
+    }
+
+    /// The transactions accepted (one per `transaction_id`), oldest first.
+    pub fn connector_transactions(&self) -> Vec<Value> {
+        self.shared.state().connector.transactions.clone()
     }
 
     /// Stops the server and closes every connection.
@@ -3795,5 +4123,364 @@ mod tests {
             stats["faults_injected"],
             json!({"planned": {}, "random": {}})
         );
+    }
+
+    // ---- the connector channel ----
+
+    const HEARTBEAT: &str = "POST /api/pos-connector/heartbeat";
+
+    impl T {
+        /// A connector-channel request with `key` (none: no header).
+        async fn connector(
+            &self,
+            method: reqwest::Method,
+            path: &str,
+            key: Option<&str>,
+            body: Option<Value>,
+        ) -> (u16, Value) {
+            let mut req = self.c.request(method, self.url(path));
+            if let Some(k) = key {
+                req = req.header("X-API-Key", k);
+            }
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap())
+        }
+    }
+
+    fn beat_body() -> Value {
+        json!({
+            "version": "0.1.0",
+            "pos_systems": ["square"],
+            "transactions_pending": 3,
+            "transactions_parked": 1,
+            "last_sync": null,
+            "system_info": {"os": "linux", "hostname": "till-1"},
+        })
+    }
+
+    #[tokio::test]
+    async fn connector_routes_refuse_a_missing_or_wrong_key() {
+        let t = start().await;
+        let token = t.login().await;
+        let invalid = json!({"error": "Invalid API key"});
+        let routes = [
+            (reqwest::Method::GET, "/api/pos-connector/test"),
+            (reqwest::Method::GET, "/api/pos-connector/config"),
+            (reqwest::Method::GET, "/api/pos-connector/stats"),
+            (reqwest::Method::POST, "/api/pos-connector/heartbeat"),
+            (reqwest::Method::POST, "/api/pos-connector/transactions"),
+        ];
+        for (m, path) in &routes {
+            for key in [None, Some("wrong-key"), Some("")] {
+                let body = (*m == reqwest::Method::POST).then(beat_body);
+                let answer = t.connector(m.clone(), path, key, body).await;
+                assert_eq!(answer, (401, invalid.clone()), "{m} {path} {key:?}");
+            }
+        }
+        // The vendor's Sanctum token is not a connector key.
+        let r =
+            t.c.get(t.url("/api/pos-connector/test"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 401);
+        // JSON even for a client that does not ask for it: the backend's
+        // own check, not Sanctum's redirect to a login page.
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(t.url("/api/pos-connector/test"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.json::<Value>().await.unwrap(), invalid);
+        assert!(t.sb.heartbeats().is_empty());
+        assert_eq!(t.sb.responses(HEARTBEAT, 401), 3);
+
+        // A new key: the old one stops working.
+        t.sb.set_api_key("rotated-key");
+        let get = reqwest::Method::GET;
+        let (s, _) = t
+            .connector(
+                get.clone(),
+                "/api/pos-connector/test",
+                Some(SANDBOX_API_KEY),
+                None,
+            )
+            .await;
+        assert_eq!(s, 401);
+        let (s, v) = t
+            .connector(get, "/api/pos-connector/test", Some("rotated-key"), None)
+            .await;
+        assert_eq!((s, &v["status"]), (200, &json!("connection_ok")));
+    }
+
+    #[tokio::test]
+    async fn heartbeats_are_recorded_and_answered_with_config_updates() {
+        let t = start().await;
+        let post = reqwest::Method::POST;
+        let (s, v) = t
+            .connector(
+                post.clone(),
+                "/api/pos-connector/heartbeat",
+                Some(SANDBOX_API_KEY),
+                Some(beat_body()),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["status"], "ok");
+        assert_eq!(
+            v["config_updates"],
+            json!({"sync_interval": 300, "debug_mode": false})
+        );
+        assert!(v["server_time"].as_str().unwrap().ends_with(".000000Z"));
+        assert_eq!(t.sb.heartbeats(), vec![beat_body()]);
+
+        t.sb.set_config_updates(json!({"sync_interval": "60"}))
+            .unwrap();
+        let (_, v) = t
+            .connector(
+                post.clone(),
+                "/api/pos-connector/heartbeat",
+                Some(SANDBOX_API_KEY),
+                Some(beat_body()),
+            )
+            .await;
+        assert_eq!(v["config_updates"], json!({"sync_interval": "60"}));
+        // No updates: PHP's empty array.
+        t.sb.set_config_updates(json!({})).unwrap();
+        let (_, v) = t
+            .connector(
+                post.clone(),
+                "/api/pos-connector/heartbeat",
+                Some(SANDBOX_API_KEY),
+                Some(beat_body()),
+            )
+            .await;
+        assert_eq!(v["config_updates"], json!([]));
+        assert!(t.sb.set_config_updates(json!([1])).is_err());
+
+        // Validation, Laravel style.
+        let (s, v) = t
+            .connector(
+                post.clone(),
+                "/api/pos-connector/heartbeat",
+                Some(SANDBOX_API_KEY),
+                Some(json!({"transactions_pending": "many"})),
+            )
+            .await;
+        assert_eq!(s, 422);
+        assert_eq!(
+            v["message"],
+            "The version field is required. (and 1 more error)"
+        );
+        assert_eq!(
+            v["errors"]["transactions_pending"][0],
+            "The transactions pending field must be an integer."
+        );
+        let (s, _) = t
+            .connector(
+                post,
+                "/api/pos-connector/heartbeat",
+                Some(SANDBOX_API_KEY),
+                Some(json!({"version": "1", "system_info": "linux"})),
+            )
+            .await;
+        assert_eq!(s, 422);
+        assert_eq!(t.sb.heartbeats().len(), 3);
+        assert_eq!(t.sb.requests(HEARTBEAT), 5);
+        assert_eq!(t.sb.responses(HEARTBEAT, 200), 3);
+        assert_eq!(t.sb.responses(HEARTBEAT, 422), 2);
+    }
+
+    #[tokio::test]
+    async fn connector_test_config_and_stats() {
+        let t = start().await;
+        let get = reqwest::Method::GET;
+        let key = Some(SANDBOX_API_KEY);
+        let (s, v) = t
+            .connector(get.clone(), "/api/pos-connector/test", key, None)
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(v["status"], "connection_ok");
+        assert_eq!(v["customer"], SANDBOX_CUSTOMER);
+        assert_eq!(v["customer_id"], SANDBOX_CUSTOMER_ID);
+        assert_eq!(v["message"], "Connection successful");
+        assert!(v["server_time"].is_string());
+
+        let (s, v) = t
+            .connector(get.clone(), "/api/pos-connector/config", key, None)
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            v["config"],
+            json!({"sync_interval": 300, "debug_mode": false})
+        );
+        assert_eq!(v["customer"], SANDBOX_CUSTOMER);
+
+        let (_, v) = t
+            .connector(get.clone(), "/api/pos-connector/stats", key, None)
+            .await;
+        assert_eq!(v["heartbeats_received"], 0);
+        assert_eq!(v["last_heartbeat"], Value::Null);
+        t.connector(
+            reqwest::Method::POST,
+            "/api/pos-connector/heartbeat",
+            key,
+            Some(beat_body()),
+        )
+        .await;
+        let (_, v) = t
+            .connector(get, "/api/pos-connector/stats", key, None)
+            .await;
+        assert_eq!(v["heartbeats_received"], 1);
+        assert!(v["last_heartbeat"].is_string());
+        assert_eq!(v["last_version"], "0.1.0");
+        assert_eq!(v["transactions_received"], 0);
+        assert_eq!(t.sb.stats_json()["connector"]["heartbeats_received"], 1);
+    }
+
+    #[tokio::test]
+    async fn transactions_are_deduplicated_on_their_id() {
+        let t = start().await;
+        let post = reqwest::Method::POST;
+        let key = Some(SANDBOX_API_KEY);
+        let path = "/api/pos-connector/transactions";
+        let tx = |id: Value, total: u32| json!({"transaction_id": id, "total": total});
+        let (s, v) = t
+            .connector(post.clone(), path, key, Some(json!({"transactions": [tx(json!("A"), 1), tx(json!("B"), 2), tx(json!("A"), 3)]})))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v,
+            json!({"status": "ok", "received": 3, "new": 2, "duplicates": 1})
+        );
+        // Again, and a number for an id already sent as text is the same id.
+        let (_, v) = t
+            .connector(
+                post.clone(),
+                path,
+                key,
+                Some(json!({"transactions": [tx(json!("B"), 9), tx(json!(7), 4)]})),
+            )
+            .await;
+        assert_eq!(
+            (v["new"].as_u64(), v["duplicates"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let (_, v) = t
+            .connector(post.clone(), path, key, Some(tx(json!("7"), 5)))
+            .await;
+        assert_eq!(
+            (v["new"].as_u64(), v["duplicates"].as_u64()),
+            (Some(0), Some(1))
+        );
+        // The first copy is kept.
+        let kept = t.sb.connector_transactions();
+        assert_eq!(kept.len(), 3);
+        assert_eq!(kept[0], tx(json!("A"), 1));
+        assert_eq!(kept[1], tx(json!("B"), 2));
+
+        let (s, v) = t
+            .connector(
+                post.clone(),
+                path,
+                key,
+                Some(json!({"transactions": [{"total": 1}]})),
+            )
+            .await;
+        assert_eq!(s, 422);
+        assert_eq!(
+            v["errors"]["transactions.0.transaction_id"][0],
+            "The transactions.0.transaction id field is required."
+        );
+        let (s, _) = t.connector(post, path, key, Some(json!({}))).await;
+        assert_eq!(s, 422);
+        let (_, v) = t
+            .connector(reqwest::Method::GET, "/api/pos-connector/stats", key, None)
+            .await;
+        assert_eq!(v["transactions_received"], 3);
+        assert_eq!(v["transactions_duplicate"], 3);
+    }
+
+    #[tokio::test]
+    async fn connector_routes_take_faults_and_the_control_api() {
+        let t = start().await;
+        let key = Some(SANDBOX_API_KEY);
+        t.sb.inject(
+            HEARTBEAT,
+            Fault::Status {
+                status: 503,
+                retry_after: Some(5),
+                html: false,
+            },
+            1,
+        );
+        t.sb.inject(HEARTBEAT, Fault::Drop, 1);
+        let post = reqwest::Method::POST;
+        let (s, _) = t
+            .connector(
+                post.clone(),
+                "/api/pos-connector/heartbeat",
+                key,
+                Some(beat_body()),
+            )
+            .await;
+        assert_eq!(s, 503);
+        let dropped =
+            t.c.post(t.url("/api/pos-connector/heartbeat"))
+                .header("X-API-Key", SANDBOX_API_KEY)
+                .json(&beat_body())
+                .send()
+                .await;
+        assert!(dropped.is_err());
+        let (s, _) = t
+            .connector(post, "/api/pos-connector/heartbeat", key, Some(beat_body()))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(t.sb.requests(HEARTBEAT), 3);
+        assert_eq!(t.sb.responses(HEARTBEAT, 503), 1);
+        assert_eq!(t.sb.responses(HEARTBEAT, 200), 1);
+        assert_eq!(t.sb.heartbeats().len(), 1);
+
+        // The control API reads and changes the channel.
+        let ctl = t.url("/__sandbox/connector");
+        let v: Value = t.c.get(&ctl).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v["api_key"], SANDBOX_API_KEY);
+        assert_eq!(v["heartbeats"].as_array().unwrap().len(), 1);
+        let r =
+            t.c.post(&ctl)
+                .json(&json!({"api_key": "k2", "config_updates": {"sync_interval": 30}}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(t.sb.api_key(), "k2");
+        let (_, v) = t
+            .connector(
+                reqwest::Method::GET,
+                "/api/pos-connector/config",
+                Some("k2"),
+                None,
+            )
+            .await;
+        assert_eq!(v["config"], json!({"sync_interval": 30}));
+        for bad in [
+            json!({"api_key": ""}),
+            json!({"config_updates": 3}),
+            json!({"other": 1}),
+        ] {
+            let r = t.c.post(&ctl).json(&bad).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+        }
+        // Control requests are neither counted nor faulted.
+        assert_eq!(t.sb.requests("GET /__sandbox/connector"), 0);
     }
 }
