@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::heartbeat::Heartbeat;
 use crate::intake::inbox::Inbox;
 use crate::intake::receipts::{self, ReceiptPrinter};
 use crate::intake::{self, Intake, OnCommit};
@@ -38,6 +39,7 @@ use crate::retry::RetryPolicy;
 use crate::server::api::{LocalApi, QboSide};
 use crate::server::{self, ServerError};
 use crate::store::{OutboxHandle, StoreError};
+use crate::sync_interval::SyncInterval;
 use crate::systemd;
 
 /// The lock file that keeps a second agent off the same data folder.
@@ -118,6 +120,10 @@ pub async fn run_with(
 ) -> Result<(), ServiceError> {
     let _lock = hold_lock(&cfg.data_dir)?;
     let outbox = OutboxHandle::open(&cfg.data_dir)?;
+    // The inbox's polling interval; the backend may change it through the
+    // heartbeat's answer.
+    let sync = SyncInterval::new(cfg.sync_interval);
+    let heartbeat = Heartbeat::from_config(cfg, outbox.clone(), sync.clone(), clock.clone());
     remove_stale_temp_files(&[&cfg.pdf_dir, &cfg.receipts.dir]);
 
     // The pipeline schedules its own retries in the outbox, so the client
@@ -196,7 +202,7 @@ pub async fn run_with(
         let inbox = Inbox::new(
             cfg.invoice_folder.clone(),
             intake.clone(),
-            cfg.sync_interval,
+            sync.clone(),
             cfg.intake.settle,
             clock.clone(),
         );
@@ -226,6 +232,11 @@ pub async fn run_with(
             laravel_for_api,
             on_retry,
         );
+        if let Some(hb) = heartbeat.clone() {
+            local = local.with_heartbeat(Arc::new(move || {
+                serde_json::to_value(hb.status()).expect("serialises")
+            }));
+        }
         if let Some(p) = &pusher {
             let oauth =
                 quickbooks::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(cfg))
@@ -242,6 +253,10 @@ pub async fn run_with(
         tasks.spawn(async move { k.keep_fresh(s).await });
         let s = stopped();
         tasks.spawn(async move { p.run(s).await });
+    }
+    if let Some(hb) = heartbeat {
+        let s = stopped();
+        tasks.spawn(async move { hb.run(s).await });
     }
     if let Some(every) = systemd::watchdog_interval() {
         let outbox = outbox.clone();

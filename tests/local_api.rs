@@ -444,3 +444,43 @@ async fn status_command_reads_the_running_service_or_the_disk() {
     let text = run_bin(a.fx.dir.path(), &["--config", c, "status"], &[], None).await;
     assert!(text.stdout.contains("NOT RUNNING"), "{}", text.stdout);
 }
+
+#[tokio::test]
+async fn the_heartbeat_reports_to_the_backend_and_shows_on_the_status() {
+    use pos_connector::sandbox::laravel::SANDBOX_API_KEY;
+    let a = LiveAgent::start(
+        false,
+        json!({"api_key": SANDBOX_API_KEY, "pos_systems": ["cafe-pos"]}),
+    )
+    .await;
+    a.fx.sandbox
+        .set_config_updates(json!({"sync_interval": 45, "debug_mode": false}))
+        .unwrap();
+    a.post_sale("HB-1", "Walk-in").await;
+    a.wait_job("HB-1", "done").await;
+    wait_until(Duration::from_secs(20), "a heartbeat", || async {
+        !a.fx.sandbox.heartbeats().is_empty()
+    })
+    .await;
+    let beat = &a.fx.sandbox.heartbeats()[0];
+    assert_eq!(beat["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(beat["pos_systems"], json!(["cafe-pos"]));
+    assert!(beat["system_info"].is_object(), "{beat}");
+    wait_until(
+        Duration::from_secs(10),
+        "the beat's answer applied",
+        || async {
+            let st = a.ok(Method::GET, "/api/status").await;
+            st["health"]["heartbeat"]["last_ok_at"].is_string()
+                && st["health"]["heartbeat"]["sync_interval_seconds"] == 45
+        },
+    )
+    .await;
+    let m = a
+        .send(Method::GET, "/metrics", Key::Bearer(API_KEY))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!m.contains(SANDBOX_API_KEY));
+}
