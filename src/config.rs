@@ -811,8 +811,8 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
     };
     if local_api.enabled && local_api.api_key.is_none() {
         warnings.push(
-            "local_api.api_key is not set: the local API (POST /v1/sales) is not started; set \
-             a long random key to use it"
+            "local_api.api_key is not set: the local API and the status page (POST /v1/sales, \
+             http://<local_api.bind>/) are not started; set a long random key to use them"
                 .to_string(),
         );
     }
