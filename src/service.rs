@@ -4,11 +4,14 @@
 //! - the outbox (`store.rs`), opened once, under a lock file so that two
 //!   agents never work the same data folder;
 //! - the intake: the inbox folder poller and the loopback HTTP server,
-//!   both committing to the outbox through one [`Intake`];
+//!   both committing to the outbox through one [`Intake`]; the same server
+//!   carries the status page and the local API (`server/`);
 //! - the pipeline worker, woken by every commit;
 //! - the receipt printer;
 //! - the token keeper's background refresher, so the first sale of the
 //!   morning never waits for a login;
+//! - the QuickBooks pusher and its token refresher, when enabled;
+//! - the fleet heartbeat, when `api_key` is set;
 //! - systemd readiness and watchdog.
 //!
 //! Shutdown is passed in as a future (the signal handler in production, a
