@@ -12,6 +12,7 @@ pub mod limiter;
 pub mod model;
 pub mod oauth;
 pub mod push;
+pub mod search;
 
 use std::sync::Arc;
 
