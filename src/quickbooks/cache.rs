@@ -319,9 +319,7 @@ impl QboCache {
             if held != now {
                 tracing::info!(backend = "quickbooks", held = %held, connected = %now, "the QuickBooks cache holds another company; wiped, it reloads at the next refresh");
                 let now = now.clone();
-                outbox
-                    .call(move |o| o.qbo_cache_wipe(Some(&now)))
-                    .await?;
+                outbox.call(move |o| o.qbo_cache_wipe(Some(&now))).await?;
                 state = outbox.call(|o| o.qbo_cache_state()).await?;
             }
         }
@@ -765,8 +763,38 @@ impl QboCache {
         force_full: bool,
         started: DateTime<Utc>,
     ) -> Result<RefreshReport, CacheError> {
-        let me = &self.inner;
         let realm = self.realm().await?;
+        let report = self.refresh_for(&realm, force_full, started).await?;
+        // The connection can change under a refresh: after a reconnect to
+        // another company (by `qbo connect` in another process), the token
+        // held here is refused, and the keeper re-reads the stored
+        // connection and replays for the new company. What was read may
+        // then be of either: start over for the one connected now, once
+        // (its state says the other realm, so this is a wipe and a full
+        // load).
+        let now = self.inner.client.keeper().current();
+        match now.filter(|t| t.realm_id != realm) {
+            Some(token) => {
+                let mut again = self
+                    .refresh_for(&token.realm_id, true, self.inner.clock.now())
+                    .await?;
+                again.requests += report.requests;
+                again.started_at = report.started_at;
+                Ok(again)
+            }
+            None => Ok(report),
+        }
+    }
+
+    /// One refresh of `realm`'s copy: full or incremental, as needed.
+    async fn refresh_for(
+        &self,
+        realm: &str,
+        force_full: bool,
+        started: DateTime<Utc>,
+    ) -> Result<RefreshReport, CacheError> {
+        let me = &self.inner;
+        let realm = realm.to_string();
         let state = me.outbox.call(|o| o.qbo_cache_state()).await?;
         let mut report = RefreshReport {
             kind: RefreshKind::Full,
@@ -869,11 +897,7 @@ impl QboCache {
                 }
                 // A stable order keeps pages from shifting under entities
                 // created during the load (they come last).
-                let q = q
-                    .order_by("Id")
-                    .start(start)
-                    .max(QUERY_MAX_RESULTS)
-                    .build();
+                let q = q.order_by("Id").start(start).max(QUERY_MAX_RESULTS).build();
                 let page = me
                     .client
                     .query::<Value>(entity, &q)
@@ -1015,9 +1039,7 @@ impl QboCache {
             e.upserted = a.upserted;
             e.deleted = a.deleted;
             e.rows = counts.get(&kind).copied().unwrap_or(0);
-            if !reload.contains(&kind)
-                && (a.upserted + a.deleted > 0 || snap.pending(kind) > 0)
-            {
+            if !reload.contains(&kind) && (a.upserted + a.deleted > 0 || snap.pending(kind) > 0) {
                 changed.push(kind);
             }
         }

@@ -232,13 +232,20 @@ impl Record {
 
     /// The tie-break order: active first, shorter names, alphabetical, Id.
     fn order(&self, other: &Record) -> std::cmp::Ordering {
-        (!self.active, self.name_chars, &self.folded[0], self.id_num, &self.id).cmp(&(
-            !other.active,
-            other.name_chars,
-            &other.folded[0],
-            other.id_num,
-            &other.id,
-        ))
+        (
+            !self.active,
+            self.name_chars,
+            &self.folded[0],
+            self.id_num,
+            &self.id,
+        )
+            .cmp(&(
+                !other.active,
+                other.name_chars,
+                &other.folded[0],
+                other.id_num,
+                &other.id,
+            ))
     }
 
     fn hit(&self, class: u8, slot: u8) -> SearchHit {
@@ -614,7 +621,8 @@ fn slot_of(kind: CacheKind) -> Option<usize> {
 }
 
 /// The kinds that have search indexes.
-pub(crate) const INDEXED: [CacheKind; 3] = [CacheKind::Customer, CacheKind::Vendor, CacheKind::Item];
+pub(crate) const INDEXED: [CacheKind; 3] =
+    [CacheKind::Customer, CacheKind::Vendor, CacheKind::Item];
 
 impl Snapshot {
     pub fn empty(now: DateTime<Utc>) -> Snapshot {
@@ -944,14 +952,14 @@ mod tests {
     #[test]
     fn ranking_prefix_word_substring_then_active_length_alphabet() {
         let s = snapshot(vec![
-            customer("1", "Sam Alhaddad"),       // substring "had"
-            customer("2", "Hadi Store"),         // prefix
-            customer("3", "Al Haddad Trading"),  // word prefix
-            customer("4", "Hadeel"),             // prefix, shorter
+            customer("1", "Sam Alhaddad"),                   // substring "had"
+            customer("2", "Hadi Store"),                     // prefix
+            customer("3", "Al Haddad Trading"),              // word prefix
+            customer("4", "Hadeel"),                         // prefix, shorter
             party(CacheKind::Customer, "5", "Hadad", false), // prefix, inactive
-            customer("6", "Abu Hadi"),           // word prefix, shorter than 3
-            customer("7", "Chad"),               // substring, shorter
-            customer("8", "Hadi Store Annex"),   // prefix, longer
+            customer("6", "Abu Hadi"),                       // word prefix, shorter than 3
+            customer("7", "Chad"),                           // substring, shorter
+            customer("8", "Hadi Store Annex"),               // prefix, longer
             customer("9", "Zeina"),
         ]);
         for q in ["HAD", "had", "  Had "] {
@@ -980,7 +988,13 @@ mod tests {
         let a = s.search("client_names", "Ha", None).unwrap();
         assert_eq!(
             names(&a)[..5],
-            ["Hadeel", "Hadi Store", "Hadi Store Annex", "Hadad", "Abu Hadi"]
+            [
+                "Hadeel",
+                "Hadi Store",
+                "Hadi Store Annex",
+                "Hadad",
+                "Abu Hadi"
+            ]
         );
         assert_eq!(a.total, 8);
         // One character: equal ranks fall back to length then alphabet.
@@ -1058,7 +1072,12 @@ mod tests {
     #[test]
     fn products_parts_and_descriptions() {
         let s = snapshot(vec![
-            item("1", "Arabic Coffee 250g", Some("COF-250"), Some("Cardamom blend")),
+            item(
+                "1",
+                "Arabic Coffee 250g",
+                Some("COF-250"),
+                Some("Cardamom blend"),
+            ),
             item("2", "Turkish Coffee", Some("COF-100"), Some("Fine ground")),
             item("3", "Tea Glass", Some("GL-1"), Some("For coffee or tea")),
             CacheRow {
@@ -1084,7 +1103,10 @@ mod tests {
         );
         // Names and SKUs in product_names; only SKUs in part_numbers.
         let a = s.search("product_names", "cof-1", None).unwrap();
-        assert_eq!((names(&a), a.results[0].matched), (vec!["Turkish Coffee"], "sku"));
+        assert_eq!(
+            (names(&a), a.results[0].matched),
+            (vec!["Turkish Coffee"], "sku")
+        );
         let a = s.search("part_numbers", "cof", None).unwrap();
         assert_eq!(a.total, 2);
         assert!(a.results.iter().all(|h| h.matched == "sku"));
@@ -1103,7 +1125,9 @@ mod tests {
     /// every entry, for every 1- to 4-character substring of the names.
     #[test]
     fn index_answers_equal_a_brute_force_scan() {
-        let first = ["Ahmad", "Omar", "أحمد", "Lina", "Yousef", "ليلى", "Ali", "Sara"];
+        let first = [
+            "Ahmad", "Omar", "أحمد", "Lina", "Yousef", "ليلى", "Ali", "Sara",
+        ];
         let last = ["Haddad", "Khatib", "الحداد", "Nasser", "O'Neil", "Saleh"];
         let mut rows = Vec::new();
         for i in 0..120 {
@@ -1158,7 +1182,11 @@ mod tests {
             expected.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.order(b.0)));
             let a = s.search("client_names", q, Some(MAX_LIMIT)).unwrap();
             assert_eq!(a.total, expected.len(), "total for {q:?}");
-            let want: Vec<&str> = expected.iter().take(MAX_LIMIT).map(|(r, _)| r.id.as_str()).collect();
+            let want: Vec<&str> = expected
+                .iter()
+                .take(MAX_LIMIT)
+                .map(|(r, _)| r.id.as_str())
+                .collect();
             let got: Vec<&str> = a.results.iter().map(|h| h.id.as_str()).collect();
             assert_eq!(got, want, "order for {q:?}");
         }
@@ -1176,7 +1204,11 @@ mod tests {
             .find_by_name(CacheKind::Customer, "amy's  BIRD sanctuary")
             .unwrap();
         assert_eq!((f.id.as_str(), f.active), ("1", true));
-        assert!(!s.find_by_name(CacheKind::Customer, "Dormant Ltd").unwrap().active);
+        assert!(
+            !s.find_by_name(CacheKind::Customer, "Dormant Ltd")
+                .unwrap()
+                .active
+        );
         assert!(s.find_by_name(CacheKind::Customer, "Espresso").is_none());
         assert_eq!(s.find_by_sku("esp-1").unwrap().id, "7");
         assert_eq!(s.find_by_name(CacheKind::Item, "espresso").unwrap().id, "7");

@@ -3308,73 +3308,303 @@ mod names {
         "Shadi",
     ];
     pub const LAST: [&str; 50] = [
-        "Haddad", "Khatib", "Nasser", "Masri", "Khoury", "Saleh", "Obeidat", "Tamimi", "Zoubi",
-        "Hijazi", "Qasem", "Shami", "Bataineh", "Rawashdeh", "Momani", "Smadi", "Khalaf", "Awad",
-        "Hamdan", "Jaradat", "Abu Ghazaleh", "Al-Omari", "Al-Rifai", "Darwish", "Farouk", "Ghanem",
-        "Habash", "Issa", "Jabri", "Kurdi", "Louzi", "Mansour", "Najjar", "Odeh", "Qudah",
-        "Rashid", "Sabbagh", "Tarawneh", "Uraiqat", "Wahsh", "Yaghi", "Zaatari", "Abbadi",
-        "Bakri", "Dajani", "Fakhoury", "Halaseh", "Kilani", "Muasher", "Sharif",
+        "Haddad",
+        "Khatib",
+        "Nasser",
+        "Masri",
+        "Khoury",
+        "Saleh",
+        "Obeidat",
+        "Tamimi",
+        "Zoubi",
+        "Hijazi",
+        "Qasem",
+        "Shami",
+        "Bataineh",
+        "Rawashdeh",
+        "Momani",
+        "Smadi",
+        "Khalaf",
+        "Awad",
+        "Hamdan",
+        "Jaradat",
+        "Abu Ghazaleh",
+        "Al-Omari",
+        "Al-Rifai",
+        "Darwish",
+        "Farouk",
+        "Ghanem",
+        "Habash",
+        "Issa",
+        "Jabri",
+        "Kurdi",
+        "Louzi",
+        "Mansour",
+        "Najjar",
+        "Odeh",
+        "Qudah",
+        "Rashid",
+        "Sabbagh",
+        "Tarawneh",
+        "Uraiqat",
+        "Wahsh",
+        "Yaghi",
+        "Zaatari",
+        "Abbadi",
+        "Bakri",
+        "Dajani",
+        "Fakhoury",
+        "Halaseh",
+        "Kilani",
+        "Muasher",
+        "Sharif",
     ];
     pub const AR_FIRST: [&str; 30] = [
-        "أحمد", "محمد", "عمر", "خالد", "يوسف", "علي", "حسن", "حسين", "إبراهيم", "طارق", "زيد",
-        "حمزة", "فيصل", "صالح", "ناصر", "ماجد", "رامي", "سامي", "ليث", "أنس", "لينا", "سارة",
-        "رنا", "دانا", "هالة", "نور", "آية", "ريم", "مها", "فرح",
+        "أحمد",
+        "محمد",
+        "عمر",
+        "خالد",
+        "يوسف",
+        "علي",
+        "حسن",
+        "حسين",
+        "إبراهيم",
+        "طارق",
+        "زيد",
+        "حمزة",
+        "فيصل",
+        "صالح",
+        "ناصر",
+        "ماجد",
+        "رامي",
+        "سامي",
+        "ليث",
+        "أنس",
+        "لينا",
+        "سارة",
+        "رنا",
+        "دانا",
+        "هالة",
+        "نور",
+        "آية",
+        "ريم",
+        "مها",
+        "فرح",
     ];
     pub const AR_MIDDLE: [&str; 25] = [
-        "عبدالله", "محمود", "مصطفى", "جمال", "كمال", "عادل", "نبيل", "سمير", "طلال", "فوزي",
-        "هاني", "عيسى", "جابر", "مروان", "نضال", "رائد", "سالم", "سليمان", "وائل", "ياسر",
-        "عدنان", "بسام", "عماد", "غسان", "حاتم",
+        "عبدالله",
+        "محمود",
+        "مصطفى",
+        "جمال",
+        "كمال",
+        "عادل",
+        "نبيل",
+        "سمير",
+        "طلال",
+        "فوزي",
+        "هاني",
+        "عيسى",
+        "جابر",
+        "مروان",
+        "نضال",
+        "رائد",
+        "سالم",
+        "سليمان",
+        "وائل",
+        "ياسر",
+        "عدنان",
+        "بسام",
+        "عماد",
+        "غسان",
+        "حاتم",
     ];
     pub const AR_LAST: [&str; 30] = [
-        "الحداد", "الخطيب", "الناصر", "المصري", "الخوري", "الصالح", "العبيدات", "التميمي",
-        "الزعبي", "الحجازي", "القاسم", "الشامي", "البطاينة", "الرواشدة", "المومني", "الصمادي",
-        "خلف", "عوض", "حمدان", "جرادات", "العمري", "الرفاعي", "درويش", "غانم", "حبش",
-        "المنصور", "النجار", "عودة", "القضاة", "الطراونة",
+        "الحداد",
+        "الخطيب",
+        "الناصر",
+        "المصري",
+        "الخوري",
+        "الصالح",
+        "العبيدات",
+        "التميمي",
+        "الزعبي",
+        "الحجازي",
+        "القاسم",
+        "الشامي",
+        "البطاينة",
+        "الرواشدة",
+        "المومني",
+        "الصمادي",
+        "خلف",
+        "عوض",
+        "حمدان",
+        "جرادات",
+        "العمري",
+        "الرفاعي",
+        "درويش",
+        "غانم",
+        "حبش",
+        "المنصور",
+        "النجار",
+        "عودة",
+        "القضاة",
+        "الطراونة",
     ];
     pub const COMPANY: [&str; 8] = [
-        "Trading", "Supermarket", "Pharmacy", "Bakery", "Motors", "Electronics", "Contracting",
+        "Trading",
+        "Supermarket",
+        "Pharmacy",
+        "Bakery",
+        "Motors",
+        "Electronics",
+        "Contracting",
         "& Sons",
     ];
     pub const AR_COMPANY: [&str; 4] = ["مؤسسة", "شركة", "سوبرماركت", "صيدلية"];
     pub const SUPPLIER: [&str; 8] = [
-        "Supplies", "Wholesale", "Distribution", "Imports", "Foods", "Packaging", "Logistics",
+        "Supplies",
+        "Wholesale",
+        "Distribution",
+        "Imports",
+        "Foods",
+        "Packaging",
+        "Logistics",
         "Trading Co.",
     ];
     pub const PRODUCT: [(&str, &str); 50] = [
-        ("Arabic Coffee", "COF"), ("Turkish Coffee", "COF"), ("Espresso Beans", "COF"),
-        ("Green Tea", "TEA"), ("Black Tea", "TEA"), ("Sage Tea", "TEA"), ("Zaatar", "SPC"),
-        ("Olive Oil", "OIL"), ("Labneh", "DRY"), ("Halloumi", "DRY"), ("Hummus", "CAN"),
-        ("Tahini", "CAN"), ("Medjool Dates", "DAT"), ("Basmati Rice", "GRN"), ("Bulgur", "GRN"),
-        ("Lentils", "GRN"), ("Chickpeas", "GRN"), ("Sumac", "SPC"), ("Cardamom", "SPC"),
-        ("Saffron", "SPC"), ("Pita Bread", "BAK"), ("Kaak", "BAK"), ("Knafeh", "SWT"),
-        ("Baklava", "SWT"), ("Maamoul", "SWT"), ("Pistachio", "NUT"), ("Almonds", "NUT"),
-        ("Cashews", "NUT"), ("Mineral Water", "BEV"), ("Orange Juice", "BEV"), ("Laban", "DRY"),
-        ("Yogurt", "DRY"), ("Dish Soap", "HSE"), ("Laundry Powder", "HSE"), ("Tissue Box", "HSE"),
-        ("Paper Cups", "HSE"), ("Phone Charger", "ELC"), ("USB Cable", "ELC"),
-        ("AA Batteries", "ELC"), ("LED Bulb", "ELC"), ("قهوة عربية", "COF"), ("شاي أخضر", "TEA"),
-        ("زيت زيتون", "OIL"), ("زعتر بلدي", "SPC"), ("لبنة", "DRY"), ("حلاوة", "SWT"),
-        ("تمر مجدول", "DAT"), ("أرز بسمتي", "GRN"), ("كعك بالسمسم", "BAK"), ("مياه معدنية", "BEV"),
+        ("Arabic Coffee", "COF"),
+        ("Turkish Coffee", "COF"),
+        ("Espresso Beans", "COF"),
+        ("Green Tea", "TEA"),
+        ("Black Tea", "TEA"),
+        ("Sage Tea", "TEA"),
+        ("Zaatar", "SPC"),
+        ("Olive Oil", "OIL"),
+        ("Labneh", "DRY"),
+        ("Halloumi", "DRY"),
+        ("Hummus", "CAN"),
+        ("Tahini", "CAN"),
+        ("Medjool Dates", "DAT"),
+        ("Basmati Rice", "GRN"),
+        ("Bulgur", "GRN"),
+        ("Lentils", "GRN"),
+        ("Chickpeas", "GRN"),
+        ("Sumac", "SPC"),
+        ("Cardamom", "SPC"),
+        ("Saffron", "SPC"),
+        ("Pita Bread", "BAK"),
+        ("Kaak", "BAK"),
+        ("Knafeh", "SWT"),
+        ("Baklava", "SWT"),
+        ("Maamoul", "SWT"),
+        ("Pistachio", "NUT"),
+        ("Almonds", "NUT"),
+        ("Cashews", "NUT"),
+        ("Mineral Water", "BEV"),
+        ("Orange Juice", "BEV"),
+        ("Laban", "DRY"),
+        ("Yogurt", "DRY"),
+        ("Dish Soap", "HSE"),
+        ("Laundry Powder", "HSE"),
+        ("Tissue Box", "HSE"),
+        ("Paper Cups", "HSE"),
+        ("Phone Charger", "ELC"),
+        ("USB Cable", "ELC"),
+        ("AA Batteries", "ELC"),
+        ("LED Bulb", "ELC"),
+        ("قهوة عربية", "COF"),
+        ("شاي أخضر", "TEA"),
+        ("زيت زيتون", "OIL"),
+        ("زعتر بلدي", "SPC"),
+        ("لبنة", "DRY"),
+        ("حلاوة", "SWT"),
+        ("تمر مجدول", "DAT"),
+        ("أرز بسمتي", "GRN"),
+        ("كعك بالسمسم", "BAK"),
+        ("مياه معدنية", "BEV"),
     ];
     pub const VARIANT: [&str; 25] = [
-        "", "Premium", "Classic", "Organic", "Extra", "Family Pack", "Mini", "Gold", "Light",
-        "Spicy", "Sugar Free", "Bulk", "Imported", "Local", "Fresh", "Frozen", "Roasted", "Salted",
-        "Unsalted", "Double", "Select", "Value", "Deluxe", "Eco", "Special",
+        "",
+        "Premium",
+        "Classic",
+        "Organic",
+        "Extra",
+        "Family Pack",
+        "Mini",
+        "Gold",
+        "Light",
+        "Spicy",
+        "Sugar Free",
+        "Bulk",
+        "Imported",
+        "Local",
+        "Fresh",
+        "Frozen",
+        "Roasted",
+        "Salted",
+        "Unsalted",
+        "Double",
+        "Select",
+        "Value",
+        "Deluxe",
+        "Eco",
+        "Special",
     ];
     pub const SIZE: [&str; 20] = [
-        "100g", "250g", "500g", "1kg", "2kg", "5kg", "250ml", "500ml", "1L", "1.5L", "2L", "5L",
-        "Pack of 6", "Pack of 12", "Pack of 24", "Small", "Medium", "Large", "XL", "Box",
+        "100g",
+        "250g",
+        "500g",
+        "1kg",
+        "2kg",
+        "5kg",
+        "250ml",
+        "500ml",
+        "1L",
+        "1.5L",
+        "2L",
+        "5L",
+        "Pack of 6",
+        "Pack of 12",
+        "Pack of 24",
+        "Small",
+        "Medium",
+        "Large",
+        "XL",
+        "Box",
     ];
 
-    /// Picks from lists by the digits of `i` in their mixed radix; past
-    /// the last combination a round number keeps the result unique.
-    pub fn pick<const N: usize>(i: usize, lists: [&[&'static str]; N]) -> ([&'static str; N], usize) {
-        let mut rest = i;
-        let mut out = [""; N];
-        for (o, l) in out.iter_mut().zip(lists) {
-            *o = l[rest % l.len()];
-            rest /= l.len();
+    /// The digits of `i` in the mixed radix of `lens`, and the round past
+    /// the last combination (a round number keeps results unique). Within
+    /// a round `i` is scrambled (multiplied by a prime coprime with the
+    /// number of combinations: still one-to-one), so consecutive entities
+    /// do not share a family name.
+    pub fn digits<const N: usize>(i: usize, lens: [usize; N]) -> ([usize; N], usize) {
+        let combos: usize = lens.iter().product();
+        let step = [7919, 7927, 7933]
+            .into_iter()
+            .find(|p| combos % p != 0)
+            .unwrap_or(1);
+        let (round, within) = (i / combos, i % combos);
+        let mut rest = within * step % combos;
+        let mut out = [0; N];
+        for (o, len) in out.iter_mut().zip(lens) {
+            *o = rest % len;
+            rest /= len;
         }
-        (out, rest)
+        (out, round)
+    }
+
+    /// One entry of each list, by [`digits`].
+    pub fn pick<const N: usize>(
+        i: usize,
+        lists: [&[&'static str]; N],
+    ) -> ([&'static str; N], usize) {
+        let (d, round) = digits(i, lists.map(|l| l.len()));
+        let mut out = [""; N];
+        for ((o, l), d) in out.iter_mut().zip(lists).zip(d) {
+            *o = l[d];
+        }
+        (out, round)
     }
 
     /// `base`, or `base N` from the second round on.
@@ -3407,9 +3637,14 @@ fn seeded_party(kind: Kind, i: usize) -> Map<String, Value> {
         (name.clone(), Some(name), Some(email))
     } else if arabic {
         let ([first, middle, last], round) = pick(j, [&AR_FIRST[..], &AR_MIDDLE[..], &AR_LAST[..]]);
-        let company = (i % 4 == 0).then(|| format!("{} {last}", AR_COMPANY[i / 4 % AR_COMPANY.len()]));
+        let company =
+            (i % 4 == 0).then(|| format!("{} {last}", AR_COMPANY[i / 4 % AR_COMPANY.len()]));
         let email = (i % 3 == 0).then(|| format!("customer{i}@example.jo"));
-        (numbered(format!("{first} {middle} {last}"), round), company, email)
+        (
+            numbered(format!("{first} {middle} {last}"), round),
+            company,
+            email,
+        )
     } else {
         let ([first, middle, last], round) = pick(j, [&FIRST[..], &MIDDLE[..], &LAST[..]]);
         let company = (i % 4 == 0).then(|| format!("{last} {}", COMPANY[i / 4 % COMPANY.len()]));
@@ -3419,11 +3654,15 @@ fn seeded_party(kind: Kind, i: usize) -> Map<String, Value> {
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
                 .collect();
-            format!("{user}{}@example.jo", j % 100)
+            format!("{user}{j}@example.jo")
         });
         m.insert("GivenName".into(), json!(first));
         m.insert("FamilyName".into(), json!(last));
-        (numbered(format!("{first} {middle} {last}"), round), company, email)
+        (
+            numbered(format!("{first} {middle} {last}"), round),
+            company,
+            email,
+        )
     };
     m.insert("DisplayName".into(), json!(display));
     m.insert("PrintOnCheckName".into(), json!(display));
@@ -3451,8 +3690,8 @@ fn seeded_party(kind: Kind, i: usize) -> Map<String, Value> {
 /// The `i`-th generated item.
 fn seeded_item(i: usize) -> Map<String, Value> {
     use names::*;
-    let ([_, variant, size], round) = pick(i, [&[""; 50][..], &VARIANT[..], &SIZE[..]]);
-    let (base, code) = PRODUCT[i % PRODUCT.len()];
+    let ([p, v, z], round) = digits(i, [PRODUCT.len(), VARIANT.len(), SIZE.len()]);
+    let ((base, code), variant, size) = (PRODUCT[p], VARIANT[v], SIZE[z]);
     let name = if variant.is_empty() {
         format!("{base} {size}")
     } else {
@@ -3821,7 +4060,9 @@ impl QuickbooksSandbox {
     pub fn update_entity(&self, entity: &str, id: &str, fields: Value) -> Result<Value, String> {
         let kind = Kind::parse(entity)
             .filter(|k| k.writable())
-            .ok_or_else(|| format!("{entity} cannot be changed: use Customer, Vendor, Item or Invoice"))?;
+            .ok_or_else(|| {
+                format!("{entity} cannot be changed: use Customer, Vendor, Item or Invoice")
+            })?;
         let Value::Object(mut body) = fields else {
             return Err("the fields to change must be a JSON object".into());
         };
@@ -5065,14 +5306,20 @@ mod tests {
         };
         assert_eq!(cdc("Customer,Item").await, json!([{}, {}]));
 
-        let renamed = t
-            .sb
-            .update_entity("customer", &customers[3], json!({"DisplayName": "Renamed One"}))
+        let renamed =
+            t.sb.update_entity(
+                "customer",
+                &customers[3],
+                json!({"DisplayName": "Renamed One"}),
+            )
             .unwrap();
         assert_eq!(renamed["SyncToken"], "1");
         assert!(t.sb.delete_entity("Item", &items[0]));
         assert!(!t.sb.delete_entity("Item", &items[0]), "gone already");
-        assert!(!t.sb.delete_entity("Account", "1"), "lists cannot be deleted");
+        assert!(
+            !t.sb.delete_entity("Account", "1"),
+            "lists cannot be deleted"
+        );
         let qr = cdc("Customer,Item").await;
         assert_eq!(qr[0]["Customer"].as_array().unwrap().len(), 1);
         assert_eq!(qr[0]["Customer"][0]["DisplayName"], "Renamed One");
@@ -5100,7 +5347,10 @@ mod tests {
         assert_eq!(qr[0]["Item"].as_array().unwrap().len(), 1, "items first");
         let got = qr[1]["Customer"].as_array().unwrap();
         assert_eq!(got.len(), 999);
-        assert_eq!(got[0]["DisplayName"], "Renamed One", "the oldest change first");
+        assert_eq!(
+            got[0]["DisplayName"], "Renamed One",
+            "the oldest change first"
+        );
     }
 
     #[tokio::test]
@@ -5132,7 +5382,9 @@ mod tests {
         let inactive = all.iter().filter(|c| c["Active"] == false).count();
         assert_eq!(inactive, 150);
         assert!(all.iter().any(|c| c["CompanyName"].is_string()));
-        assert!(all.iter().any(|c| c["PrimaryEmailAddr"]["Address"].is_string()));
+        assert!(all
+            .iter()
+            .any(|c| c["PrimaryEmailAddr"]["Address"].is_string()));
         assert_eq!(more[0], "3001");
 
         // Pages by Id, inactive ones included when asked.
@@ -5146,9 +5398,7 @@ mod tests {
         let page = v["QueryResponse"]["Customer"].as_array().unwrap();
         assert_eq!(page.len(), 1000);
         assert_eq!(page[0]["Id"], "2001");
-        let (_, v) = t
-            .query(&tok, "SELECT COUNT(*) FROM Customer")
-            .await;
+        let (_, v) = t.query(&tok, "SELECT COUNT(*) FROM Customer").await;
         assert_eq!(v["QueryResponse"]["totalCount"], 3010 - 150, "active only");
 
         let items = t.sb.seed_items(600);
@@ -5170,7 +5420,11 @@ mod tests {
         let vendors = t.sb.seed_vendors(20);
         assert_eq!(t.sb.vendors().len(), 20);
         assert_eq!(vendors.len(), 20);
-        assert!(t.sb.seed_vendor("Bulk Buyer", true).unwrap_err().contains("6240"));
+        assert!(t
+            .sb
+            .seed_vendor("Bulk Buyer", true)
+            .unwrap_err()
+            .contains("6240"));
         assert!(t.sb.seed_vendor("Beans Inc", true).is_ok());
     }
 

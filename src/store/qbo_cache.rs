@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use rust_decimal::Decimal;
 use rusqlite::{params, OptionalExtension, Transaction};
+use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::{stamp, Outbox, StoreError};
@@ -517,7 +517,10 @@ mod tests {
         let rows = o.qbo_cache_rows(CacheKind::Customer).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].id, "4");
-        assert!(rows[0].raw.is_empty(), "the index does not need the raw JSON");
+        assert!(
+            rows[0].raw.is_empty(),
+            "the index does not need the raw JSON"
+        );
         let st = o.qbo_cache_state().unwrap();
         assert_eq!(st.realm.as_deref(), Some("R1"));
         assert_eq!(st.synced_from, Some(at(10)));
@@ -542,7 +545,10 @@ mod tests {
                     customer("2", "B new", "1"),
                     customer("5", "E", "0"),
                 ],
-                &[(CacheKind::Customer, "1".into()), (CacheKind::Item, "9".into())],
+                &[
+                    (CacheKind::Customer, "1".into()),
+                    (CacheKind::Item, "9".into()),
+                ],
                 &synced(false, 20),
             )
             .unwrap();
@@ -576,7 +582,11 @@ mod tests {
         o.qbo_cache_failed(at(30), "QuickBooks down").unwrap();
         let st = o.qbo_cache_state().unwrap();
         assert_eq!(st.last_error.as_deref(), Some("QuickBooks down"));
-        assert_eq!(st.synced_from, Some(at(20)), "a failure keeps the copy's base");
+        assert_eq!(
+            st.synced_from,
+            Some(at(20)),
+            "a failure keeps the copy's base"
+        );
 
         o.qbo_cache_wipe(Some("R2")).unwrap();
         assert_eq!(o.qbo_cache_counts().unwrap()[&CacheKind::Customer], 0);

@@ -16,6 +16,8 @@ pub use pos_connector::sandbox::{Fault, SANDBOX_EMAIL, SANDBOX_PASSWORD};
 use pos_connector::sandbox::{LaravelSandbox, LaravelSandboxOptions};
 use serde_json::{json, Value};
 
+pub mod qbo;
+
 /// The local API key the fixtures configure.
 pub const API_KEY: &str = "test-local-api-key";
 
