@@ -5,215 +5,28 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::qbo::{
+    doc_numbers, pusher, qbo_counts, sale, sim_options, submitted, submitted_jobs, unlimited, Qbo,
+    INVOICE_ROUTE, QUERY_ROUTE, TOKEN_ROUTE,
+};
 use common::*;
 use pos_connector::clock::SystemClock;
 use pos_connector::config::{self, Config};
-use pos_connector::intake::sale::{Sale, SaleLine};
 use pos_connector::quickbooks::limiter::RateLimits;
 use pos_connector::quickbooks::model::{Entity, Invoice, Line, Ref};
-use pos_connector::quickbooks::oauth::{self, ConnectionStore, OAuthClient};
-use pos_connector::quickbooks::{self, PushOutcome, PushSettings, Pusher, QboClient, QboError};
+use pos_connector::quickbooks::oauth::{self, OAuthClient};
+use pos_connector::quickbooks::{self, PushOutcome, QboError};
 use pos_connector::sandbox::quickbooks::{
-    QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions, Rotation, SANDBOX_CLIENT_ID,
-    SANDBOX_CLIENT_SECRET,
+    QboLimits, QuickbooksSandboxOptions, Rotation, SANDBOX_CLIENT_ID,
 };
 use pos_connector::secret::Vault;
-use pos_connector::store::{Job, NewJob, Outbox, OutboxHandle, Stage, StepResult};
+use pos_connector::store::Outbox;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-
-const INVOICE_ROUTE: &str = "POST /v3/company/{realm}/invoice";
-const QUERY_ROUTE: &str = "GET /v3/company/{realm}/query";
-const TOKEN_ROUTE: &str = "POST /oauth2/v1/tokens/bearer";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// The Laravel fixture plus a QuickBooks simulator.
-struct Qbo {
-    fx: Fixture,
-    sim: QuickbooksSandbox,
-    redirect: String,
-}
-
-impl Qbo {
-    async fn start(opts: QuickbooksSandboxOptions) -> Qbo {
-        let fx = Fixture::start().await;
-        let sim = QuickbooksSandbox::start("127.0.0.1:0".parse().unwrap(), opts)
-            .await
-            .unwrap();
-        let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-        Qbo { fx, sim, redirect }
-    }
-
-    fn qb_section(&self, extra: Value) -> Value {
-        let mut qb = json!({
-            "enabled": true,
-            "auth_base": self.sim.auth_base(),
-            "api_base": self.sim.api_base(),
-            "client_id": SANDBOX_CLIENT_ID,
-            "client_secret": SANDBOX_CLIENT_SECRET,
-            "redirect_uri": self.redirect,
-            "income_account_id": "1",
-            "tax_code": "3",
-            "global_tax_calculation": "TaxExcluded",
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            qb[k] = v.clone();
-        }
-        qb
-    }
-
-    /// Config with quick polling and the QuickBooks section.
-    fn config(&self, qb_extra: Value) -> Config {
-        self.fx.config(json!({
-            "sync_interval": 1,
-            "intake": {"settle_seconds": 0},
-            "pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 5},
-            "request_timeout_secs": 5,
-            "quickbooks": self.qb_section(qb_extra),
-        }))
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.fx.path("config.json")
-    }
-
-    /// The real binary with this fixture's config.
-    async fn cli(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let config = self.config_path();
-        let mut all = vec!["--config", config.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run_bin(self.fx.dir.path(), &all, &[], stdin).await
-    }
-
-    /// Connects as `qbo exchange-code` would, without a browser.
-    async fn connect(&self, cfg: &Config) {
-        let oauth =
-            OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(cfg)).unwrap();
-        let code = self.sim.issue_code(&self.redirect);
-        oauth::connect_with_code(
-            &oauth,
-            &ConnectionStore::new(&cfg.data_dir),
-            &SystemClock,
-            &code,
-            &self.sim.realm_id(),
-        )
-        .await
-        .unwrap();
-    }
-}
-
-fn sim_options() -> QuickbooksSandboxOptions {
-    QuickbooksSandboxOptions {
-        us_company: false,
-        ..Default::default()
-    }
-}
-
-fn unlimited(cfg: &mut Config) {
-    cfg.quickbooks.limits = RateLimits {
-        time_scale: 0.001,
-        ..RateLimits::default()
-    };
-}
-
-fn sale(number: &str, customer: &str, item: &str) -> Sale {
-    Sale {
-        invoice_number: number.into(),
-        number_derived: false,
-        customer_name: customer.into(),
-        customer_email: None,
-        customer_phone: None,
-        date: Some("2026-11-20".into()),
-        currency: None,
-        notes: None,
-        lines: vec![SaleLine {
-            description: item.into(),
-            quantity: 2,
-            unit_price: "12.50".parse().unwrap(),
-            sku: None,
-            converted_from: None,
-        }],
-    }
-}
-
-/// Puts `sale` in the outbox as submitted at the backend (due for
-/// QuickBooks).
-fn submitted(o: &mut Outbox, s: &Sale, n: u64) -> Job {
-    o.set_qbo_push_after(Some(Stage::Submitted));
-    let now = chrono::Utc::now();
-    let job = o
-        .enqueue(
-            &NewJob {
-                invoice_number: s.invoice_number.clone(),
-                sale_json: serde_json::to_string(s).unwrap(),
-                content_hash: format!("hash-{}", s.invoice_number),
-                source: "test".into(),
-            },
-            now,
-        )
-        .unwrap()
-        .job()
-        .clone();
-    let result = StepResult {
-        laravel_id: Some(1000 + n),
-        uuid: Some(format!("uuid-{n}")),
-        backend_status: Some("submitted".into()),
-        pdf_path: None,
-    };
-    o.record_step(job.id, Stage::Submitted, &result, "submitted (test)", now)
-        .unwrap()
-}
-
-/// `n` sales already submitted at the backend, due for QuickBooks.
-fn submitted_jobs(cfg: &Config, n: usize, prefix: &str) -> Vec<Job> {
-    let mut o = Outbox::open(&cfg.data_dir).unwrap();
-    (0..n)
-        .map(|i| {
-            let number = format!("{prefix}{i:04}");
-            let s = sale(
-                &number,
-                &format!("Customer {}", i % 7),
-                &format!("Item {}", i % 5),
-            );
-            submitted(&mut o, &s, i as u64)
-        })
-        .collect()
-}
-
-fn pusher(cfg: &Config, client: QboClient) -> Pusher {
-    Pusher::new(
-        OutboxHandle::open(&cfg.data_dir).unwrap(),
-        client,
-        PushSettings::from_config(
-            &cfg.quickbooks,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        ),
-        Arc::new(SystemClock),
-    )
-}
-
-fn qbo_counts(cfg: &Config) -> std::collections::BTreeMap<String, u64> {
-    Outbox::open(&cfg.data_dir).unwrap().qbo_counts().unwrap()
-}
-
-fn doc_numbers(sim: &QuickbooksSandbox) -> Vec<String> {
-    let mut v: Vec<String> = sim
-        .invoices()
-        .iter()
-        .map(|i| i["DocNumber"].as_str().unwrap_or_default().to_string())
-        .collect();
-    v.sort();
-    v
-}
 
 #[tokio::test]
 async fn connect_flow_end_to_end_and_a_wrong_state_is_refused() {

@@ -3,8 +3,10 @@
 //! generic [`crate::token::TokenKeeper`] as the Laravel side), the
 //! accounting API ([`client`]: typed [`model`], one [`error`] type, the
 //! per-realm rate [`limiter`]), the browser [`callback`] of the connect
-//! flow, and the [`push`] of invoices.
+//! flow, the [`push`] of invoices, and the local [`cache`] of the company's
+//! customers, vendors, items and invoices with its [`search`].
 
+pub mod cache;
 pub mod callback;
 pub mod client;
 pub mod error;
@@ -12,13 +14,18 @@ pub mod limiter;
 pub mod model;
 pub mod oauth;
 pub mod push;
+pub mod search;
 
 use std::sync::Arc;
 
+pub use cache::{
+    CacheCounts, CacheError, CacheStatus, EntityRefresh, QboCache, RefreshKind, RefreshReport,
+};
 pub use client::QboClient;
 pub use error::QboError;
 pub use oauth::{ConnectionStore, OAuthClient, QboConnection, QboKeeper, QboToken};
 pub use push::{PushOutcome, PushSettings, Pusher};
+pub use search::{IndexStatus, SearchAnswer, SearchError, SearchHit};
 
 use crate::call_stats::CallStats;
 use crate::clock::Clock;

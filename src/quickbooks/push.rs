@@ -11,7 +11,13 @@
 //!
 //! Customers and items are found by name (and SKU) and created when
 //! missing, with their own derived `requestid`s; what was resolved is
-//! remembered for the life of the process to spare requests.
+//! remembered for the life of the process to spare requests. With a
+//! [`QboCache`] ([`Pusher::with_cache`]) they are looked up there first,
+//! and what the push finds or creates goes into it at once. A remembered
+//! or cached Id can go stale (merged, deleted or made inactive in
+//! QuickBooks): when QuickBooks refuses an invoice for an invalid or
+//! inactive reference (2500, 610) that came from memory, that entry is
+//! dropped and the invoice built again from queries, once.
 //!
 //! The [`Pusher`] drains the outbox's QuickBooks track: one invoice at a
 //! time when a few are waiting, batch requests of up to 30 when more are.
@@ -22,7 +28,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,6 +37,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::cache::QboCache;
 use super::client::{request_id, QboClient};
 use super::error::QboError;
 use super::model::{
@@ -41,7 +48,7 @@ use crate::clock::Clock;
 use crate::config::{PushAfter, QuickbooksConfig};
 use crate::intake::sale::{Sale, SaleLine};
 use crate::retry::RetryPolicy;
-use crate::store::{Job, OutboxHandle, QboUpdate, Stage};
+use crate::store::{CacheKind, Job, OutboxHandle, QboUpdate, Stage};
 
 /// QuickBooks' limits on names and numbers.
 const DOC_NUMBER_MAX: usize = 21;
@@ -112,6 +119,25 @@ pub enum PushOutcome {
     Parked(String),
 }
 
+/// Where a customer's or item's Id came from: only one from memory (the
+/// process's or the cache's) can be stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Remembered,
+    Cache,
+    QuickBooks,
+}
+
+/// A customer or item an invoice refers to.
+#[derive(Debug, Clone)]
+struct Used {
+    kind: CacheKind,
+    /// Its key in the process's memory (the cleaned name).
+    key: String,
+    id: String,
+    source: Source,
+}
+
 /// Why resolving or creating failed, sorted for the outbox.
 enum Failure {
     Qbo(QboError),
@@ -140,6 +166,7 @@ struct Inner {
     items: Mutex<HashMap<String, String>>,
     /// "Reconnect needed" was logged (once per episode, not per job).
     held_logged: AtomicBool,
+    cache: OnceLock<QboCache>,
 }
 
 impl Pusher {
@@ -159,8 +186,25 @@ impl Pusher {
                 customers: Mutex::new(HashMap::new()),
                 items: Mutex::new(HashMap::new()),
                 held_logged: AtomicBool::new(false),
+                cache: OnceLock::new(),
             }),
         }
+    }
+
+    /// Resolves customers and items from `cache` first (fewer queries,
+    /// fewer 429s) and keeps what the push finds or creates in it.
+    pub fn with_cache(self, cache: QboCache) -> Pusher {
+        if self.inner.cache.set(cache).is_err() {
+            tracing::warn!(
+                backend = "quickbooks",
+                "the pusher already has a cache; the second one is ignored"
+            );
+        }
+        self
+    }
+
+    fn cache(&self) -> Option<&QboCache> {
+        self.inner.cache.get()
     }
 
     pub fn client(&self) -> &QboClient {
@@ -271,27 +315,106 @@ impl Pusher {
                 existed: true,
             });
         }
-        let invoice = self.build_invoice(job, &sale).await?;
-        let rid = request_id(
-            "inv",
-            &format!("{}\0{}", job.invoice_number, job.content_hash),
-        );
-        match self
-            .inner
-            .client
-            .create::<Invoice>(Entity::Invoice, &invoice, &rid)
-            .await
-        {
-            Ok(created) => Ok(PushOutcome::Pushed {
-                qbo_id: created.id.unwrap_or_default(),
-                existed: false,
-            }),
-            Err(QboError::DuplicateDocument { existing_id, .. }) => {
-                self.resolve_duplicate(&sale.invoice_number, existing_id)
-                    .await
+        self.create_invoice(job, &sale, false).await
+    }
+
+    /// Builds the invoice and creates it. When QuickBooks refuses it for a
+    /// stale remembered reference, that entry is forgotten and the invoice
+    /// built and created once more (`again`: that second time, whose
+    /// `requestid` differs, since the first one's answer is replayed).
+    async fn create_invoice(
+        &self,
+        job: &Job,
+        sale: &Sale,
+        mut again: bool,
+    ) -> Result<PushOutcome, Failure> {
+        loop {
+            let (invoice, used) = self.build_invoice(job, sale).await?;
+            let mut key = format!("{}\0{}", job.invoice_number, job.content_hash);
+            if again {
+                key.push_str("\0re-resolved");
             }
-            Err(e) => Err(e.into()),
+            match self
+                .inner
+                .client
+                .create::<Invoice>(Entity::Invoice, &invoice, &request_id("inv", &key))
+                .await
+            {
+                Ok(created) => {
+                    return Ok(PushOutcome::Pushed {
+                        qbo_id: created.id.unwrap_or_default(),
+                        existed: false,
+                    })
+                }
+                Err(QboError::DuplicateDocument { existing_id, .. }) => {
+                    return self
+                        .resolve_duplicate(&sale.invoice_number, existing_id)
+                        .await
+                }
+                Err(e) if !again && self.drop_stale(&e, &used).await => again = true,
+                Err(e) => return Err(e.into()),
+            }
         }
+    }
+
+    /// If `e` is QuickBooks refusing a reference (2500 invalid, 610 not
+    /// found or inactive) that came from memory, forgets it (all such
+    /// references of the invoice when the fault does not say which) and
+    /// says so.
+    async fn drop_stale(&self, e: &QboError, used: &[Used]) -> bool {
+        let QboError::Validation {
+            code,
+            message,
+            detail,
+            element,
+            ..
+        } = e
+        else {
+            return false;
+        };
+        if !matches!(code.trim_start_matches('0'), "2500" | "610") {
+            return false;
+        }
+        let remembered: Vec<&Used> = used
+            .iter()
+            .filter(|u| u.source != Source::QuickBooks)
+            .collect();
+        let text = format!(
+            "{message} {} {}",
+            detail.as_deref().unwrap_or_default(),
+            element.as_deref().unwrap_or_default()
+        );
+        let element = element.as_deref().unwrap_or_default();
+        let of_kind = |u: &&Used| match u.kind {
+            CacheKind::Customer => !element.contains("ItemRef"),
+            _ => !element.contains("CustomerRef"),
+        };
+        let named: Vec<&Used> = remembered
+            .iter()
+            .copied()
+            .filter(of_kind)
+            .filter(|u| text.contains(&format!("Id={}", u.id)))
+            .collect();
+        let stale = if named.is_empty() {
+            remembered.into_iter().filter(of_kind).collect()
+        } else {
+            named
+        };
+        if stale.is_empty() {
+            return false;
+        }
+        for u in stale {
+            tracing::info!(backend = "quickbooks", entity = u.kind.as_str(), id = %u.id, code = %code, "QuickBooks refused a remembered reference; it is looked up again");
+            let memo = match u.kind {
+                CacheKind::Customer => &self.inner.customers,
+                _ => &self.inner.items,
+            };
+            memo.lock().expect("cache").remove(&u.key);
+            if let Some(cache) = self.cache() {
+                cache.forget(u.kind, &u.id).await;
+            }
+        }
+        true
     }
 
     /// A 6140: the invoice is there already; its Id from the fault's
@@ -330,8 +453,9 @@ impl Pusher {
         Ok(found.items.into_iter().find_map(|i| i.id))
     }
 
-    /// The QuickBooks invoice for a sale, customers and items resolved.
-    async fn build_invoice(&self, job: &Job, sale: &Sale) -> Result<Invoice, Failure> {
+    /// The QuickBooks invoice for a sale, customers and items resolved (and
+    /// where their Ids came from).
+    async fn build_invoice(&self, job: &Job, sale: &Sale) -> Result<(Invoice, Vec<Used>), Failure> {
         let s = &self.inner.settings;
         if sale.invoice_number.chars().count() > DOC_NUMBER_MAX {
             return Err(Failure::Park(format!(
@@ -342,10 +466,14 @@ impl Pusher {
         }
         let customer = self.customer_id(&sale.customer_name).await?;
         let mut lines = Vec::with_capacity(sale.lines.len());
+        let mut used = Vec::with_capacity(sale.lines.len() + 1);
         for line in &sale.lines {
             let item = self.item_id(line).await?;
-            lines.push(sale_line(line, item, s.tax_code.as_deref()));
+            lines.push(sale_line(line, item.id.clone(), s.tax_code.as_deref()));
+            used.push(item);
         }
+        let customer_id = customer.id.clone();
+        used.push(customer);
         // The sale's own date; else the day it reached the outbox.
         let day = sale
             .date
@@ -355,7 +483,7 @@ impl Pusher {
             doc_number: Some(sale.invoice_number.clone()),
             txn_date: chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").ok(),
             customer_ref: Some(Ref {
-                value: customer,
+                value: customer_id,
                 name: None,
             }),
             line: lines,
@@ -369,22 +497,35 @@ impl Pusher {
                 ..Default::default()
             });
         }
-        Ok(invoice)
+        Ok((invoice, used))
     }
 
-    /// The customer's Id: remembered, found by DisplayName, or created.
-    async fn customer_id(&self, name: &str) -> Result<String, Failure> {
+    /// The customer's Id: remembered, in the cache (active), found by
+    /// DisplayName, or created.
+    async fn customer_id(&self, name: &str) -> Result<Used, Failure> {
         let me = &self.inner;
         let name = clean_name(name, DISPLAY_NAME_MAX);
+        let used = |id: String, source| Used {
+            kind: CacheKind::Customer,
+            key: name.clone(),
+            id,
+            source,
+        };
         if let Some(id) = me.customers.lock().expect("cache").get(&name) {
-            return Ok(id.clone());
+            return Ok(used(id.clone(), Source::Remembered));
+        }
+        if let Some(id) = self.cache().and_then(|c| c.find_customer(&name)) {
+            return Ok(used(id, Source::Cache));
         }
         let q = Query::select(Entity::Customer)
             .where_eq("DisplayName", &name)
             .build();
         let found = me.client.query::<Customer>(Entity::Customer, &q).await?;
-        let id = match found.items.into_iter().find_map(|c| c.id) {
-            Some(id) => id,
+        let id = match found.items.into_iter().find(|c| c.id.is_some()) {
+            Some(c) => {
+                self.remember(CacheKind::Customer, &c).await;
+                c.id.unwrap_or_default()
+            }
             None => {
                 let new = Customer {
                     display_name: Some(name.clone()),
@@ -395,14 +536,29 @@ impl Pusher {
                     .create::<Customer>(Entity::Customer, &new, &request_id("cus", &name))
                     .await
                 {
-                    Ok(c) => c.id.unwrap_or_default(),
+                    Ok(c) => {
+                        self.remember(CacheKind::Customer, &c).await;
+                        c.id.unwrap_or_default()
+                    }
                     Err(QboError::DuplicateName { .. }) => self.clashing_customer(&name).await?,
                     Err(e) => return Err(e.into()),
                 }
             }
         };
-        me.customers.lock().expect("cache").insert(name, id.clone());
-        Ok(id)
+        me.customers
+            .lock()
+            .expect("cache")
+            .insert(name.clone(), id.clone());
+        Ok(used(id, Source::QuickBooks))
+    }
+
+    /// Keeps what QuickBooks answered in the cache, if there is one.
+    async fn remember(&self, kind: CacheKind, entity: &impl serde::Serialize) {
+        if let Some(cache) = self.cache() {
+            if let Ok(v) = serde_json::to_value(entity) {
+                cache.remember(kind, &v).await;
+            }
+        }
     }
 
     /// After a 6240: the name is taken, by an inactive customer or by a
@@ -431,16 +587,28 @@ impl Pusher {
         }
     }
 
-    /// A line's item: the configured generic one, or found by Name (then
-    /// SKU), or created as a Service item.
-    async fn item_id(&self, line: &SaleLine) -> Result<String, Failure> {
+    /// A line's item: the configured generic one, or remembered, or in
+    /// the cache (active, by Name then SKU), or found by Name (then SKU),
+    /// or created as a Service item.
+    async fn item_id(&self, line: &SaleLine) -> Result<Used, Failure> {
         let me = &self.inner;
-        if let Some(id) = &me.settings.item_id {
-            return Ok(id.clone());
-        }
         let name = clean_name(&item_name(line), ITEM_NAME_MAX).replace(':', "-");
+        let used = |id: String, source| Used {
+            kind: CacheKind::Item,
+            key: name.clone(),
+            id,
+            source,
+        };
+        if let Some(id) = &me.settings.item_id {
+            // Configured: a person's choice, never "stale".
+            return Ok(used(id.clone(), Source::QuickBooks));
+        }
         if let Some(id) = me.items.lock().expect("cache").get(&name) {
-            return Ok(id.clone());
+            return Ok(used(id.clone(), Source::Remembered));
+        }
+        let sku = line.sku.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        if let Some(id) = self.cache().and_then(|c| c.find_item(&name, sku)) {
+            return Ok(used(id, Source::Cache));
         }
         let by_name = Query::select(Entity::Item).where_eq("Name", &name).build();
         let mut found = me.client.query::<Item>(Entity::Item, &by_name).await?;
@@ -452,12 +620,18 @@ impl Pusher {
                 found = me.client.query::<Item>(Entity::Item, &by_sku).await?;
             }
         }
-        let id = match found.items.into_iter().find_map(|i| i.id) {
-            Some(id) => id,
+        let id = match found.items.into_iter().find(|i| i.id.is_some()) {
+            Some(i) => {
+                self.remember(CacheKind::Item, &i).await;
+                i.id.unwrap_or_default()
+            }
             None => self.create_item(&name, line).await?,
         };
-        me.items.lock().expect("cache").insert(name, id.clone());
-        Ok(id)
+        me.items
+            .lock()
+            .expect("cache")
+            .insert(name.clone(), id.clone());
+        Ok(used(id, Source::QuickBooks))
     }
 
     async fn create_item(&self, name: &str, line: &SaleLine) -> Result<String, Failure> {
@@ -485,7 +659,10 @@ impl Pusher {
             .create::<Item>(Entity::Item, &new, &request_id("itm", name))
             .await
         {
-            Ok(i) => Ok(i.id.unwrap_or_default()),
+            Ok(i) => {
+                self.remember(CacheKind::Item, &i).await;
+                Ok(i.id.unwrap_or_default())
+            }
             Err(QboError::DuplicateName { .. }) => {
                 let q = Query::select(Entity::Item)
                     .where_eq("Name", name)
@@ -558,7 +735,7 @@ impl Pusher {
             }
         };
         let mut items = Vec::new();
-        let mut in_batch: Vec<(Job, Sale)> = Vec::new();
+        let mut in_batch: Vec<(Job, Sale, Vec<Used>)> = Vec::new();
         let mut sales = sales.into_iter();
         for (job, sale) in sales.by_ref() {
             if let Some(id) = existing.get(&sale.invoice_number) {
@@ -570,9 +747,9 @@ impl Pusher {
                 continue;
             }
             match self.build_invoice(&job, &sale).await {
-                Ok(inv) => {
+                Ok((inv, used)) => {
                     items.push(BatchItemRequest::create_invoice(job.id.to_string(), &inv));
-                    in_batch.push((job, sale));
+                    in_batch.push((job, sale, used));
                 }
                 Err(f) => {
                     let o = self.sort(f);
@@ -581,7 +758,7 @@ impl Pusher {
                     if stop {
                         // Throttled or disconnected: the rest waits too.
                         done.extend(sales.by_ref().map(|(j, _)| (j, o.clone())));
-                        done.extend(in_batch.drain(..).map(|(j, _)| (j, o.clone())));
+                        done.extend(in_batch.drain(..).map(|(j, _, _)| (j, o.clone())));
                         return done;
                     }
                 }
@@ -592,20 +769,20 @@ impl Pusher {
         }
         let key: Vec<String> = in_batch
             .iter()
-            .map(|(j, _)| format!("{}\0{}", j.invoice_number, j.content_hash))
+            .map(|(j, _, _)| format!("{}\0{}", j.invoice_number, j.content_hash))
             .collect();
         let rid = request_id("bat", &key.join("\n"));
         let answers = match self.inner.client.batch(&BatchRequest { items }, &rid).await {
             Ok(a) => a,
             Err(e) => {
                 let o = self.sort(Failure::Qbo(e));
-                done.extend(in_batch.into_iter().map(|(j, _)| (j, o.clone())));
+                done.extend(in_batch.into_iter().map(|(j, _, _)| (j, o.clone())));
                 return done;
             }
         };
         let mut by_bid: HashMap<String, BatchOutcome> =
             answers.into_iter().map(|a| (a.bid, a.outcome)).collect();
-        for (job, sale) in in_batch {
+        for (job, sale, used) in in_batch {
             let outcome = match by_bid.remove(&job.id.to_string()) {
                 Some(BatchOutcome::Entity(v)) => match v.get("Id").and_then(Value::as_str) {
                     Some(id) => PushOutcome::Pushed {
@@ -620,6 +797,14 @@ impl Pusher {
                             .resolve_duplicate(&sale.invoice_number, existing_id)
                             .await
                         {
+                            Ok(o) => o,
+                            Err(f) => self.sort(f),
+                        }
+                    }
+                    // A stale remembered reference: forgotten, and this
+                    // invoice created alone, its references looked up again.
+                    e if self.drop_stale(&e, &used).await => {
+                        match self.create_invoice(&job, &sale, true).await {
                             Ok(o) => o,
                             Err(f) => self.sort(f),
                         }

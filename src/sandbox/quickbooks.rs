@@ -24,7 +24,10 @@
 //!   `TaxRate` lists; `requestid` idempotency on POSTs (the original answer
 //!   replayed, errors included; reads are idempotent anyway); `batch` (30
 //!   items at most, run in order, each seeing what the earlier ones did);
-//!   `cdc` (30 days back at most). Invoices are validated like QuickBooks
+//!   `cdc` (30 days back at most; at most 1,000 objects in one answer,
+//!   shared by the entities asked for, oldest changes first, as Intuit
+//!   documents; deleted entities as `{"Id", "status": "Deleted"}`).
+//!   Invoices are validated like QuickBooks
 //!   does (references, inactive customer 610, `Amount` = `Qty` x `UnitPrice`, `DocNumber`
 //!   length and duplicates 6140 naming the existing `TxnId`, tax codes),
 //!   and totalled with a `SubTotalLineDetail` line and `TxnTaxDetail`.
@@ -63,7 +66,13 @@
 //! * `POST /__sandbox/codes` `{"redirect_uri"}`: an authorization code as if
 //!   a user had approved.
 //!
-//! The same controls exist as methods of [`QuickbooksSandbox`].
+//! The same controls exist as methods of [`QuickbooksSandbox`], with more
+//! for tests and benchmarks: bulk seeding of realistic companies without
+//! HTTP ([`QuickbooksSandbox::seed_customers`], `seed_vendors`,
+//! `seed_items`), and changing or deleting an entity as a person would in
+//! QuickBooks ([`QuickbooksSandbox::update_entity`],
+//! [`QuickbooksSandbox::delete_entity`]) so that `cdc` has something to
+//! report.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -111,6 +120,11 @@ const MAX_BATCH_REQUESTID: usize = 36;
 const DEFAULT_MAX_RESULTS: u64 = 100;
 const MAX_RESULTS_LIMIT: u64 = 1000;
 const CDC_MAX_DAYS: i64 = 30;
+/// Objects in one `cdc` answer at most, all entities together (Intuit:
+/// "Server responses can handle a maximum of 1,000 objects").
+const CDC_MAX_OBJECTS: usize = 1000;
+/// Bulk-seeded entities look this old (history, outside `cdc`'s window).
+const SEEDED_AGE_DAYS: i64 = 90;
 const DOC_NUMBER_MAX: usize = 21;
 /// Intuit's sandbox companies come with transactions; ours start here.
 const FIRST_INVOICE_ID: u64 = 130;
@@ -477,6 +491,8 @@ fn is_active(row: &Row) -> bool {
 struct Tables {
     rows: [Vec<Row>; 7],
     next_id: [u64; 7],
+    /// Deleted entities, as `cdc` reports them.
+    deleted: [Vec<Row>; 7],
 }
 
 impl Tables {
@@ -484,6 +500,7 @@ impl Tables {
         let mut t = Tables {
             rows: Default::default(),
             next_id: [1; 7],
+            deleted: Default::default(),
         };
         t.next_id[Kind::Invoice.index()] = FIRST_INVOICE_ID;
         let created = meta_now();
@@ -588,6 +605,22 @@ impl Tables {
         }
     }
 
+    /// Removes entity `id`; `cdc` reports it as deleted from now on.
+    fn delete(&mut self, kind: Kind, id: &str) -> bool {
+        let list = &mut self.rows[kind.index()];
+        let Some(i) = list.iter().position(|r| row_id(r) == id) else {
+            return false;
+        };
+        list.remove(i);
+        let mut tomb = Map::new();
+        tomb.insert("domain".into(), json!("QBO"));
+        tomb.insert("status".into(), json!("Deleted"));
+        tomb.insert("Id".into(), json!(id));
+        tomb.insert("MetaData".into(), json!({"LastUpdatedTime": meta_now()}));
+        self.deleted[kind.index()].push(tomb);
+        true
+    }
+
     /// The customer or vendor already using `name` (case-insensitive),
     /// other than `except`.
     fn party_named(&self, name: &str, except: Option<(Kind, &str)>) -> Option<(Kind, &Row)> {
@@ -686,6 +719,9 @@ struct Db {
     tables: Tables,
     /// `requestid` -> the original answer, per realm.
     replies: HashMap<(String, String), (StatusCode, Value)>,
+    /// Entities bulk-seeded so far (customers, vendors, items): the next
+    /// call continues the sequence, so generated names stay unique.
+    bulk_seeded: [usize; 3],
 }
 
 struct Shared {
@@ -1570,7 +1606,11 @@ fn run_query(t: &Tables, q: &QboQuery) -> Value {
     if q.count {
         return json!({"totalCount": rows.len()});
     }
-    if !q.order.is_empty() {
+    // Rows are kept in creation order, which is ascending Id for the
+    // writable entities (Ids are never reused): `ORDERBY Id` needs no sort,
+    // which keeps paging through tens of thousands of rows cheap.
+    let by_id = q.kind.writable() && q.order.len() == 1 && q.order[0] == ("Id", false);
+    if !q.order.is_empty() && !by_id {
         rows.sort_by(|a, b| {
             for (f, desc) in &q.order {
                 let o = match (field_value(a, f), field_value(b, f).and_then(lit_of)) {
@@ -2459,20 +2499,29 @@ fn cdc(db: &Db, params: &[(String, String)]) -> Result<Value, ApiError> {
         )));
     }
     let mut responses = Vec::new();
+    let mut room = CDC_MAX_OBJECTS;
     for name in entities.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let kind = Kind::parse(name)
             .ok_or_else(|| business(format!("Invalid entity {name} in entities")))?;
-        let changed: Vec<Value> = db
+        let changed_at = |r: &Row| {
+            field_value(r, "MetaData.LastUpdatedTime")
+                .and_then(Value::as_str)
+                .and_then(as_instant)
+        };
+        let mut changed: Vec<(DateTime<Utc>, &Row)> = db
             .tables
             .list(kind)
             .iter()
-            .filter(|r| {
-                field_value(r, "MetaData.LastUpdatedTime")
-                    .and_then(Value::as_str)
-                    .and_then(as_instant)
-                    .is_some_and(|t| t >= since)
-            })
-            .map(|r| Value::Object(r.clone()))
+            .chain(db.tables.deleted[kind.index()].iter())
+            .filter_map(|r| changed_at(r).filter(|t| *t >= since).map(|t| (t, r)))
+            .collect();
+        // Oldest first; what does not fit the answer's 1,000 is left out.
+        changed.sort_by_key(|(t, _)| *t);
+        changed.truncate(room);
+        room -= changed.len();
+        let changed: Vec<Value> = changed
+            .into_iter()
+            .map(|(_, r)| Value::Object(r.clone()))
             .collect();
         let mut qr = Map::new();
         if !changed.is_empty() {
@@ -3243,6 +3292,485 @@ fn seed_invoice(db: &mut Db, doc_number: &str, customer: &str) -> String {
     }
 }
 
+/// Names for bulk seeding: a Jordanian shop's customers, suppliers and
+/// products, in Latin and Arabic script.
+mod names {
+    pub const FIRST: [&str; 40] = [
+        "Ahmad", "Mohammad", "Omar", "Khaled", "Yousef", "Ali", "Hassan", "Hussein", "Ibrahim",
+        "Tareq", "Zaid", "Hamza", "Faisal", "Saleh", "Nasser", "Majed", "Rami", "Sami", "Laith",
+        "Anas", "Bilal", "Osama", "Waleed", "Ziad", "Fadi", "Lina", "Sara", "Rana", "Dana", "Hala",
+        "Noor", "Aya", "Reem", "Maha", "Rasha", "Hiba", "Yasmin", "Leen", "Farah", "Tala",
+    ];
+    pub const MIDDLE: [&str; 30] = [
+        "Abdullah", "Mahmoud", "Mustafa", "Jamal", "Kamal", "Adel", "Nabil", "Samir", "Talal",
+        "Fawzi", "Hani", "Issa", "Jaber", "Marwan", "Nidal", "Raed", "Salem", "Suleiman", "Wael",
+        "Yaser", "Adnan", "Bassam", "Emad", "Ghassan", "Hatem", "Imad", "Jihad", "Munir", "Qasem",
+        "Shadi",
+    ];
+    pub const LAST: [&str; 50] = [
+        "Haddad",
+        "Khatib",
+        "Nasser",
+        "Masri",
+        "Khoury",
+        "Saleh",
+        "Obeidat",
+        "Tamimi",
+        "Zoubi",
+        "Hijazi",
+        "Qasem",
+        "Shami",
+        "Bataineh",
+        "Rawashdeh",
+        "Momani",
+        "Smadi",
+        "Khalaf",
+        "Awad",
+        "Hamdan",
+        "Jaradat",
+        "Abu Ghazaleh",
+        "Al-Omari",
+        "Al-Rifai",
+        "Darwish",
+        "Farouk",
+        "Ghanem",
+        "Habash",
+        "Issa",
+        "Jabri",
+        "Kurdi",
+        "Louzi",
+        "Mansour",
+        "Najjar",
+        "Odeh",
+        "Qudah",
+        "Rashid",
+        "Sabbagh",
+        "Tarawneh",
+        "Uraiqat",
+        "Wahsh",
+        "Yaghi",
+        "Zaatari",
+        "Abbadi",
+        "Bakri",
+        "Dajani",
+        "Fakhoury",
+        "Halaseh",
+        "Kilani",
+        "Muasher",
+        "Sharif",
+    ];
+    pub const AR_FIRST: [&str; 30] = [
+        "أحمد",
+        "محمد",
+        "عمر",
+        "خالد",
+        "يوسف",
+        "علي",
+        "حسن",
+        "حسين",
+        "إبراهيم",
+        "طارق",
+        "زيد",
+        "حمزة",
+        "فيصل",
+        "صالح",
+        "ناصر",
+        "ماجد",
+        "رامي",
+        "سامي",
+        "ليث",
+        "أنس",
+        "لينا",
+        "سارة",
+        "رنا",
+        "دانا",
+        "هالة",
+        "نور",
+        "آية",
+        "ريم",
+        "مها",
+        "فرح",
+    ];
+    pub const AR_MIDDLE: [&str; 25] = [
+        "عبدالله",
+        "محمود",
+        "مصطفى",
+        "جمال",
+        "كمال",
+        "عادل",
+        "نبيل",
+        "سمير",
+        "طلال",
+        "فوزي",
+        "هاني",
+        "عيسى",
+        "جابر",
+        "مروان",
+        "نضال",
+        "رائد",
+        "سالم",
+        "سليمان",
+        "وائل",
+        "ياسر",
+        "عدنان",
+        "بسام",
+        "عماد",
+        "غسان",
+        "حاتم",
+    ];
+    pub const AR_LAST: [&str; 30] = [
+        "الحداد",
+        "الخطيب",
+        "الناصر",
+        "المصري",
+        "الخوري",
+        "الصالح",
+        "العبيدات",
+        "التميمي",
+        "الزعبي",
+        "الحجازي",
+        "القاسم",
+        "الشامي",
+        "البطاينة",
+        "الرواشدة",
+        "المومني",
+        "الصمادي",
+        "خلف",
+        "عوض",
+        "حمدان",
+        "جرادات",
+        "العمري",
+        "الرفاعي",
+        "درويش",
+        "غانم",
+        "حبش",
+        "المنصور",
+        "النجار",
+        "عودة",
+        "القضاة",
+        "الطراونة",
+    ];
+    pub const COMPANY: [&str; 8] = [
+        "Trading",
+        "Supermarket",
+        "Pharmacy",
+        "Bakery",
+        "Motors",
+        "Electronics",
+        "Contracting",
+        "& Sons",
+    ];
+    pub const AR_COMPANY: [&str; 4] = ["مؤسسة", "شركة", "سوبرماركت", "صيدلية"];
+    pub const SUPPLIER: [&str; 8] = [
+        "Supplies",
+        "Wholesale",
+        "Distribution",
+        "Imports",
+        "Foods",
+        "Packaging",
+        "Logistics",
+        "Trading Co.",
+    ];
+    pub const PRODUCT: [(&str, &str); 50] = [
+        ("Arabic Coffee", "COF"),
+        ("Turkish Coffee", "COF"),
+        ("Espresso Beans", "COF"),
+        ("Green Tea", "TEA"),
+        ("Black Tea", "TEA"),
+        ("Sage Tea", "TEA"),
+        ("Zaatar", "SPC"),
+        ("Olive Oil", "OIL"),
+        ("Labneh", "DRY"),
+        ("Halloumi", "DRY"),
+        ("Hummus", "CAN"),
+        ("Tahini", "CAN"),
+        ("Medjool Dates", "DAT"),
+        ("Basmati Rice", "GRN"),
+        ("Bulgur", "GRN"),
+        ("Lentils", "GRN"),
+        ("Chickpeas", "GRN"),
+        ("Sumac", "SPC"),
+        ("Cardamom", "SPC"),
+        ("Saffron", "SPC"),
+        ("Pita Bread", "BAK"),
+        ("Kaak", "BAK"),
+        ("Knafeh", "SWT"),
+        ("Baklava", "SWT"),
+        ("Maamoul", "SWT"),
+        ("Pistachio", "NUT"),
+        ("Almonds", "NUT"),
+        ("Cashews", "NUT"),
+        ("Mineral Water", "BEV"),
+        ("Orange Juice", "BEV"),
+        ("Laban", "DRY"),
+        ("Yogurt", "DRY"),
+        ("Dish Soap", "HSE"),
+        ("Laundry Powder", "HSE"),
+        ("Tissue Box", "HSE"),
+        ("Paper Cups", "HSE"),
+        ("Phone Charger", "ELC"),
+        ("USB Cable", "ELC"),
+        ("AA Batteries", "ELC"),
+        ("LED Bulb", "ELC"),
+        ("قهوة عربية", "COF"),
+        ("شاي أخضر", "TEA"),
+        ("زيت زيتون", "OIL"),
+        ("زعتر بلدي", "SPC"),
+        ("لبنة", "DRY"),
+        ("حلاوة", "SWT"),
+        ("تمر مجدول", "DAT"),
+        ("أرز بسمتي", "GRN"),
+        ("كعك بالسمسم", "BAK"),
+        ("مياه معدنية", "BEV"),
+    ];
+    pub const VARIANT: [&str; 25] = [
+        "",
+        "Premium",
+        "Classic",
+        "Organic",
+        "Extra",
+        "Family Pack",
+        "Mini",
+        "Gold",
+        "Light",
+        "Spicy",
+        "Sugar Free",
+        "Bulk",
+        "Imported",
+        "Local",
+        "Fresh",
+        "Frozen",
+        "Roasted",
+        "Salted",
+        "Unsalted",
+        "Double",
+        "Select",
+        "Value",
+        "Deluxe",
+        "Eco",
+        "Special",
+    ];
+    pub const SIZE: [&str; 20] = [
+        "100g",
+        "250g",
+        "500g",
+        "1kg",
+        "2kg",
+        "5kg",
+        "250ml",
+        "500ml",
+        "1L",
+        "1.5L",
+        "2L",
+        "5L",
+        "Pack of 6",
+        "Pack of 12",
+        "Pack of 24",
+        "Small",
+        "Medium",
+        "Large",
+        "XL",
+        "Box",
+    ];
+
+    /// The digits of `i` in the mixed radix of `lens`, and the round past
+    /// the last combination (a round number keeps results unique). Within
+    /// a round `i` is scrambled (multiplied by a prime coprime with the
+    /// number of combinations: still one-to-one), so consecutive entities
+    /// do not share a family name.
+    pub fn digits<const N: usize>(i: usize, lens: [usize; N]) -> ([usize; N], usize) {
+        let combos: usize = lens.iter().product();
+        let step = [7919, 7927, 7933]
+            .into_iter()
+            .find(|p| combos % p != 0)
+            .unwrap_or(1);
+        let (round, within) = (i / combos, i % combos);
+        let mut rest = within * step % combos;
+        let mut out = [0; N];
+        for (o, len) in out.iter_mut().zip(lens) {
+            *o = rest % len;
+            rest /= len;
+        }
+        (out, round)
+    }
+
+    /// One entry of each list, by [`digits`].
+    pub fn pick<const N: usize>(
+        i: usize,
+        lists: [&[&'static str]; N],
+    ) -> ([&'static str; N], usize) {
+        let (d, round) = digits(i, lists.map(|l| l.len()));
+        let mut out = [""; N];
+        for ((o, l), d) in out.iter_mut().zip(lists).zip(d) {
+            *o = l[d];
+        }
+        (out, round)
+    }
+
+    /// `base`, or `base N` from the second round on.
+    pub fn numbered(base: String, round: usize) -> String {
+        if round == 0 {
+            base
+        } else {
+            format!("{base} {}", round + 1)
+        }
+    }
+}
+
+/// The `i`-th generated party of `kind` (customer or vendor).
+fn seeded_party(kind: Kind, i: usize) -> Map<String, Value> {
+    use names::*;
+    let mut m = Map::new();
+    // Every third is Arabic; each script counts its own sequence so that
+    // names stay unique.
+    let arabic = i % 3 == 2;
+    let j = if arabic { i / 3 } else { i / 3 * 2 + i % 3 };
+    let (display, company, email) = if kind == Kind::Vendor {
+        let ([last, what], round) = pick(j, [&LAST[..], &SUPPLIER[..]]);
+        let name = if arabic {
+            let ([last], round) = pick(j, [&AR_LAST[..]]);
+            numbered(format!("شركة {last} للتوريدات"), round)
+        } else {
+            numbered(format!("{last} {what}"), round)
+        };
+        let email = format!("orders{i}@supplier.example.jo");
+        (name.clone(), Some(name), Some(email))
+    } else if arabic {
+        let ([first, middle, last], round) = pick(j, [&AR_FIRST[..], &AR_MIDDLE[..], &AR_LAST[..]]);
+        let company =
+            (i % 4 == 0).then(|| format!("{} {last}", AR_COMPANY[i / 4 % AR_COMPANY.len()]));
+        let email = (i % 3 == 0).then(|| format!("customer{i}@example.jo"));
+        (
+            numbered(format!("{first} {middle} {last}"), round),
+            company,
+            email,
+        )
+    } else {
+        let ([first, middle, last], round) = pick(j, [&FIRST[..], &MIDDLE[..], &LAST[..]]);
+        let company = (i % 4 == 0).then(|| format!("{last} {}", COMPANY[i / 4 % COMPANY.len()]));
+        let email = (i % 2 == 0).then(|| {
+            let user: String = format!("{first}.{last}")
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+                .collect();
+            format!("{user}{j}@example.jo")
+        });
+        m.insert("GivenName".into(), json!(first));
+        m.insert("FamilyName".into(), json!(last));
+        (
+            numbered(format!("{first} {middle} {last}"), round),
+            company,
+            email,
+        )
+    };
+    m.insert("DisplayName".into(), json!(display));
+    m.insert("PrintOnCheckName".into(), json!(display));
+    if let Some(c) = company {
+        m.insert("CompanyName".into(), json!(c));
+    }
+    if let Some(e) = email {
+        m.insert("PrimaryEmailAddr".into(), json!({"Address": e}));
+    }
+    m.insert("Active".into(), json!(i % 20 != 19));
+    m.insert("Balance".into(), json!(0.0));
+    if kind == Kind::Customer {
+        m.insert("FullyQualifiedName".into(), json!(display));
+        m.insert("Job".into(), json!(false));
+        m.insert("BillWithParent".into(), json!(false));
+        m.insert("Taxable".into(), json!(true));
+        m.insert("BalanceWithJobs".into(), json!(0.0));
+        m.insert("PreferredDeliveryMethod".into(), json!("Print"));
+    } else {
+        m.insert("Vendor1099".into(), json!(false));
+    }
+    m
+}
+
+/// The `i`-th generated item.
+fn seeded_item(i: usize) -> Map<String, Value> {
+    use names::*;
+    let ([p, v, z], round) = digits(i, [PRODUCT.len(), VARIANT.len(), SIZE.len()]);
+    let ((base, code), variant, size) = (PRODUCT[p], VARIANT[v], SIZE[z]);
+    let name = if variant.is_empty() {
+        format!("{base} {size}")
+    } else {
+        format!("{base} {variant} {size}")
+    };
+    let name = numbered(name, round);
+    let ty = ["Inventory", "NonInventory", "Service"][i % 3];
+    // 0.25 to 200.00 in steps of 0.25.
+    let price = Decimal::new(25 * (1 + (i * 7919) % 800) as i64, 2);
+    let mut m = Map::new();
+    m.insert("Name".into(), json!(name));
+    m.insert("FullyQualifiedName".into(), json!(name));
+    m.insert("Sku".into(), json!(format!("{code}-{:05}", i + 1)));
+    let description = if variant.is_empty() {
+        format!("{base}, {size}")
+    } else {
+        format!("{base} ({}), {size}", variant.to_lowercase())
+    };
+    m.insert("Description".into(), json!(description));
+    m.insert("Type".into(), json!(ty));
+    m.insert("UnitPrice".into(), num(price));
+    m.insert("Taxable".into(), json!(true));
+    m.insert("Active".into(), json!(i % 25 != 24));
+    m.insert(
+        "IncomeAccountRef".into(),
+        json!({"value": "79", "name": "Sales of Product Income"}),
+    );
+    if ty == "Inventory" {
+        m.insert("TrackQtyOnHand".into(), json!(true));
+        m.insert("QtyOnHand".into(), json!((i * 31) % 500));
+        m.insert("InvStartDate".into(), json!("2024-01-01"));
+        m.insert(
+            "AssetAccountRef".into(),
+            json!({"value": "81", "name": "Inventory Asset"}),
+        );
+        m.insert(
+            "ExpenseAccountRef".into(),
+            json!({"value": "80", "name": "Cost of Goods Sold"}),
+        );
+    } else {
+        m.insert("TrackQtyOnHand".into(), json!(false));
+    }
+    m
+}
+
+/// Stores `n` generated entities of `kind` directly (no per-row search for
+/// an existing Id: they are new), dated [`SEEDED_AGE_DAYS`] ago.
+fn bulk_seed(db: &mut Db, kind: Kind, n: usize) -> Vec<String> {
+    let slot = match kind {
+        Kind::Customer => 0,
+        Kind::Vendor => 1,
+        _ => 2,
+    };
+    let first = db.bulk_seeded[slot];
+    db.bulk_seeded[slot] += n;
+    let when = meta_time(Utc::now() - chrono::Duration::days(SEEDED_AGE_DAYS));
+    let mut ids = Vec::with_capacity(n);
+    for i in first..first + n {
+        let content = match kind {
+            Kind::Item => seeded_item(i),
+            _ => seeded_party(kind, i),
+        };
+        let id = db.tables.next_id(kind);
+        let mut row = Map::new();
+        row.insert("Id".into(), json!(id));
+        row.insert("SyncToken".into(), json!("0"));
+        row.insert(
+            "MetaData".into(),
+            json!({"CreateTime": when, "LastUpdatedTime": when}),
+        );
+        row.extend(content);
+        row.insert("domain".into(), json!("QBO"));
+        row.insert("sparse".into(), json!(false));
+        db.tables.rows[kind.index()].push(row);
+        ids.push(id);
+    }
+    ids
+}
+
 /// Stores `v` as a new row without validation (seeding's last resort).
 fn force_row(db: &mut Db, kind: Kind, v: Value) -> String {
     let id = db.tables.next_id(kind);
@@ -3352,6 +3880,7 @@ impl QuickbooksSandbox {
                 windows: HashMap::new(),
                 tables,
                 replies: HashMap::new(),
+                bulk_seeded: [0; 3],
             }),
             harness,
         });
@@ -3481,6 +4010,86 @@ impl QuickbooksSandbox {
     /// Every item, inactive ones included.
     pub fn items(&self) -> Vec<Value> {
         self.rows(Kind::Item)
+    }
+
+    /// Every vendor, inactive ones included.
+    pub fn vendors(&self) -> Vec<Value> {
+        self.rows(Kind::Vendor)
+    }
+
+    /// `n` more customers of a Jordanian shop's kind (about a third with
+    /// Arabic names; "First Father Family" names, unique; some with a
+    /// company name or an email; one in 20 inactive), stored directly
+    /// without HTTP or validation, dated 90 days ago (history, outside
+    /// `cdc`'s window). Returns their Ids, in order.
+    pub fn seed_customers(&self, n: usize) -> Vec<String> {
+        bulk_seed(&mut self.shared.db(), Kind::Customer, n)
+    }
+
+    /// `n` more vendors (suppliers' company names, unique), as
+    /// [`QuickbooksSandbox::seed_customers`] does.
+    pub fn seed_vendors(&self, n: usize) -> Vec<String> {
+        bulk_seed(&mut self.shared.db(), Kind::Vendor, n)
+    }
+
+    /// `n` more items ("Arabic Coffee Premium 250g", some Arabic, unique
+    /// names and SKUs, descriptions, prices, Service / NonInventory /
+    /// Inventory; one in 25 inactive), as
+    /// [`QuickbooksSandbox::seed_customers`] does.
+    pub fn seed_items(&self, n: usize) -> Vec<String> {
+        bulk_seed(&mut self.shared.db(), Kind::Item, n)
+    }
+
+    /// The vendor with this DisplayName (created through the API's rules,
+    /// so a clash with a customer's name fails); returns its Id.
+    pub fn seed_vendor(&self, display_name: &str, active: bool) -> Result<String, String> {
+        upsert(
+            &mut self.shared.db(),
+            Kind::Vendor,
+            json!({"DisplayName": display_name, "Active": active}),
+            None,
+        )
+        .map(|row| row_id(&row).to_string())
+        .map_err(|e| e.body().to_string())
+    }
+
+    /// Changes a Customer, Vendor, Item or Invoice as a person would in
+    /// QuickBooks (a sparse update through the API's rules: the SyncToken
+    /// and LastUpdatedTime move on, so `cdc` reports it). Answers the
+    /// entity, or QuickBooks' fault as text.
+    pub fn update_entity(&self, entity: &str, id: &str, fields: Value) -> Result<Value, String> {
+        let kind = Kind::parse(entity)
+            .filter(|k| k.writable())
+            .ok_or_else(|| {
+                format!("{entity} cannot be changed: use Customer, Vendor, Item or Invoice")
+            })?;
+        let Value::Object(mut body) = fields else {
+            return Err("the fields to change must be a JSON object".into());
+        };
+        let mut db = self.shared.db();
+        let sync = db
+            .tables
+            .get(kind, id)
+            .and_then(|r| r.get("SyncToken").cloned())
+            .ok_or_else(|| format!("no {} with Id {id}", kind.name()))?;
+        body.insert("Id".into(), json!(id));
+        body.insert("SyncToken".into(), sync);
+        body.insert("sparse".into(), json!(true));
+        upsert(&mut db, kind, Value::Object(body), None)
+            .map(Value::Object)
+            .map_err(|e| e.body().to_string())
+    }
+
+    /// Deletes a Customer, Vendor, Item or Invoice: it is gone from queries
+    /// and reads, and `cdc` reports it with `"status": "Deleted"`. (In
+    /// QuickBooks transactions are deleted and names are usually made
+    /// inactive, or merged, which deletes one of them.) False when there
+    /// is no such entity.
+    pub fn delete_entity(&self, entity: &str, id: &str) -> bool {
+        match Kind::parse(entity).filter(|k| k.writable()) {
+            Some(kind) => self.shared.db().tables.delete(kind, id),
+            None => false,
+        }
     }
 
     fn rows(&self, kind: Kind) -> Vec<Value> {
@@ -4668,6 +5277,155 @@ mod tests {
         assert_eq!(s, 400);
         let (s, _) = t.get(&tok, "cdc?changedSince=2030-01-01").await;
         assert_eq!(s, 400);
+    }
+
+    #[tokio::test]
+    async fn cdc_reports_changes_and_deletions_and_caps_an_answer_at_1000() {
+        let t = start().await;
+        let (tok, _) = t.connect().await;
+        // History (90 days old): outside cdc's window.
+        let customers = t.sb.seed_customers(1200);
+        let items = t.sb.seed_items(30);
+        let since = (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+        let cdc = |entities: &'static str| {
+            let since = since.clone();
+            let t = &t;
+            let tok = tok.clone();
+            async move {
+                let r =
+                    t.c.get(t.api("cdc"))
+                        .query(&[("entities", entities), ("changedSince", &since)])
+                        .bearer_auth(&tok)
+                        .send()
+                        .await
+                        .unwrap();
+                assert_eq!(r.status(), 200);
+                let v: Value = r.json().await.unwrap();
+                v["CDCResponse"][0]["QueryResponse"].clone()
+            }
+        };
+        assert_eq!(cdc("Customer,Item").await, json!([{}, {}]));
+
+        let renamed =
+            t.sb.update_entity(
+                "customer",
+                &customers[3],
+                json!({"DisplayName": "Renamed One"}),
+            )
+            .unwrap();
+        assert_eq!(renamed["SyncToken"], "1");
+        assert!(t.sb.delete_entity("Item", &items[0]));
+        assert!(!t.sb.delete_entity("Item", &items[0]), "gone already");
+        assert!(
+            !t.sb.delete_entity("Account", "1"),
+            "lists cannot be deleted"
+        );
+        let qr = cdc("Customer,Item").await;
+        assert_eq!(qr[0]["Customer"].as_array().unwrap().len(), 1);
+        assert_eq!(qr[0]["Customer"][0]["DisplayName"], "Renamed One");
+        assert_eq!(
+            qr[1]["Item"],
+            json!([{"domain": "QBO", "status": "Deleted", "Id": items[0],
+                    "MetaData": qr[1]["Item"][0]["MetaData"].clone()}])
+        );
+        let (s, v) = t.get(&tok, &format!("item/{}", items[0])).await;
+        assert_eq!((s, fault_code(&v)), (400, "610"), "deleted: not found");
+        // A clash is refused as QuickBooks would.
+        let clash = t.sb.update_entity(
+            "Customer",
+            &customers[4],
+            json!({"DisplayName": "renamed one"}),
+        );
+        assert!(clash.unwrap_err().contains("6240"));
+
+        // 1,000 objects at most, shared by the entities, oldest first.
+        for id in &customers[100..1100] {
+            t.sb.update_entity("Customer", id, json!({"Notes": "touched"}))
+                .unwrap();
+        }
+        let qr = cdc("Item,Customer").await;
+        assert_eq!(qr[0]["Item"].as_array().unwrap().len(), 1, "items first");
+        let got = qr[1]["Customer"].as_array().unwrap();
+        assert_eq!(got.len(), 999);
+        assert_eq!(
+            got[0]["DisplayName"], "Renamed One",
+            "the oldest change first"
+        );
+    }
+
+    #[tokio::test]
+    async fn bulk_seeds_are_realistic_unique_and_paged_by_id() {
+        let t = start().await;
+        let (tok, _) = t.connect().await;
+        let ids = t.sb.seed_customers(3000);
+        let more = t.sb.seed_customers(10);
+        assert_eq!(ids.len(), 3000);
+        let all = t.sb.customers();
+        let mut names: Vec<&str> = all
+            .iter()
+            .map(|c| c["DisplayName"].as_str().unwrap())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 3010, "unique across calls");
+        let arabic = all
+            .iter()
+            .filter(|c| {
+                c["DisplayName"]
+                    .as_str()
+                    .unwrap()
+                    .chars()
+                    .any(|ch| ('\u{0600}'..='\u{06FF}').contains(&ch))
+            })
+            .count();
+        assert!((900..=1100).contains(&arabic), "{arabic}");
+        let inactive = all.iter().filter(|c| c["Active"] == false).count();
+        assert_eq!(inactive, 150);
+        assert!(all.iter().any(|c| c["CompanyName"].is_string()));
+        assert!(all
+            .iter()
+            .any(|c| c["PrimaryEmailAddr"]["Address"].is_string()));
+        assert_eq!(more[0], "3001");
+
+        // Pages by Id, inactive ones included when asked.
+        let (s, v) = t
+            .query(
+                &tok,
+                "SELECT * FROM Customer WHERE Active IN (true, false) ORDERBY Id STARTPOSITION 2001 MAXRESULTS 1000",
+            )
+            .await;
+        assert_eq!(s, 200);
+        let page = v["QueryResponse"]["Customer"].as_array().unwrap();
+        assert_eq!(page.len(), 1000);
+        assert_eq!(page[0]["Id"], "2001");
+        let (_, v) = t.query(&tok, "SELECT COUNT(*) FROM Customer").await;
+        assert_eq!(v["QueryResponse"]["totalCount"], 3010 - 150, "active only");
+
+        let items = t.sb.seed_items(600);
+        let all = t.sb.items();
+        assert_eq!(all.len(), 600);
+        let mut skus: Vec<&str> = all.iter().map(|i| i["Sku"].as_str().unwrap()).collect();
+        skus.sort_unstable();
+        skus.dedup();
+        assert_eq!(skus.len(), 600);
+        assert!(all.iter().all(|i| i["UnitPrice"].as_f64().unwrap() > 0.0));
+        assert!(all.iter().any(|i| i["Type"] == "Inventory"));
+        assert!(all.iter().any(|i| i["Type"] == "Service"));
+        // A seeded item is as usable as any.
+        let cust = t.sb.seed_customer("Bulk Buyer", true);
+        let (s, v) = t
+            .post(&tok, "invoice", &invoice_body(&cust, &items[5], "BULK-1"))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let vendors = t.sb.seed_vendors(20);
+        assert_eq!(t.sb.vendors().len(), 20);
+        assert_eq!(vendors.len(), 20);
+        assert!(t
+            .sb
+            .seed_vendor("Bulk Buyer", true)
+            .unwrap_err()
+            .contains("6240"));
+        assert!(t.sb.seed_vendor("Beans Inc", true).is_ok());
     }
 
     #[test]

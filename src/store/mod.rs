@@ -27,8 +27,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
 
+mod qbo_cache;
 mod qbo_pushes;
 mod queue_stats;
+pub use qbo_cache::{CacheApplied, CacheKind, CacheRow, CacheState, CacheSynced};
 pub use qbo_pushes::{QboPush, QboUpdate};
 pub use queue_stats::QueueStats;
 
@@ -112,6 +114,59 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX qbo_pushes_due ON qbo_pushes(push_state, push_next_at);
     ALTER TABLE jobs ADD COLUMN uuid TEXT;",
+    // v3: the local copy of the QuickBooks company's customers, vendors,
+    // items and invoices (searched locally, and spares the push queries);
+    // a staging twin so a full load replaces the copy in one swap; and one
+    // row of facts (company, last refreshes, last failure).
+    "CREATE TABLE qbo_cache (
+        entity          TEXT NOT NULL,
+        qbo_id          TEXT NOT NULL,
+        name            TEXT,
+        company_name    TEXT,
+        email           TEXT,
+        sku             TEXT,
+        description     TEXT,
+        item_type       TEXT,
+        unit_price      TEXT,
+        customer_name   TEXT,
+        total_amt       TEXT,
+        txn_date        TEXT,
+        active          INTEGER NOT NULL,
+        sync_token      TEXT,
+        updated_ms      INTEGER,
+        raw_json        TEXT NOT NULL,
+        UNIQUE (entity, qbo_id)
+    );
+    CREATE INDEX qbo_cache_newest ON qbo_cache(entity, updated_ms);
+    CREATE TABLE qbo_cache_staging (
+        entity          TEXT NOT NULL,
+        qbo_id          TEXT NOT NULL,
+        name            TEXT,
+        company_name    TEXT,
+        email           TEXT,
+        sku             TEXT,
+        description     TEXT,
+        item_type       TEXT,
+        unit_price      TEXT,
+        customer_name   TEXT,
+        total_amt       TEXT,
+        txn_date        TEXT,
+        active          INTEGER NOT NULL,
+        sync_token      TEXT,
+        updated_ms      INTEGER,
+        raw_json        TEXT NOT NULL,
+        UNIQUE (entity, qbo_id)
+    );
+    CREATE TABLE qbo_cache_state (
+        id                  INTEGER PRIMARY KEY CHECK (id = 1),
+        realm               TEXT,
+        synced_from         TEXT,
+        last_full_at        TEXT,
+        last_incremental_at TEXT,
+        last_attempt_at     TEXT,
+        last_error          TEXT
+    );
+    INSERT INTO qbo_cache_state (id) VALUES (1);",
 ];
 
 /// Where a job is in the life of a sale (design.md). `stage` is how far it

@@ -17,6 +17,7 @@ use pos_connector::sandbox::{LaravelSandbox, LaravelSandboxOptions};
 use serde_json::{json, Value};
 
 pub mod live_agent;
+pub mod qbo;
 
 /// The local API key the fixtures configure.
 pub const API_KEY: &str = "test-local-api-key";
