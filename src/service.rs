@@ -37,7 +37,7 @@ use crate::intake::receipts::{self, ReceiptPrinter};
 use crate::intake::{self, Intake, OnCommit};
 use crate::laravel;
 use crate::pipeline::{Pipeline, PipelineSettings, StepHook};
-use crate::quickbooks::{self, PushSettings, Pusher};
+use crate::quickbooks::{self, PushSettings, Pusher, QboCache};
 use crate::retry::RetryPolicy;
 use crate::server::api::{LocalApi, QboSide};
 use crate::server::{self, ServerError};
@@ -81,12 +81,13 @@ impl ServiceError {
 }
 
 /// The QuickBooks side: the outbox queues pushes from `push_after` on,
-/// and the pusher drains them.
+/// and the pusher drains them, resolving customers and items from the
+/// cache of the company's lists first.
 async fn start_quickbooks(
     cfg: &Config,
     outbox: &OutboxHandle,
     clock: Arc<dyn Clock>,
-) -> Result<Pusher, ServiceError> {
+) -> Result<(Pusher, QboCache), ServiceError> {
     let client = quickbooks::connect(cfg, clock.clone()).map_err(ServiceError::QuickBooks)?;
     let settings =
         PushSettings::from_config(&cfg.quickbooks, cfg.pipeline.max_backoff, cfg.sync_interval);
@@ -97,7 +98,15 @@ async fn start_quickbooks(
             Ok(())
         })
         .await?;
-    Ok(Pusher::new(outbox.clone(), client, settings, clock))
+    let cache = QboCache::open(
+        outbox.clone(),
+        client.clone(),
+        cfg.quickbooks.cache_refresh,
+        clock.clone(),
+    )
+    .await?;
+    let pusher = Pusher::new(outbox.clone(), client, settings, clock).with_cache(cache.clone());
+    Ok((pusher, cache))
 }
 
 /// Where the running agent can be reached (for tests).
@@ -133,10 +142,11 @@ pub async fn run_with(
     // makes one attempt per call (the 401 refresh-and-replay still applies).
     let client = laravel::connect(cfg, clock.clone(), RetryPolicy::once());
     let keeper = client.keeper().clone();
-    let pusher = if cfg.quickbooks.enabled {
-        Some(start_quickbooks(cfg, &outbox, clock.clone()).await?)
+    let (pusher, cache) = if cfg.quickbooks.enabled {
+        let (p, c) = start_quickbooks(cfg, &outbox, clock.clone()).await?;
+        (Some(p), Some(c))
     } else {
-        None
+        (None, None)
     };
     let on_step: Option<StepHook> = pusher.clone().map(|p| {
         Arc::new(move |job: &crate::store::Job| {
@@ -240,15 +250,24 @@ pub async fn run_with(
                 serde_json::to_value(hb.status()).expect("serialises")
             }));
         }
-        if let Some(p) = &pusher {
+        if let (Some(p), Some(c)) = (&pusher, &cache) {
             let oauth =
                 quickbooks::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(cfg))
                     .map_err(ServiceError::QuickBooks)?
                     .with_stats(p.client().stats().clone());
-            local = local.with_quickbooks(QboSide::new(p.client().clone(), oauth, p.clone()));
+            local = local.with_quickbooks(QboSide::new(
+                p.client().clone(),
+                oauth,
+                p.clone(),
+                c.clone(),
+            ));
         }
         let app = server::app(local, intake.clone(), cfg.local_api.api_key.clone());
         tasks.spawn(server::serve(listener, app, stopped()));
+    }
+    if let Some(c) = cache {
+        let s = stopped();
+        tasks.spawn(async move { c.run(s).await });
     }
     if let Some(p) = pusher {
         let k = p.client().keeper().clone();

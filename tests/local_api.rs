@@ -29,6 +29,11 @@ const KEYED: &[(&str, &str)] = &[
     ("POST", "/api/jobs/A-1/retry"),
     ("POST", "/api/jobs/retry-parked"),
     ("GET", "/metrics"),
+    ("GET", "/api/search/client_names?q=a"),
+    ("GET", "/api/cache/status"),
+    ("POST", "/api/cache/refresh"),
+    ("GET", "/api/indexes/status"),
+    ("GET", "/api/data/customers"),
     ("POST", "/v1/sales"),
     ("GET", "/v1/sales/A-1"),
 ];
@@ -483,4 +488,109 @@ async fn the_heartbeat_reports_to_the_backend_and_shows_on_the_status() {
         .await
         .unwrap();
     assert!(!m.contains(SANDBOX_API_KEY));
+}
+
+#[tokio::test]
+async fn the_quickbooks_cache_is_searched_and_shown_through_the_api() {
+    let a = LiveAgent::start(true, json!({})).await;
+    let sim = &a.qbo;
+    sim.seed_customers(40);
+    sim.seed_customer("Nour Cafe", true);
+    sim.seed_customer("Cafe Nour Branch", true);
+    sim.seed_customer("Le Petit Nour", false);
+    sim.seed_vendor("Nour Supplies", true).unwrap();
+    sim.seed_item("Espresso Double", Some("ESP-002"));
+    sim.seed_item("Iced Espresso", Some("ICE-7"));
+    let (status, _) = a
+        .call(Method::GET, "/api/cache/status", Key::Bearer(API_KEY))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Connecting loads the company's lists.
+    a.connect_qbo().await;
+    wait_until(Duration::from_secs(30), "the full load", || async {
+        let st = a.ok(Method::GET, "/api/cache/status").await;
+        st["counts"]["customers"].as_u64().unwrap_or(0) >= 43 && st["last_full_at"].is_string()
+    })
+    .await;
+    let health = a.ok(Method::GET, "/api/health").await;
+    assert!(health["cache_age_seconds"].is_u64(), "{health}");
+
+    let found = a.ok(Method::GET, "/api/search/client_names?q=nour").await;
+    assert_eq!(found["query"], "nour");
+    let names: Vec<&str> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[0], "Nour Cafe", "a prefix match first: {names:?}");
+    assert!(names.contains(&"Cafe Nour Branch") && names.contains(&"Le Petit Nour"));
+    assert_eq!(found["total"], 3);
+    let hit = &found["results"][0];
+    for field in ["id", "name", "type", "active", "sku", "unit_price"] {
+        assert!(hit.get(field).is_some(), "{field} in {hit}");
+    }
+    assert_eq!(hit["type"], "Customer");
+
+    let vendors = a.ok(Method::GET, "/api/search/vendor_names?q=SUPP").await;
+    assert_eq!(vendors["results"][0]["name"], "Nour Supplies");
+    let products = a
+        .ok(Method::GET, "/api/search/product_names?q=espresso")
+        .await;
+    assert_eq!(products["results"][0]["name"], "Espresso Double");
+    assert_eq!(products["total"], 2);
+    let alias = a.ok(Method::GET, "/api/search/part_names?q=espresso").await;
+    assert_eq!(alias["results"], products["results"]);
+    let sku = a.ok(Method::GET, "/api/search/part_numbers?q=ice-").await;
+    assert_eq!(sku["results"][0]["sku"], "ICE-7");
+
+    // Limits: 15 by default, at most 100; bad values and indexes say so.
+    let many = a.ok(Method::GET, "/api/search/client_names?q=e").await;
+    assert_eq!(many["results"].as_array().unwrap().len(), 15);
+    assert!(many["total"].as_u64().unwrap() > 15);
+    let capped = a
+        .ok(Method::GET, "/api/search/client_names?q=e&limit=500")
+        .await;
+    assert!(capped["results"].as_array().unwrap().len() <= 100);
+    let (status, body) = a
+        .call(
+            Method::GET,
+            "/api/search/client_names?q=e&limit=lots",
+            Key::Bearer(API_KEY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = a
+        .call(Method::GET, "/api/search/colours?q=e", Key::Bearer(API_KEY))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["message"].as_str().unwrap().contains("client_names"),
+        "{body}"
+    );
+
+    let idx = a.ok(Method::GET, "/api/indexes/status").await;
+    assert!(idx["indexes"].as_array().unwrap().len() >= 6, "{idx}");
+    let rows = a.ok(Method::GET, "/api/data/customers?limit=5").await;
+    assert_eq!(rows["rows"].as_array().unwrap().len(), 5);
+    assert!(rows["rows"][0]["DisplayName"].is_string(), "{rows}");
+    let (status, _) = a
+        .call(Method::GET, "/api/data/planets", Key::Bearer(API_KEY))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A change in QuickBooks arrives with the next (incremental) refresh.
+    sim.seed_customer("Zaatar House", true);
+    let report = a.ok(Method::POST, "/api/cache/refresh").await;
+    assert_eq!(report["kind"], "incremental", "{report}");
+    let z = a.ok(Method::GET, "/api/search/client_names?q=zaatar").await;
+    assert_eq!(z["total"], 1);
+    let st = a.ok(Method::GET, "/api/status").await;
+    assert!(
+        st["quickbooks"]["cache"]["counts"]["customers"]
+            .as_u64()
+            .unwrap()
+            >= 44
+    );
 }

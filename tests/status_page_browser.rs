@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::live_agent::{free_port, LiveAgent};
+use common::live_agent::LiveAgent;
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;

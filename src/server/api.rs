@@ -30,7 +30,9 @@ use crate::laravel::auth::VAULT_TOKEN_NAME;
 use crate::laravel::LaravelClient;
 use crate::quickbooks::callback::{self, CallbackError};
 use crate::quickbooks::model::{Entity, Query as QboQuery};
-use crate::quickbooks::{oauth, ConnectionStore, OAuthClient, Pusher, QboClient};
+use crate::quickbooks::{
+    oauth, CacheError, ConnectionStore, OAuthClient, Pusher, QboCache, QboClient, SearchError,
+};
 use crate::status::{self, LaravelLink, Live, QuickbooksLink, StatusReport};
 use crate::store::{ListFilter, OutboxHandle, StoreError, STATES};
 use crate::token::{RefreshRecord, TokenError};
@@ -62,15 +64,17 @@ pub struct QboSide {
     pub client: QboClient,
     pub oauth: OAuthClient,
     pub pusher: Pusher,
+    pub cache: QboCache,
     flows: Arc<ConnectFlows>,
 }
 
 impl QboSide {
-    pub fn new(client: QboClient, oauth: OAuthClient, pusher: Pusher) -> QboSide {
+    pub fn new(client: QboClient, oauth: OAuthClient, pusher: Pusher, cache: QboCache) -> QboSide {
         QboSide {
             client,
             oauth,
             pusher,
+            cache,
             flows: Arc::default(),
         }
     }
@@ -142,10 +146,19 @@ impl LocalApi {
 
     /// The whole report, as `GET /api/status` and the page show it.
     pub async fn report(&self) -> Result<StatusReport, StoreError> {
+        let cache = match &self.qbo {
+            Some(side) => side
+                .cache
+                .status()
+                .await
+                .ok()
+                .map(|c| serde_json::to_value(c).expect("serialises")),
+            None => None,
+        };
         let live = Live {
             started_at: Some(self.started_at),
             heartbeat: self.heartbeat.as_ref().map(|f| f()),
-            cache: None,
+            cache,
         };
         status::collect(
             &self.cfg,
@@ -186,6 +199,11 @@ pub fn protected_routes(api: LocalApi) -> Router {
         .route("/api/jobs/retry-parked", post(retry_parked))
         .route("/api/jobs/{invoice_number}", get(show_job))
         .route("/api/jobs/{invoice_number}/retry", post(retry_job))
+        .route("/api/search/{index}", get(search))
+        .route("/api/cache/status", get(cache_status))
+        .route("/api/cache/refresh", post(cache_refresh))
+        .route("/api/indexes/status", get(indexes_status))
+        .route("/api/data/{entity}", get(cache_data))
         .route("/metrics", get(super::metrics::metrics))
         .with_state(api)
 }
@@ -261,7 +279,11 @@ async fn health(State(api): State<LocalApi>) -> Response {
         "queue_depth": depth,
         "parked": parked,
         "quickbooks": qbo_state,
-        "cache_age_seconds": Value::Null,
+        "cache_age_seconds": api
+            .qbo
+            .as_ref()
+            .and_then(|q| q.cache.age())
+            .map(|a| a.as_secs()),
     }))
     .into_response()
 }
@@ -466,8 +488,10 @@ async fn qbo_callback(
                 "QuickBooks connected from the status page"
             );
             // The keeper notices the new stored connection by itself; the
-            // pusher releases what waited for it.
+            // pusher releases what waited for it; the cache loads the
+            // company's lists.
             side.pusher.wake();
+            side.cache.request_full();
             Redirect::to("/?quickbooks=connected").into_response()
         }
         Err(e) => {
@@ -700,4 +724,122 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(super) fn text(content_type: &'static str, body: String) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+// ------------------------------------------------------------------ the QuickBooks cache
+
+/// A `limit` query parameter: absent is `None`; not a positive number is a
+/// 400 naming it.
+fn parse_limit(raw: Option<&str>, max: usize) -> Result<Option<usize>, Box<Response>> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Some(n.min(max))),
+            _ => Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!("limit \"{l}\" is not a number from 1 to {max}"),
+            ))),
+        },
+    }
+}
+
+fn cache_error(e: CacheError) -> Response {
+    let status = match &e {
+        CacheError::NotConnected { .. } => StatusCode::CONFLICT,
+        CacheError::UnknownEntity { .. } => StatusCode::NOT_FOUND,
+        CacheError::Store(_) | CacheError::Interrupted(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CacheError::Qbo(_) | CacheError::TooLarge { .. } => StatusCode::BAD_GATEWAY,
+    };
+    error(status, e.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    limit: Option<String>,
+}
+
+async fn search(
+    State(api): State<LocalApi>,
+    Path(index): Path<String>,
+    Query(q): Query<SearchQuery>,
+) -> Response {
+    let Some(side) = api.qbo.as_ref() else {
+        return qbo_not_enabled();
+    };
+    let limit = match parse_limit(q.limit.as_deref(), crate::quickbooks::search::MAX_LIMIT) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    match side
+        .cache
+        .search(&index, q.q.as_deref().unwrap_or_default(), limit)
+    {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e @ SearchError::UnknownIndex { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+async fn cache_status(State(api): State<LocalApi>) -> Response {
+    let Some(side) = api.qbo.as_ref() else {
+        return qbo_not_enabled();
+    };
+    match side.cache.status().await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => cache_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RefreshQuery {
+    full: Option<String>,
+}
+
+/// Refreshes now and answers with what changed (a full load of a large
+/// company can take minutes: the request waits for it).
+async fn cache_refresh(State(api): State<LocalApi>, Query(q): Query<RefreshQuery>) -> Response {
+    let Some(side) = api.qbo.as_ref() else {
+        return qbo_not_enabled();
+    };
+    let full = matches!(q.full.as_deref(), Some("1" | "true" | "yes" | ""));
+    match side.cache.refresh(full).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => cache_error(e),
+    }
+}
+
+async fn indexes_status(State(api): State<LocalApi>) -> Response {
+    let Some(side) = api.qbo.as_ref() else {
+        return qbo_not_enabled();
+    };
+    Json(json!({ "indexes": side.cache.indexes_status() })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct DataQuery {
+    limit: Option<String>,
+}
+
+async fn cache_data(
+    State(api): State<LocalApi>,
+    Path(entity): Path<String>,
+    Query(q): Query<DataQuery>,
+) -> Response {
+    let Some(side) = api.qbo.as_ref() else {
+        return qbo_not_enabled();
+    };
+    let limit = match parse_limit(q.limit.as_deref(), crate::quickbooks::cache::DATA_MAX) {
+        Ok(l) => l.unwrap_or(100),
+        Err(r) => return *r,
+    };
+    match side.cache.data(&entity, limit).await {
+        Ok(rows) => Json(json!({
+            "entity": entity,
+            "limit": limit,
+            "count": rows.len(),
+            "rows": rows,
+        }))
+        .into_response(),
+        Err(e) => cache_error(e),
+    }
 }

@@ -16,13 +16,7 @@ use pos_connector::service::Spawned;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{wait_until, Fixture, API_KEY};
-
-/// A free loopback port (bound, then released for the agent to take).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use super::{free_port, wait_until, Fixture, API_KEY};
 
 /// How a request presents the local API key.
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +139,26 @@ impl LiveAgent {
         let (status, body) = self.call(method.clone(), path, Key::Bearer(API_KEY)).await;
         assert_eq!(status, StatusCode::OK, "{method} {path}: {body}");
         body
+    }
+
+    /// Connects QuickBooks as the page's button does, with this client in
+    /// the browser's place: `/api/quickbooks/connect`, Intuit's authorize
+    /// page, back to `/callback`.
+    pub async fn connect_qbo(&self) {
+        let flow = self.ok(Method::GET, "/api/quickbooks/connect").await;
+        let at_intuit = self
+            .http
+            .get(flow["authorize_url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(at_intuit.status().is_redirection());
+        let back = at_intuit.headers()["location"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let done = self.http.get(&back).send().await.unwrap();
+        assert_eq!(done.status(), StatusCode::SEE_OTHER, "{back}");
     }
 
     /// `POST /v1/sales` of a one-line sale.

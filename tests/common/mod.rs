@@ -19,6 +19,13 @@ use serde_json::{json, Value};
 pub mod live_agent;
 pub mod qbo;
 
+/// A free loopback port (bound, then released for the code under test to
+/// take).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// The local API key the fixtures configure.
 pub const API_KEY: &str = "test-local-api-key";
 

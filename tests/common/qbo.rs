@@ -18,16 +18,11 @@ use pos_connector::sandbox::quickbooks::{
 use pos_connector::store::{Job, NewJob, Outbox, OutboxHandle, Stage, StepResult};
 use serde_json::{json, Value};
 
-use super::{run_bin, Fixture, Run};
+use super::{free_port, run_bin, Fixture, Run};
 
 pub const INVOICE_ROUTE: &str = "POST /v3/company/{realm}/invoice";
 pub const QUERY_ROUTE: &str = "GET /v3/company/{realm}/query";
 pub const TOKEN_ROUTE: &str = "POST /oauth2/v1/tokens/bearer";
-
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// The Laravel fixture plus a QuickBooks simulator.
 pub struct Qbo {
