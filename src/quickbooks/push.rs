@@ -244,6 +244,7 @@ impl Pusher {
             if !me.held_logged.swap(true, Ordering::Relaxed) {
                 tracing::error!(backend = "quickbooks", reason = %why, "QuickBooks pushes are on hold until this is fixed (`pos-connector qbo status`); sales still flow to the backend and nothing is dropped");
             }
+            self.hold_due(&why).await;
             return Some(Instant::now() + Duration::from_secs(30).min(me.settings.idle_poll));
         }
         if me.held_logged.swap(false, Ordering::Relaxed) {
@@ -295,6 +296,34 @@ impl Pusher {
             }
         }
         None
+    }
+
+    /// While a person must act (reconnect), the pushes that come due are
+    /// marked waiting with the reason, uncharged, so `queue show` and the
+    /// status page say why they wait (whoever met the dead grant first:
+    /// a push, the cache or a command). Released when the hold lifts.
+    async fn hold_due(&self, why: &str) {
+        let me = &self.inner;
+        let now = me.clock.now();
+        let due = match me
+            .outbox
+            .call(move |o| o.qbo_due(now, BATCH_MAX, &[]))
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox's QuickBooks track; retrying shortly");
+                return;
+            }
+        };
+        let held: Vec<(Job, PushOutcome)> = due
+            .into_iter()
+            .filter(|j| j.qbo.as_ref().is_some_and(|q| q.state != "waiting"))
+            .map(|j| (j, PushOutcome::Waiting(why.to_string())))
+            .collect();
+        if !held.is_empty() {
+            self.record_all(&held).await;
+        }
     }
 
     /// Pushes one job now and records the outcome.
