@@ -74,7 +74,7 @@ pub fn check(
 pub enum ListenError {
     #[error("quickbooks.redirect_uri {0} is not on this machine, so `qbo connect` cannot receive the callback; approve in a browser, then pass the code with `pos-connector qbo exchange-code --code C --realm R`")]
     NotLocal(String),
-    #[error("cannot listen on {addr} for the QuickBooks callback: {source}; if the agent's service holds that port, stop it for the connect, or use `qbo exchange-code`")]
+    #[error("cannot listen on {addr} for the QuickBooks callback: {source}; if the agent's service holds that port, press \"Connect to QuickBooks\" on its status page (http://{addr}/) instead, or use `qbo exchange-code`")]
     Bind {
         addr: SocketAddr,
         #[source]
