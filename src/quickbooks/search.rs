@@ -661,6 +661,32 @@ impl Snapshot {
         s
     }
 
+    /// With a change set of `kind` learnt under `seq` (one overlay copy for
+    /// all of it).
+    pub fn with_changes(
+        &self,
+        kind: CacheKind,
+        upserts: Vec<CacheRow>,
+        removals: Vec<String>,
+        seq: u64,
+    ) -> Snapshot {
+        let mut s = self.clone();
+        if let Some(i) = slot_of(kind) {
+            let mut o = (*s.kinds[i].overlay).clone();
+            for row in upserts.into_iter().filter(|r| r.kind == kind) {
+                o.removed.remove(&row.id);
+                o.upserts
+                    .insert(row.id.clone(), (seq, Arc::new(Record::from_row(row))));
+            }
+            for id in removals {
+                o.upserts.remove(&id);
+                o.removed.insert(id, seq);
+            }
+            s.kinds[i].overlay = Arc::new(o);
+        }
+        s
+    }
+
     /// Without entity `id` of `kind` (QuickBooks refused it), under `seq`.
     pub fn with_removal(&self, kind: CacheKind, id: &str, seq: u64) -> Snapshot {
         let mut s = self.clone();
@@ -1228,5 +1254,15 @@ mod tests {
         let rebuilt = s.with_base(Base::build(CacheKind::Item, Vec::new(), Utc::now()), 2);
         assert_eq!(rebuilt.pending(CacheKind::Item), 0);
         assert!(rebuilt.find_by_sku("esp-1").is_none());
+        // A change set at once.
+        let s = s.with_changes(
+            CacheKind::Item,
+            vec![item("9", "Macchiato", None, None)],
+            vec!["8".into()],
+            3,
+        );
+        assert!(s.find_by_name(CacheKind::Item, "Espresso").is_none());
+        assert_eq!(s.search("product_names", "macch", None).unwrap().total, 1);
+        assert_eq!(s.entries(CacheKind::Item), 1);
     }
 }
