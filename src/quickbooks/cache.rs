@@ -454,8 +454,11 @@ impl QboCache {
                         });
                         let me = self.clone();
                         tokio::spawn(async move {
-                            let _landing = Landing(me.inner.clone());
+                            let landing = Landing(me.inner.clone());
                             let result = me.refresh_now(full).await;
+                            // Landed before the news: a waiter that wants
+                            // another kind of refresh starts a new one.
+                            drop(landing);
                             let _ = tx.send(Some(result));
                         });
                         (rx, true)
