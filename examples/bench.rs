@@ -12,10 +12,14 @@
 //! 6. QuickBooks pushes per minute against the simulator enforcing
 //!    Intuit's limits (500 requests/min, 10/s, 40 batches/min; windows
 //!    scaled 5-20x shorter so it takes a minute), with and without batches,
-//!    as a ratio of the limits' ceiling.
+//!    as a ratio of the limits' ceiling;
+//! 7. the QuickBooks cache against the simulator holding 50,000 customers
+//!    and 20,000 items, with Intuit's limits in real time (not scaled): a
+//!    full load, an incremental refresh after 100 changes, and search
+//!    latency (p50/p99) over a few thousand realistic queries.
 //!
-//! Usage: bench [SALES_NO_LATENCY] [INBOX_FILES], or `bench qbo` for the
-//! QuickBooks figures alone.
+//! Usage: bench [SALES_NO_LATENCY] [INBOX_FILES], or `bench qbo` / `bench
+//! cache` for the QuickBooks push / cache figures alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,10 +40,12 @@ use serde_json::{json, Value};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if std::env::args().nth(1).as_deref() == Some("qbo") {
-        // `bench qbo`: only the QuickBooks figures.
-        qbo_section().await;
-        return;
+    match std::env::args().nth(1).as_deref() {
+        // `bench qbo`: only the QuickBooks push figures.
+        Some("qbo") => return qbo_section().await,
+        // `bench cache`: only the QuickBooks cache figures.
+        Some("cache") => return cache_section().await,
+        _ => {}
     }
     let mut args = std::env::args().skip(1);
     let sales: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
@@ -84,6 +90,7 @@ async fn main() {
     shared_login().await;
 
     qbo_section().await;
+    cache_section().await;
 }
 
 async fn qbo_section() {
@@ -232,6 +239,192 @@ async fn qbo_push_rate(n: usize, batch: bool, ceiling: f64, scale: f64) {
         100.0 * per_minute / ceiling,
         api_requests as f64 / n as f64,
         sim.throttled()
+    );
+}
+
+/// The QuickBooks cache: a full load and an incremental refresh against
+/// the simulator enforcing Intuit's limits in real time (10 requests a
+/// second, 500 a minute; the agent's own limiter keeps under them), then
+/// search latency in memory.
+async fn cache_section() {
+    use pos_connector::quickbooks::{self, oauth, QboCache};
+    use pos_connector::sandbox::quickbooks::{
+        QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET,
+    };
+    use pos_connector::store::OutboxHandle;
+    use rand::{Rng, SeedableRng};
+
+    const CUSTOMERS: usize = 50_000;
+    const ITEMS: usize = 20_000;
+    println!(
+        "== QuickBooks cache: {CUSTOMERS} customers, {ITEMS} items, 200 vendors; Intuit's limits in real time (10/s, 500/min)"
+    );
+    let sim = QuickbooksSandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        QuickbooksSandboxOptions {
+            us_company: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let customers = sim.seed_customers(CUSTOMERS);
+    let items = sim.seed_items(ITEMS);
+    sim.seed_vendors(200);
+    let dir = tempfile::tempdir().unwrap();
+    let redirect = "http://127.0.0.1:9/callback";
+    let cfg = write_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        json!({"quickbooks": {
+            "enabled": true, "auth_base": sim.auth_base(), "api_base": sim.api_base(),
+            "client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET,
+            "redirect_uri": redirect, "income_account_id": "1", "tax_code": "3",
+        }}),
+    );
+    let oauth_client =
+        oauth::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(&cfg)).unwrap();
+    oauth::connect_with_code(
+        &oauth_client,
+        &oauth::ConnectionStore::new(&cfg.data_dir),
+        &SystemClock,
+        &sim.issue_code(redirect),
+        &sim.realm_id(),
+    )
+    .await
+    .unwrap();
+    let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
+    let cache = QboCache::open(
+        OutboxHandle::open(&cfg.data_dir).unwrap(),
+        client,
+        cfg.quickbooks.cache_refresh,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let full = cache.refresh(true).await.unwrap();
+    let elapsed = start.elapsed().as_secs_f64();
+    let builds: u64 = cache
+        .indexes_status()
+        .iter()
+        .filter(|i| i.alias_of.is_none())
+        .map(|i| i.build_ms)
+        .sum();
+    println!(
+        "   full load: {} customers, {} items, {} vendors in {elapsed:.2} s; {} requests ({:.1}/s, the limit is 10/s); CPU {:.2} s (agent + in-process simulator), of which index builds {:.2} s; 429s {}",
+        full.customers.rows,
+        full.items.rows,
+        full.vendors.rows,
+        full.requests,
+        full.requests as f64 / elapsed,
+        cpu_seconds() - cpu0,
+        builds as f64 / 1000.0,
+        sim.throttled()
+    );
+
+    // 100 changes in QuickBooks: 40 customers renamed, 20 created, 10
+    // deleted; 25 items repriced, 5 deleted.
+    for (n, id) in customers.iter().step_by(997).take(40).enumerate() {
+        sim.update_entity(
+            "Customer",
+            id,
+            json!({"DisplayName": format!("Renamed Customer {n}")}),
+        )
+        .unwrap();
+    }
+    for n in 0..20 {
+        sim.seed_customer(&format!("New Walk-in {n}"), true);
+    }
+    for id in customers.iter().skip(500).step_by(1009).take(10) {
+        sim.delete_entity("Customer", id);
+    }
+    for id in items.iter().step_by(499).take(25) {
+        sim.update_entity("Item", id, json!({"UnitPrice": 4.75}))
+            .unwrap();
+    }
+    for id in items.iter().skip(100).step_by(1013).take(5) {
+        sim.delete_entity("Item", id);
+    }
+    let start = Instant::now();
+    let inc = cache.refresh(false).await.unwrap();
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "   incremental after 100 changes: {:?} in {:.0} ms, {} request(s); customers +{} -{}, items +{} -{}",
+        inc.kind,
+        elapsed * 1000.0,
+        inc.requests,
+        inc.customers.upserted,
+        inc.customers.deleted,
+        inc.items.upserted,
+        inc.items.deleted
+    );
+
+    // Queries as people type them: 1 to 6 characters, prefixes of real
+    // names (half) or pieces from inside them, in both scripts.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut queries = |names: &[String], n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let name: Vec<char> = names[rng.random_range(0..names.len())].chars().collect();
+                let len = rng.random_range(1..=6usize).min(name.len());
+                let at = if rng.random_bool(0.5) {
+                    0
+                } else {
+                    rng.random_range(0..=name.len() - len)
+                };
+                name[at..at + len].iter().collect()
+            })
+            .collect()
+    };
+    let customer_names: Vec<String> = sim
+        .customers()
+        .iter()
+        .filter_map(|c| c["DisplayName"].as_str().map(str::to_string))
+        .collect();
+    let item_names: Vec<String> = sim
+        .items()
+        .iter()
+        .filter_map(|i| i["Name"].as_str().map(str::to_string))
+        .collect();
+    for (index, names) in [
+        ("client_names", &customer_names),
+        ("product_names", &item_names),
+    ] {
+        let qs = queries(names, 4000);
+        for q in qs.iter().take(200) {
+            cache.search(index, q, None).unwrap();
+        }
+        let mut times = Vec::with_capacity(qs.len());
+        let mut totals = 0usize;
+        for q in &qs {
+            let t = Instant::now();
+            let a = cache.search(index, q, None).unwrap();
+            times.push(t.elapsed());
+            totals += a.total;
+        }
+        times.sort();
+        let pct = |p: f64| times[((times.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+        println!(
+            "   search {index}: {} queries (1-6 chars): p50 {:.0} us, p99 {:.0} us, max {:.0} us; {:.0} matches per query on average",
+            qs.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+            totals as f64 / qs.len() as f64
+        );
+    }
+    let bytes: usize = cache
+        .indexes_status()
+        .iter()
+        .filter(|i| i.alias_of.is_none())
+        .map(|i| i.approx_bytes)
+        .sum();
+    println!(
+        "   index postings: about {:.0} MiB",
+        bytes as f64 / (1024.0 * 1024.0)
     );
 }
 

@@ -10,6 +10,10 @@
 #  - QuickBooks invoices pushed per minute against the simulator enforcing
 #    Intuit's limits (time scaled), with and without batch requests, as a
 #    ratio of the limits' ceiling (`target/release/examples/bench qbo` alone)
+#  - the QuickBooks cache against the simulator holding 50,000 customers and
+#    20,000 items with Intuit's limits in real time: full load, incremental
+#    refresh after 100 changes, search latency p50/p99
+#    (`target/release/examples/bench cache` alone)
 #  - idle RSS and CPU of `pos-connector run` after IDLE_SECS (default 60) with nothing to do
 # Usage: scripts/bench.sh [SALES] [FILES] (defaults 1000 and 10000)
 set -euo pipefail

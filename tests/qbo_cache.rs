@@ -271,10 +271,55 @@ async fn change_data_capture_brings_creations_changes_and_deletions() {
     let st = cache.status().await.unwrap();
     assert!(st.last_incremental_at.is_some());
 
+    // A few changes went to the indexes' overlay, without a rebuild.
+    let pending = |name: &str| {
+        cache
+            .indexes_status()
+            .into_iter()
+            .find(|i| i.name == name)
+            .unwrap()
+            .pending
+    };
+    assert_eq!(pending("client_names"), 4);
+    assert_eq!(pending("product_names"), 3);
+
     // Nothing new: one cdc, nothing written.
     let again = cache.refresh(false).await.unwrap();
     assert_eq!(again.kind, RefreshKind::Incremental);
     assert_eq!(q.sim.requests(CDC_ROUTE) - cdcs, 2);
+
+    // Many changes: the index is rebuilt from the database instead.
+    for id in &items[100..200] {
+        q.sim
+            .update_entity("Item", id, json!({"Description": "Summer price list"}))
+            .unwrap();
+    }
+    for id in &customers[100..600] {
+        q.sim
+            .update_entity("Customer", id, json!({"CompanyName": "Summer Promotions"}))
+            .unwrap();
+    }
+    let r = cache.refresh(false).await.unwrap();
+    assert_eq!(
+        (r.kind, r.customers.upserted, r.items.upserted),
+        (RefreshKind::Incremental, 500, 100)
+    );
+    assert_eq!(pending("client_names"), 0, "rebuilt");
+    assert_eq!(pending("product_names"), 103, "still in the overlay");
+    assert_eq!(
+        cache
+            .search("client_names", "summer promo", None)
+            .unwrap()
+            .total,
+        500
+    );
+    assert_eq!(
+        cache
+            .search("product_descriptions", "summer price", None)
+            .unwrap()
+            .total,
+        100
+    );
 }
 
 #[tokio::test]

@@ -454,8 +454,11 @@ impl QboCache {
                         });
                         let me = self.clone();
                         tokio::spawn(async move {
-                            let _landing = Landing(me.inner.clone());
+                            let landing = Landing(me.inner.clone());
                             let result = me.refresh_now(full).await;
+                            // Landed before the news: a waiter that wants
+                            // another kind of refresh starts a new one.
+                            drop(landing);
                             let _ = tx.send(Some(result));
                         });
                         (rx, true)
@@ -621,8 +624,8 @@ impl QboCache {
         (held == connected.realm_id).then(|| self.snapshot())
     }
 
-    /// Applies one change the push made to the indexes (after the
-    /// database has it), and rebuilds when such changes pile up.
+    /// Applies changes to the indexes (after the database has them), and
+    /// rebuilds when such changes pile up.
     fn learn(&self, change: impl FnOnce(&Snapshot, u64) -> Snapshot, kind: CacheKind) {
         let pending = {
             let _w = lock(&self.inner.writer);
@@ -1024,26 +1027,44 @@ impl QboCache {
             finished_at: me.clock.now(),
             full: false,
         };
-        let (applied, counts) = me
+        let (mut applied, counts) = me
             .outbox
             .call(move |o| {
-                let applied = o.qbo_cache_apply(&upserts, &deletions, &synced)?;
+                let applied = o.qbo_cache_apply(upserts, deletions, &synced)?;
                 Ok((applied, o.qbo_cache_counts()?))
             })
             .await?;
-        let snap = self.snapshot();
-        let mut changed = Vec::new();
+        let mut rebuild = Vec::new();
         for kind in CacheKind::ALL {
-            let a = applied.get(&kind).copied().unwrap_or_default();
+            let a = applied.counts.get(&kind).copied().unwrap_or_default();
             let e = report.entity_mut(kind);
             e.upserted = a.upserted;
             e.deleted = a.deleted;
             e.rows = counts.get(&kind).copied().unwrap_or(0);
-            if !reload.contains(&kind) && (a.upserted + a.deleted > 0 || snap.pending(kind) > 0) {
-                changed.push(kind);
+            let changes = (a.upserted + a.deleted) as usize;
+            if changes == 0 || reload.contains(&kind) || !INDEXED.contains(&kind) {
+                continue;
             }
+            // A few changes go to the overlay at once (rebuilding 50,000
+            // entries for 100 changes would cost the till half a second);
+            // many make a rebuild cheaper than scanning them on every
+            // search.
+            if self.snapshot().pending(kind) + changes > OVERLAY_MAX {
+                rebuild.push(kind);
+                continue;
+            }
+            let (rows, rest): (Vec<CacheRow>, Vec<CacheRow>) =
+                applied.upserted.into_iter().partition(|r| r.kind == kind);
+            applied.upserted = rest;
+            let gone = applied
+                .deleted
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, id)| id.clone())
+                .collect();
+            self.learn(|s, seq| s.with_changes(kind, rows, gone, seq), kind);
         }
-        self.rebuild(&changed).await?;
+        self.rebuild(&rebuild).await?;
         Ok(())
     }
 }

@@ -560,11 +560,6 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
-    fn hides(&self, id: &str) -> bool {
-        !self.removed.is_empty() && self.removed.contains_key(id)
-            || !self.upserts.is_empty() && self.upserts.contains_key(id)
-    }
-
     fn len(&self) -> usize {
         self.upserts.len() + self.removed.len()
     }
@@ -596,6 +591,34 @@ impl Overlay {
 pub(crate) struct KindIndex {
     base: Arc<Base>,
     overlay: Arc<Overlay>,
+    /// The base's entries the overlay hides, as a bitset by position (a
+    /// search checks it for every candidate: no string hashing there).
+    hidden: Arc<Vec<u64>>,
+}
+
+impl KindIndex {
+    fn new(base: Arc<Base>, overlay: Arc<Overlay>) -> KindIndex {
+        let mut hidden = Vec::new();
+        if !overlay.is_empty() {
+            hidden = vec![0u64; base.len().div_ceil(64)];
+            for id in overlay.removed.keys().chain(overlay.upserts.keys()) {
+                if let Some(&p) = base.by_id.get(id) {
+                    hidden[p as usize / 64] |= 1 << (p % 64);
+                }
+            }
+        }
+        KindIndex {
+            base,
+            overlay,
+            hidden: Arc::new(hidden),
+        }
+    }
+
+    fn hides(&self, pos: u32) -> bool {
+        self.hidden
+            .get(pos as usize / 64)
+            .is_some_and(|w| w & (1 << (pos % 64)) != 0)
+    }
 }
 
 /// An entity found by exact name or SKU.
@@ -627,10 +650,8 @@ pub(crate) const INDEXED: [CacheKind; 3] =
 impl Snapshot {
     pub fn empty(now: DateTime<Utc>) -> Snapshot {
         Snapshot {
-            kinds: INDEXED.map(|k| KindIndex {
-                base: Arc::new(Base::build(k, Vec::new(), now)),
-                overlay: Arc::default(),
-            }),
+            kinds: INDEXED
+                .map(|k| KindIndex::new(Arc::new(Base::build(k, Vec::new(), now)), Arc::default())),
         }
     }
 
@@ -640,10 +661,7 @@ impl Snapshot {
         let mut s = self.clone();
         if let Some(i) = slot_of(base.kind) {
             let overlay = s.kinds[i].overlay.after(seq);
-            s.kinds[i] = KindIndex {
-                base: Arc::new(base),
-                overlay: Arc::new(overlay),
-            };
+            s.kinds[i] = KindIndex::new(Arc::new(base), Arc::new(overlay));
         }
         s
     }
@@ -656,7 +674,33 @@ impl Snapshot {
             o.removed.remove(&row.id);
             o.upserts
                 .insert(row.id.clone(), (seq, Arc::new(Record::from_row(row))));
-            s.kinds[i].overlay = Arc::new(o);
+            s.kinds[i] = KindIndex::new(s.kinds[i].base.clone(), Arc::new(o));
+        }
+        s
+    }
+
+    /// With a change set of `kind` learnt under `seq` (one overlay copy for
+    /// all of it).
+    pub fn with_changes(
+        &self,
+        kind: CacheKind,
+        upserts: Vec<CacheRow>,
+        removals: Vec<String>,
+        seq: u64,
+    ) -> Snapshot {
+        let mut s = self.clone();
+        if let Some(i) = slot_of(kind) {
+            let mut o = (*s.kinds[i].overlay).clone();
+            for row in upserts.into_iter().filter(|r| r.kind == kind) {
+                o.removed.remove(&row.id);
+                o.upserts
+                    .insert(row.id.clone(), (seq, Arc::new(Record::from_row(row))));
+            }
+            for id in removals {
+                o.upserts.remove(&id);
+                o.removed.insert(id, seq);
+            }
+            s.kinds[i] = KindIndex::new(s.kinds[i].base.clone(), Arc::new(o));
         }
         s
     }
@@ -668,7 +712,7 @@ impl Snapshot {
             let mut o = (*s.kinds[i].overlay).clone();
             o.upserts.remove(id);
             o.removed.insert(id.to_string(), seq);
-            s.kinds[i].overlay = Arc::new(o);
+            s.kinds[i] = KindIndex::new(s.kinds[i].base.clone(), Arc::new(o));
         }
         s
     }
@@ -734,8 +778,8 @@ impl Snapshot {
         }
         let base = map(&k.base)
             .get(key)
-            .map(|p| &k.base.records[*p as usize])
-            .filter(|r| !k.overlay.hides(&r.id));
+            .filter(|p| !k.hides(**p))
+            .map(|p| &k.base.records[*p as usize]);
         match (base, fresh) {
             (Some(b), _) if b.active => Some(found(b)),
             (_, Some(f)) => Some(found(f)),
@@ -832,9 +876,13 @@ fn search_kind<'a>(
                     if picked.len() >= limit {
                         break;
                     }
-                    let rec = &base.records[(posting >> 2) as usize];
-                    if !overlay.hides(&rec.id) {
-                        picked.push((rec, class as u8, (posting & 3) as u8));
+                    let pos = posting >> 2;
+                    if !k.hides(pos) {
+                        picked.push((
+                            &base.records[pos as usize],
+                            class as u8,
+                            (posting & 3) as u8,
+                        ));
                     }
                 }
             }
@@ -865,10 +913,10 @@ fn search_kind<'a>(
         }
         let mut classes: [Vec<(&Record, u8, u8)>; 3] = Default::default();
         for &pos in rarest.map(Vec::as_slice).unwrap_or_default() {
-            let rec = &base.records[pos as usize];
-            if overlay.hides(&rec.id) {
+            if k.hides(pos) {
                 continue;
             }
+            let rec = &base.records[pos as usize];
             if let Some((class, slot)) = idx.check(rec, q) {
                 total += 1;
                 let bucket = &mut classes[class as usize];
@@ -1228,5 +1276,15 @@ mod tests {
         let rebuilt = s.with_base(Base::build(CacheKind::Item, Vec::new(), Utc::now()), 2);
         assert_eq!(rebuilt.pending(CacheKind::Item), 0);
         assert!(rebuilt.find_by_sku("esp-1").is_none());
+        // A change set at once.
+        let s = s.with_changes(
+            CacheKind::Item,
+            vec![item("9", "Macchiato", None, None)],
+            vec!["8".into()],
+            3,
+        );
+        assert!(s.find_by_name(CacheKind::Item, "Espresso").is_none());
+        assert_eq!(s.search("product_names", "macch", None).unwrap().total, 1);
+        assert_eq!(s.entries(CacheKind::Item), 1);
     }
 }

@@ -3582,7 +3582,7 @@ mod names {
         let combos: usize = lens.iter().product();
         let step = [7919, 7927, 7933]
             .into_iter()
-            .find(|p| combos % p != 0)
+            .find(|p| !combos.is_multiple_of(*p))
             .unwrap_or(1);
         let (round, within) = (i / combos, i % combos);
         let mut rest = within * step % combos;
@@ -3637,9 +3637,12 @@ fn seeded_party(kind: Kind, i: usize) -> Map<String, Value> {
         (name.clone(), Some(name), Some(email))
     } else if arabic {
         let ([first, middle, last], round) = pick(j, [&AR_FIRST[..], &AR_MIDDLE[..], &AR_LAST[..]]);
-        let company =
-            (i % 4 == 0).then(|| format!("{} {last}", AR_COMPANY[i / 4 % AR_COMPANY.len()]));
-        let email = (i % 3 == 0).then(|| format!("customer{i}@example.jo"));
+        let company = i
+            .is_multiple_of(4)
+            .then(|| format!("{} {last}", AR_COMPANY[i / 4 % AR_COMPANY.len()]));
+        let email = i
+            .is_multiple_of(3)
+            .then(|| format!("customer{i}@example.jo"));
         (
             numbered(format!("{first} {middle} {last}"), round),
             company,
@@ -3647,8 +3650,10 @@ fn seeded_party(kind: Kind, i: usize) -> Map<String, Value> {
         )
     } else {
         let ([first, middle, last], round) = pick(j, [&FIRST[..], &MIDDLE[..], &LAST[..]]);
-        let company = (i % 4 == 0).then(|| format!("{last} {}", COMPANY[i / 4 % COMPANY.len()]));
-        let email = (i % 2 == 0).then(|| {
+        let company = i
+            .is_multiple_of(4)
+            .then(|| format!("{last} {}", COMPANY[i / 4 % COMPANY.len()]));
+        let email = i.is_multiple_of(2).then(|| {
             let user: String = format!("{first}.{last}")
                 .to_lowercase()
                 .chars()

@@ -30,7 +30,7 @@ use serde_json::Value;
 mod qbo_cache;
 mod qbo_pushes;
 mod queue_stats;
-pub use qbo_cache::{CacheApplied, CacheKind, CacheRow, CacheState, CacheSynced};
+pub use qbo_cache::{CacheApplied, CacheChanges, CacheKind, CacheRow, CacheState, CacheSynced};
 pub use qbo_pushes::{QboPush, QboUpdate};
 pub use queue_stats::QueueStats;
 

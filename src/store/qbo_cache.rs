@@ -151,11 +151,20 @@ pub struct CacheSynced {
     pub full: bool,
 }
 
-/// What applying a change set did.
+/// What applying a change set did to one kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CacheApplied {
     pub upserted: u64,
     pub deleted: u64,
+}
+
+/// What applying a change set did: counts per kind, and the rows written
+/// and removed (what the search indexes must learn).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CacheChanges {
+    pub counts: BTreeMap<CacheKind, CacheApplied>,
+    pub upserted: Vec<CacheRow>,
+    pub deleted: Vec<(CacheKind, String)>,
 }
 
 const COLUMNS: &str = "entity, qbo_id, name, company_name, email, sku, description, item_type, \
@@ -191,10 +200,11 @@ fn insert_row(tx: &Transaction<'_>, table: &str, verb: &str, r: &CacheRow) -> ru
     Ok(())
 }
 
-/// Inserts or replaces one row, unless the stored one is newer: change
-/// data capture is asked with an overlap, and a push may have stored a
-/// fresher copy than a page read a moment earlier. SyncToken grows by one
-/// with every change of an entity, so it orders versions exactly.
+/// Inserts or replaces one row, unless the stored one is as new: change
+/// data capture is asked with an overlap (the same version comes twice),
+/// and a push may have stored a fresher copy than a page read a moment
+/// earlier. SyncToken grows by one with every change of an entity, so it
+/// orders versions exactly. Returns whether the row was written.
 fn upsert_row(tx: &Transaction<'_>, r: &CacheRow) -> rusqlite::Result<bool> {
     let n = tx
         .prepare_cached(&format!(
@@ -207,7 +217,7 @@ fn upsert_row(tx: &Transaction<'_>, r: &CacheRow) -> rusqlite::Result<bool> {
                 sync_token = excluded.sync_token, updated_ms = excluded.updated_ms,
                 raw_json = excluded.raw_json
              WHERE COALESCE(CAST(excluded.sync_token AS INTEGER), -1)
-                   >= COALESCE(CAST(qbo_cache.sync_token AS INTEGER), -1)"
+                   > COALESCE(CAST(qbo_cache.sync_token AS INTEGER), -1)"
         ))?
         .execute(params![
             r.kind.as_str(),
@@ -350,18 +360,19 @@ impl Outbox {
     }
 
     /// A change set (change data capture) in one transaction, with the
-    /// state it leaves.
+    /// state it leaves. Rows older than the ones held are skipped.
     pub fn qbo_cache_apply(
         &mut self,
-        upserts: &[CacheRow],
-        deletions: &[(CacheKind, String)],
+        upserts: Vec<CacheRow>,
+        deletions: Vec<(CacheKind, String)>,
         synced: &CacheSynced,
-    ) -> Result<BTreeMap<CacheKind, CacheApplied>, StoreError> {
+    ) -> Result<CacheChanges, StoreError> {
         let tx = self.conn.transaction()?;
-        let mut out: BTreeMap<CacheKind, CacheApplied> = BTreeMap::new();
+        let mut out = CacheChanges::default();
         for r in upserts {
-            if upsert_row(&tx, r)? {
-                out.entry(r.kind).or_default().upserted += 1;
+            if upsert_row(&tx, &r)? {
+                out.counts.entry(r.kind).or_default().upserted += 1;
+                out.upserted.push(r);
             }
         }
         for (k, id) in deletions {
@@ -369,7 +380,10 @@ impl Outbox {
                 "DELETE FROM qbo_cache WHERE entity = ?1 AND qbo_id = ?2",
                 params![k.as_str(), id],
             )?;
-            out.entry(*k).or_default().deleted += n as u64;
+            if n > 0 {
+                out.counts.entry(k).or_default().deleted += n as u64;
+                out.deleted.push((k, id));
+            }
         }
         record_success(&tx, synced)?;
         tx.commit()?;
@@ -540,12 +554,12 @@ mod tests {
         let applied = o
             .qbo_cache_apply(
                 // An older copy of 1 (the overlap), a newer one of 2, a new 5.
-                &[
+                vec![
                     customer("1", "A old", "2"),
                     customer("2", "B new", "1"),
                     customer("5", "E", "0"),
                 ],
-                &[
+                vec![
                     (CacheKind::Customer, "1".into()),
                     (CacheKind::Item, "9".into()),
                 ],
@@ -553,11 +567,17 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            applied[&CacheKind::Customer],
+            applied.counts[&CacheKind::Customer],
             CacheApplied {
                 upserted: 2,
                 deleted: 1
             }
+        );
+        let written: Vec<&str> = applied.upserted.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(written, vec!["2", "5"]);
+        assert_eq!(
+            applied.deleted,
+            vec![(CacheKind::Customer, "1".to_string())]
         );
         let mut names: Vec<String> = o
             .qbo_cache_rows(CacheKind::Customer)
@@ -575,6 +595,10 @@ mod tests {
         assert_eq!(st.synced_from, Some(at(20)));
 
         assert!(!o.qbo_cache_put(&customer("2", "B older", "0")).unwrap());
+        assert!(
+            !o.qbo_cache_put(&customer("2", "B new", "1")).unwrap(),
+            "the same version again"
+        );
         assert!(o.qbo_cache_put(&customer("7", "G", "0")).unwrap());
         assert!(o.qbo_cache_delete(CacheKind::Customer, "7").unwrap());
         assert!(!o.qbo_cache_delete(CacheKind::Customer, "7").unwrap());
