@@ -511,7 +511,7 @@ async fn qbo_disconnect(State(api): State<LocalApi>, Query(q): Query<ForceParam>
     let Some(side) = api.qbo.as_ref() else {
         return qbo_not_enabled();
     };
-    let force = matches!(q.force.as_deref(), Some("1" | "true" | "yes" | ""));
+    let force = flag(q.force.as_deref());
     let store = ConnectionStore::new(&api.cfg.data_dir);
     match oauth::disconnect(&side.oauth, &store, force).await {
         Ok(realm) => {
@@ -589,17 +589,9 @@ async fn list_jobs(State(api): State<LocalApi>, Query(q): Query<JobsQuery>) -> R
             );
         }
     }
-    let limit = match q.limit.as_deref().map(str::trim) {
-        None | Some("") => JOBS_DEFAULT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if n >= 1 => n.min(JOBS_MAX),
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("limit \"{l}\" is not a number from 1 to {JOBS_MAX}"),
-                )
-            }
-        },
+    let limit = match parse_limit(q.limit.as_deref(), JOBS_MAX) {
+        Ok(l) => l.unwrap_or(JOBS_DEFAULT),
+        Err(r) => return *r,
     };
     let filter = ListFilter {
         state: state.clone(),
@@ -728,6 +720,14 @@ pub(super) fn text(content_type: &'static str, body: String) -> Response {
 
 // ------------------------------------------------------------------ the QuickBooks cache
 
+/// A yes/no query parameter: present without a value, `1`, `true` or `yes`.
+fn flag(raw: Option<&str>) -> bool {
+    matches!(
+        raw.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("" | "1" | "true" | "yes")
+    )
+}
+
 /// A `limit` query parameter: absent is `None`; not a positive number is a
 /// 400 naming it.
 fn parse_limit(raw: Option<&str>, max: usize) -> Result<Option<usize>, Box<Response>> {
@@ -801,7 +801,7 @@ async fn cache_refresh(State(api): State<LocalApi>, Query(q): Query<RefreshQuery
     let Some(side) = api.qbo.as_ref() else {
         return qbo_not_enabled();
     };
-    let full = matches!(q.full.as_deref(), Some("1" | "true" | "yes" | ""));
+    let full = flag(q.full.as_deref());
     match side.cache.refresh(full).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => cache_error(e),

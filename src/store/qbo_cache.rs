@@ -175,28 +175,33 @@ fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A row's values in `COLUMNS` order, for the statements that write one.
+fn row_params(r: &CacheRow) -> Vec<Box<dyn rusqlite::ToSql + '_>> {
+    vec![
+        Box::new(r.kind.as_str()),
+        Box::new(&r.id),
+        Box::new(&r.name),
+        Box::new(&r.company_name),
+        Box::new(&r.email),
+        Box::new(&r.sku),
+        Box::new(&r.description),
+        Box::new(&r.item_type),
+        Box::new(r.unit_price.map(|d| d.to_string())),
+        Box::new(&r.customer_name),
+        Box::new(r.total_amt.map(|d| d.to_string())),
+        Box::new(&r.txn_date),
+        Box::new(r.active),
+        Box::new(&r.sync_token),
+        Box::new(r.updated_at.map(|t| t.timestamp_millis())),
+        Box::new(&r.raw),
+    ]
+}
+
 fn insert_row(tx: &Transaction<'_>, table: &str, verb: &str, r: &CacheRow) -> rusqlite::Result<()> {
     tx.prepare_cached(&format!(
         "{verb} INTO {table} ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     ))?
-    .execute(params![
-        r.kind.as_str(),
-        r.id,
-        r.name,
-        r.company_name,
-        r.email,
-        r.sku,
-        r.description,
-        r.item_type,
-        r.unit_price.map(|d| d.to_string()),
-        r.customer_name,
-        r.total_amt.map(|d| d.to_string()),
-        r.txn_date,
-        r.active,
-        r.sync_token,
-        r.updated_at.map(|t| t.timestamp_millis()),
-        r.raw,
-    ])?;
+    .execute(rusqlite::params_from_iter(row_params(r)))?;
     Ok(())
 }
 
@@ -219,24 +224,7 @@ fn upsert_row(tx: &Transaction<'_>, r: &CacheRow) -> rusqlite::Result<bool> {
              WHERE COALESCE(CAST(excluded.sync_token AS INTEGER), -1)
                    > COALESCE(CAST(qbo_cache.sync_token AS INTEGER), -1)"
         ))?
-        .execute(params![
-            r.kind.as_str(),
-            r.id,
-            r.name,
-            r.company_name,
-            r.email,
-            r.sku,
-            r.description,
-            r.item_type,
-            r.unit_price.map(|d| d.to_string()),
-            r.customer_name,
-            r.total_amt.map(|d| d.to_string()),
-            r.txn_date,
-            r.active,
-            r.sync_token,
-            r.updated_at.map(|t| t.timestamp_millis()),
-            r.raw,
-        ])?;
+        .execute(rusqlite::params_from_iter(row_params(r)))?;
     Ok(n > 0)
 }
 
