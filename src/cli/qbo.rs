@@ -304,7 +304,8 @@ fn status(cli: &Cli, cfg: &Config, clock: &dyn Clock) -> Outcome {
     }
 }
 
-/// `qbo status` for a person: the QuickBooks part of `pos-connector status`.
+/// `qbo status` for a person (local times; `pos-connector status` renders
+/// the same `QuickbooksLink` in its own, UTC, layout).
 fn link_text(link: &QuickbooksLink) -> String {
     let mut s = String::new();
     use std::fmt::Write as _;

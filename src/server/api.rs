@@ -80,6 +80,18 @@ impl QboSide {
     }
 }
 
+impl QboSide {
+    /// After the stored connection was forgotten: the token in memory goes
+    /// too, and callers are held until someone connects again.
+    fn drop_connection(&self) {
+        let keeper = self.client.keeper();
+        keeper.forget();
+        keeper.hold_for_person(
+            "QuickBooks is not connected: use \"Connect to QuickBooks\" on the status page, or `pos-connector qbo connect`",
+        );
+    }
+}
+
 /// The `state` of each "Connect to QuickBooks" started from the page and
 /// not yet come back: a callback must carry one of them (CSRF), and each is
 /// taken once.
@@ -365,6 +377,19 @@ async fn laravel_forget(State(api): State<LocalApi>) -> Response {
 
 // ------------------------------------------------------------------ QuickBooks
 
+/// The stored link when it is usable; otherwise 409 with why.
+fn connected_link(api: &LocalApi) -> Result<QuickbooksLink, Box<Response>> {
+    let link = api.qbo_link();
+    if link.is_connected() {
+        return Ok(link);
+    }
+    Err(Box::new(error(
+        StatusCode::CONFLICT,
+        link.reason
+            .unwrap_or_else(|| "QuickBooks is not connected".into()),
+    )))
+}
+
 async fn qbo_token(State(api): State<LocalApi>) -> Response {
     if api.qbo.is_none() {
         return qbo_not_enabled();
@@ -376,13 +401,8 @@ async fn qbo_refresh(State(api): State<LocalApi>) -> Response {
     let Some(side) = api.qbo.as_ref() else {
         return qbo_not_enabled();
     };
-    let link = api.qbo_link();
-    if !link.is_connected() {
-        return error(
-            StatusCode::CONFLICT,
-            link.reason
-                .unwrap_or_else(|| "QuickBooks is not connected".into()),
-        );
+    if let Err(r) = connected_link(&api) {
+        return *r;
     }
     let keeper = side.client.keeper();
     match keeper.force_refresh().await {
@@ -403,10 +423,7 @@ async fn qbo_forget(State(api): State<LocalApi>) -> Response {
     if let Err(e) = store.forget() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, e);
     }
-    side.client.keeper().forget();
-    side.client
-        .keeper()
-        .hold_for_person("QuickBooks is not connected: use \"Connect to QuickBooks\" on the status page, or `pos-connector qbo connect`");
+    side.drop_connection();
     tracing::warn!("QuickBooks connection forgotten from the local API (not revoked at Intuit)");
     let mut v = serde_json::to_value(api.qbo_link()).expect("serialises");
     v["forgotten"] = json!(true);
@@ -515,10 +532,7 @@ async fn qbo_disconnect(State(api): State<LocalApi>, Query(q): Query<ForceParam>
     let store = ConnectionStore::new(&api.cfg.data_dir);
     match oauth::disconnect(&side.oauth, &store, force).await {
         Ok(realm) => {
-            side.client.keeper().forget();
-            side.client.keeper().hold_for_person(
-                "QuickBooks is not connected: use \"Connect to QuickBooks\" on the status page, or `pos-connector qbo connect`",
-            );
+            side.drop_connection();
             let mut v = serde_json::to_value(api.qbo_link()).expect("serialises");
             v["disconnected"] = json!(realm.is_some());
             v["disconnected_realm_id"] = json!(realm);
@@ -533,14 +547,10 @@ async fn qbo_test(State(api): State<LocalApi>) -> Response {
     let Some(side) = api.qbo.as_ref() else {
         return qbo_not_enabled();
     };
-    let link = api.qbo_link();
-    if !link.is_connected() {
-        return error(
-            StatusCode::CONFLICT,
-            link.reason
-                .unwrap_or_else(|| "QuickBooks is not connected".into()),
-        );
-    }
+    let link = match connected_link(&api) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
     let started = Instant::now();
     let q = QboQuery::select(Entity::Customer).count().build();
     match side.client.query::<Value>(Entity::Customer, &q).await {
