@@ -21,13 +21,14 @@ cd "$(dirname "$0")/.."
 sales="${1:-1000}"
 files="${2:-10000}"
 idle="${IDLE_SECS:-60}"
-cargo build --release --locked --quiet --example bench --bin pos-connector
+cargo build --release --locked --quiet --workspace --bins
+cargo build --release --locked --quiet -p pos-connector --example bench
 target/release/examples/bench "$sales" "$files"
 
 echo "== idle service (${idle} s)"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-target/release/pos-connector sandbox --port 0 > "$work/sandbox.out" 2>/dev/null &
+target/release/pos-sandbox --port 0 > "$work/sandbox.out" 2>/dev/null &
 for _ in $(seq 100); do grep -q "listening on" "$work/sandbox.out" 2>/dev/null && break; sleep 0.1; done
 base="$(sed -n 's/^sandbox listening on //p' "$work/sandbox.out")"
 cat > "$work/config.json" <<JSON

@@ -6,5 +6,5 @@
 # Extra arguments go to `pos-connector demo` (e.g. --dir DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --locked
+cargo build --quiet --locked --workspace
 exec target/debug/pos-connector demo "$@"

@@ -33,6 +33,6 @@ export POS_CONNECTOR_REQUIRE_BROWSER=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets

@@ -7,24 +7,22 @@
 //! from a stale entry; refreshes are single-flight; `run` waits out a
 //! reconnect.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use common::qbo::{
+use crate::common::qbo::{
     connect_to, pusher, sale, sim_options, submitted, unlimited, Qbo, INVOICE_ROUTE, QUERY_ROUTE,
     TOKEN_ROUTE,
 };
-use common::*;
+use crate::common::*;
+use chrono::{DateTime, Utc};
 use pos_connector::clock::{Clock, SystemClock};
 use pos_connector::config::Config;
 use pos_connector::quickbooks::{
     self, CacheError, PushOutcome, QboCache, QboError, RefreshKind, SearchError,
 };
-use pos_connector::sandbox::quickbooks::{QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions};
 use pos_connector::store::{Outbox, OutboxHandle};
+use pos_sandbox::quickbooks::{QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions};
 use serde_json::{json, Value};
 
 const CDC_ROUTE: &str = "GET /v3/company/{realm}/cdc";

@@ -30,7 +30,6 @@ use crate::laravel::auth::{self, PasswordStore};
 use crate::laravel::error::first_chars;
 use crate::laravel::{self, CreateOutcome, DocumentKind, NewInvoice};
 use crate::retry::RetryPolicy;
-use crate::sandbox::{SANDBOX_EMAIL, SANDBOX_PASSWORD};
 
 /// Creates the demo folder: `dir`, or a new one under the temp folder.
 pub fn prepare_dir(dir: Option<&Path>) -> std::io::Result<PathBuf> {
@@ -45,6 +44,14 @@ pub fn prepare_dir(dir: Option<&Path>) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// The vendor, password and QuickBooks app the demo's simulators are
+/// started with (`pos-sandbox --email --password --qbo-client-id
+/// --qbo-client-secret`): the agent knows nothing of the simulators' code.
+const DEMO_EMAIL: &str = "vendor@demo.test";
+const DEMO_PASSWORD: &str = "demo-password";
+const DEMO_QBO_CLIENT_ID: &str = "demo-client-id";
+const DEMO_QBO_CLIENT_SECRET: &str = "demo-client-secret";
 
 /// The key the demo's local API takes.
 const DEMO_API_KEY: &str = "demo-local-api-key";
@@ -198,10 +205,35 @@ struct SandboxProcess {
     qbo_url: String,
 }
 
+/// The `pos-sandbox` executable beside this one (cargo builds both into
+/// one folder; the packages install both side by side).
+pub fn sandbox_binary() -> Result<PathBuf, String> {
+    let me = std::env::current_exe()
+        .map_err(|e| format!("cannot find the pos-connector executable: {e}"))?;
+    let exe = me.with_file_name(format!("pos-sandbox{}", std::env::consts::EXE_SUFFIX));
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "the simulators' binary {} is missing: build it with `cargo build -p pos-sandbox` (or `cargo build` in the source folder)",
+            exe.display()
+        ))
+    }
+}
+
 async fn start_sandbox() -> anyhow::Result<SandboxProcess> {
-    let exe = std::env::current_exe().context("cannot find the pos-connector executable")?;
+    let exe = sandbox_binary().map_err(|e| anyhow!(e))?;
     let mut child = tokio::process::Command::new(exe)
-        .args(["sandbox", "--port", "0"])
+        .args([
+            "--port",
+            "0",
+            "--email",
+            DEMO_EMAIL,
+            "--password",
+            DEMO_PASSWORD,
+        ])
+        .args(["--qbo-client-id", DEMO_QBO_CLIENT_ID])
+        .args(["--qbo-client-secret", DEMO_QBO_CLIENT_SECRET])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .stdin(Stdio::null())
@@ -267,7 +299,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let config_path = dir.join("config.json");
     let cfg_json = json!({
         "base_url": base,
-        "email": SANDBOX_EMAIL,
+        "email": DEMO_EMAIL,
         "sync_interval": 60,
         "auto_submit_jofotara": true,
         "invoice_folder": dir.join("inbox"),
@@ -282,8 +314,8 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             "enabled": true,
             "auth_base": sandbox.qbo_url,
             "api_base": sandbox.qbo_url,
-            "client_id": crate::sandbox::quickbooks::SANDBOX_CLIENT_ID,
-            "client_secret": crate::sandbox::quickbooks::SANDBOX_CLIENT_SECRET,
+            "client_id": DEMO_QBO_CLIENT_ID,
+            "client_secret": DEMO_QBO_CLIENT_SECRET,
             "redirect_uri": DEMO_REDIRECT,
             "income_account_id": "1",
             "tax_code": "TAX",
@@ -293,7 +325,7 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let cfg = config::load_from(&config_path, &[]).map_err(|e| anyhow!("{e}"))?;
     let saved = auth::verify_and_store_password(
         &cfg,
-        &SecretString::from(SANDBOX_PASSWORD.to_string()),
+        &SecretString::from(DEMO_PASSWORD.to_string()),
         PasswordStore::Encrypted,
         Arc::new(SystemClock),
     )

@@ -2,12 +2,10 @@
 //! Laravel sandbox and the QuickBooks simulator on 127.0.0.1, every route
 //! called over real HTTP, with and without the key.
 
-mod common;
-
 use std::time::Duration;
 
-use common::live_agent::{Key, LiveAgent};
-use common::*;
+use crate::common::live_agent::{Key, LiveAgent};
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -125,14 +123,14 @@ async fn config_is_redacted_and_the_status_report_is_whole() {
         API_KEY,
         "connector-secret-key-1",
         SANDBOX_PASSWORD,
-        pos_connector::sandbox::quickbooks::SANDBOX_CLIENT_SECRET,
+        pos_sandbox::quickbooks::SANDBOX_CLIENT_SECRET,
     ] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
     assert!(text.contains("[REDACTED]"));
     assert_eq!(
         cfg["quickbooks"]["client_id"],
-        pos_connector::sandbox::quickbooks::SANDBOX_CLIENT_ID
+        pos_sandbox::quickbooks::SANDBOX_CLIENT_ID
     );
 
     a.post_sale("ST-1", "Walk-in").await;
@@ -452,7 +450,7 @@ async fn status_command_reads_the_running_service_or_the_disk() {
 
 #[tokio::test]
 async fn the_heartbeat_reports_to_the_backend_and_shows_on_the_status() {
-    use pos_connector::sandbox::laravel::SANDBOX_API_KEY;
+    use pos_sandbox::laravel::SANDBOX_API_KEY;
     let a = LiveAgent::start(
         false,
         json!({"api_key": SANDBOX_API_KEY, "pos_systems": ["cafe-pos"]}),

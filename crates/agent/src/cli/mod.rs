@@ -3,12 +3,12 @@
 //! operation failed, 2 usage or configuration error, 3 a person must act
 //! (wrong password, disabled account, rejected token).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::clock::SystemClock;
@@ -19,11 +19,6 @@ use crate::laravel::{
 };
 use crate::logging::{self, Console, LogGuard};
 use crate::retry::RetryPolicy;
-use crate::sandbox::quickbooks::Rotation as QboRotation;
-use crate::sandbox::{
-    LaravelSandbox, LaravelSandboxOptions, QuickbooksSandbox, QuickbooksSandboxOptions,
-    SANDBOX_EMAIL, SANDBOX_PASSWORD,
-};
 use crate::secret;
 use crate::{demo, service, token_check};
 
@@ -98,8 +93,19 @@ pub enum Command {
     /// Connect to QuickBooks Online, look after the connection, push invoices
     #[command(subcommand)]
     Qbo(QboCommand),
-    /// Serve simulators of the Laravel backend and QuickBooks Online on 127.0.0.1
-    Sandbox(SandboxArgs),
+    /// Serve simulators of the Laravel backend and QuickBooks Online on
+    /// 127.0.0.1: runs `pos-sandbox` (installed beside this binary) with
+    /// these arguments; `pos-connector sandbox --help` shows its options
+    #[command(disable_help_flag = true)]
+    Sandbox {
+        /// Arguments for pos-sandbox (--port, --latency, --workers, --qbo-port, ...)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Run a sale end to end against a sandbox started for the occasion
     Demo {
         /// Folder for the demo's config, state, logs and documents
@@ -185,39 +191,6 @@ pub enum IfExists {
     Fail,
     /// Exit 0 when the invoice number is already taken
     Ok,
-}
-
-#[derive(Debug, Args)]
-pub struct SandboxArgs {
-    /// Port on 127.0.0.1 (0 picks a free one; the address is printed)
-    #[arg(long, default_value_t = 8000)]
-    pub port: u16,
-    /// Login email of the sandbox vendor
-    #[arg(long, default_value = SANDBOX_EMAIL)]
-    pub email: String,
-    /// Password of the sandbox vendor
-    #[arg(long, default_value = SANDBOX_PASSWORD)]
-    pub password: String,
-    /// Key of the connector channel (X-API-Key; the agent's "api_key")
-    #[arg(long, default_value = crate::sandbox::laravel::SANDBOX_API_KEY, value_name = "KEY")]
-    pub api_key: String,
-    /// Make tokens expire this many minutes after login (default: never, like the real backend)
-    #[arg(long, value_name = "MINUTES")]
-    pub token_lifetime_minutes: Option<f64>,
-    /// Service times: none, or realistic (login 120 ms, create 30, submit 300, status 15, pdf 200)
-    #[arg(long, default_value = "none", value_name = "PROFILE")]
-    pub latency: String,
-    /// Serve API requests with at most this many workers, like PHP-FPM
-    /// [default: 8 with --latency realistic, else unbounded]
-    #[arg(long, value_name = "N")]
-    pub workers: Option<usize>,
-    /// Port on 127.0.0.1 of the QuickBooks Online simulator (0 picks a free one)
-    #[arg(long, default_value_t = 0)]
-    pub qbo_port: u16,
-    /// QuickBooks refresh-token rotation: strict (the previous token dies at
-    /// once) or grace (it keeps working 24 hours, as Intuit documents)
-    #[arg(long, default_value = "strict", value_name = "MODE")]
-    pub qbo_rotation: String,
 }
 
 /// A failed command: what to print and the exit code.
@@ -353,7 +326,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         ));
     }
     match &cli.command {
-        Some(Command::Sandbox(args)) => return run_sandbox(&cli, args).await,
+        Some(Command::Sandbox { args }) => return run_sandbox(args),
         Some(Command::Demo { dir }) => return run_demo(&cli, dir.as_deref()).await,
         Some(Command::CheckConfig) if !wants_setup => return check_config(&cli),
         Some(Command::Queue(cmd)) if !wants_setup => {
@@ -412,7 +385,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Some(Command::Queue(cmd)) => queue::queue(&cli, &cfg, cmd),
         Some(Command::Qbo(cmd)) => qbo::qbo(&cli, &cfg, cmd).await,
         Some(Command::Status) => status::status(&cli, &cfg).await,
-        Some(Command::Run | Command::Sandbox(_) | Command::Demo { .. }) => {
+        Some(Command::Run | Command::Sandbox { .. } | Command::Demo { .. }) => {
             unreachable!("handled above")
         }
     }
@@ -749,84 +722,35 @@ async fn download(
 
 // --------------------------------------------------------------------- sandbox
 
-async fn run_sandbox(cli: &Cli, args: &SandboxArgs) -> Outcome {
-    let level = log_level(cli, None)?;
-    let _guard = logging::init(Console::Stderr, level, None);
-    if args.api_key.trim().is_empty() {
-        return Err(Failure::usage("--api-key must not be empty"));
+/// `pos-connector sandbox ARGS`: the simulators live in their own binary
+/// (the till's agent carries none of their code); this alias runs it from
+/// beside the agent's own executable, so `cargo build` and both packages
+/// keep the old command working.
+fn run_sandbox(args: &[std::ffi::OsString]) -> Outcome {
+    let exe = demo::sandbox_binary().map_err(Failure::usage)?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(args);
+    #[cfg(unix)]
+    {
+        // Replace this process, so signals reach the simulators directly.
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        Err(Failure::failed(format!(
+            "cannot run {}: {e}",
+            exe.display()
+        )))
     }
-    let mut opts = LaravelSandboxOptions {
-        api_key: args.api_key.clone(),
-        ..LaravelSandboxOptions::default()
-    };
-    if let Some(user) = opts.users.first_mut() {
-        user.email = args.email.clone();
-        user.password = args.password.clone();
-    }
-    if let Some(m) = args.token_lifetime_minutes {
-        if !(m > 0.0 && m.is_finite()) {
-            return Err(Failure::usage("--token-lifetime-minutes must be above 0"));
+    #[cfg(not(unix))]
+    {
+        let status = cmd
+            .status()
+            .map_err(|e| Failure::failed(format!("cannot run {}: {e}", exe.display())))?;
+        match status.code() {
+            Some(0) => Ok(()),
+            Some(2) => Err(Failure::usage("pos-sandbox: usage error (see above)")),
+            _ => Err(Failure::failed(format!("pos-sandbox ended: {status}"))),
         }
-        opts.token_lifetime = Some(std::time::Duration::from_secs_f64(m * 60.0));
     }
-    let (latency, default_workers) =
-        crate::sandbox::laravel::options_from_profile(&args.latency).map_err(Failure::usage)?;
-    opts.latency = latency;
-    opts.workers = args.workers.or(default_workers);
-    if opts.workers == Some(0) {
-        return Err(Failure::usage("--workers must be at least 1"));
-    }
-    let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
-    let sandbox = LaravelSandbox::start(bind, opts).await.map_err(|e| {
-        Failure::failed(format!(
-            "cannot listen on {bind}: {e} (is another sandbox or backend running there? try --port 0)"
-        ))
-    })?;
-    let rotation = match args.qbo_rotation.as_str() {
-        "strict" => QboRotation::Strict,
-        "grace" => QboRotation::Grace(std::time::Duration::from_secs(24 * 3600)),
-        other => {
-            return Err(Failure::usage(format!(
-                "--qbo-rotation {other}: use strict or grace"
-            )))
-        }
-    };
-    let qbo_bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.qbo_port));
-    let qbo = QuickbooksSandbox::start(
-        qbo_bind,
-        QuickbooksSandboxOptions {
-            rotation,
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| {
-        Failure::failed(format!(
-            "cannot listen on {qbo_bind} for the QuickBooks simulator: {e} (try --qbo-port 0)"
-        ))
-    })?;
-    println!("sandbox listening on {}", sandbox.base_url());
-    println!("quickbooks simulator listening on {}", qbo.base_url());
-    println!("  vendor login: {} / {}", args.email, args.password);
-    println!(
-        "  connector channel key (X-API-Key; config \"api_key\"): {}",
-        args.api_key
-    );
-    println!("  control API: GET /__sandbox/stats, POST /__sandbox/faults, POST /__sandbox/tokens/revoke, POST /__sandbox/settings");
-    println!(
-        "  QuickBooks: config \"quickbooks\": {{\"auth_base\": \"{}\", \"api_base\": \"{}\", \"client_id\": \"{}\", \"client_secret\": \"{}\", \"income_account_id\": \"1\", \"tax_code\": \"TAX\"}}; company {} (authorize is approved at once)",
-        qbo.auth_base(),
-        qbo.api_base(),
-        crate::sandbox::quickbooks::SANDBOX_CLIENT_ID,
-        crate::sandbox::quickbooks::SANDBOX_CLIENT_SECRET,
-        qbo.realm_id()
-    );
-    println!("  stop with Ctrl-C");
-    let _ = std::io::stdout().flush();
-    service::shutdown_signal().await;
-    sandbox.shutdown().await;
-    drop(qbo);
-    Ok(())
 }
 
 // ------------------------------------------------------------------------ demo

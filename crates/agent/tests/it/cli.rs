@@ -2,9 +2,7 @@
 //! files in temp folders, the sandbox backend on 127.0.0.1:0, exit codes and
 //! output checked.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pos_connector::secret::Vault;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -435,7 +433,10 @@ async fn token_refresh_harness_passes_and_leaves_nothing_behind() {
     assert_eq!(fx.sandbox.invoice_count(), 1);
 
     // The wrapper script passes --setup-password through.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test_token_refresh.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/test_token_refresh.sh"
+    );
     let mut cmd = tokio::process::Command::new("bash");
     cmd.args([script, "--config", c, "--setup-password"])
         .env("POS_CONNECTOR_BIN", env!("CARGO_BIN_EXE_pos-connector"))
@@ -483,10 +484,10 @@ async fn token_refresh_harness_passes_and_leaves_nothing_behind() {
 async fn no_password_or_token_reaches_the_log_files() {
     let fx = Fixture::start().await;
     let password = "Sup3r-Secret-Passw0rd!";
-    let mut opts_user = pos_connector::sandbox::SandboxUser::default_vendor();
+    let mut opts_user = pos_sandbox::SandboxUser::default_vendor();
     opts_user.password = password.into();
     drop(fx);
-    let fx = Fixture::with_options(pos_connector::sandbox::LaravelSandboxOptions {
+    let fx = Fixture::with_options(pos_sandbox::LaravelSandboxOptions {
         users: vec![opts_user],
         ..Default::default()
     })

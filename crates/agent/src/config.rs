@@ -1405,7 +1405,7 @@ mod tests {
 
     #[test]
     fn the_example_config_loads_and_uses_only_known_keys() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.example.json");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/config.example.json");
         let cfg = load_from(&p, &[]).unwrap();
         assert!(cfg.extra.is_empty(), "{:?}", cfg.extra);
         assert!(

@@ -4,17 +4,15 @@
 // The process tests use Unix signals; elsewhere their helpers sit unused.
 #![cfg_attr(not(unix), allow(dead_code, unused_imports))]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pos_connector::clock::SystemClock;
-use pos_connector::sandbox::{LaravelSandboxOptions, LatencyProfile, RandomFaults};
 use pos_connector::service::Spawned;
 use pos_connector::store::{ListFilter, Outbox};
+use pos_sandbox::{LaravelSandboxOptions, LatencyProfile, RandomFaults};
 use rand::Rng;
 use serde_json::{json, Value};
 

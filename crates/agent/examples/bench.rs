@@ -31,11 +31,11 @@ use pos_connector::intake;
 use pos_connector::intake::sale::{IntakeOptions, Sale};
 use pos_connector::laravel;
 use pos_connector::retry::RetryPolicy;
-use pos_connector::sandbox::{
-    LaravelSandbox, LaravelSandboxOptions, LatencyProfile, SANDBOX_EMAIL, SANDBOX_PASSWORD,
-};
 use pos_connector::service::Spawned;
 use pos_connector::store::Outbox;
+use pos_sandbox::{
+    LaravelSandbox, LaravelSandboxOptions, LatencyProfile, SANDBOX_EMAIL, SANDBOX_PASSWORD,
+};
 use serde_json::{json, Value};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -112,11 +112,11 @@ async fn qbo_section() {
 /// (simulated) minute and the ratio to `ceiling`.
 async fn qbo_push_rate(n: usize, batch: bool, ceiling: f64, scale: f64) {
     use pos_connector::quickbooks::{self, limiter::RateLimits, oauth, PushSettings, Pusher};
-    use pos_connector::sandbox::quickbooks::{
+    use pos_connector::store::{NewJob, OutboxHandle, Stage, StepResult};
+    use pos_sandbox::quickbooks::{
         QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID,
         SANDBOX_CLIENT_SECRET,
     };
-    use pos_connector::store::{NewJob, OutboxHandle, Stage, StepResult};
     let sim = QuickbooksSandbox::start(
         "127.0.0.1:0".parse().unwrap(),
         QuickbooksSandboxOptions {
@@ -248,10 +248,10 @@ async fn qbo_push_rate(n: usize, batch: bool, ceiling: f64, scale: f64) {
 /// search latency in memory.
 async fn cache_section() {
     use pos_connector::quickbooks::{self, oauth, QboCache};
-    use pos_connector::sandbox::quickbooks::{
+    use pos_connector::store::OutboxHandle;
+    use pos_sandbox::quickbooks::{
         QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET,
     };
-    use pos_connector::store::OutboxHandle;
     use rand::{Rng, SeedableRng};
 
     const CUSTOMERS: usize = 50_000;

@@ -4,25 +4,23 @@
 //! for the intervals, and the logs captured to check what is said, how
 //! often, and that the key is never in them.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
-use common::*;
 use pos_connector::clock::{Clock, TokioClock};
 use pos_connector::config::{self, Config, ENV_CONNECTOR_API_KEY};
 use pos_connector::heartbeat::{Heartbeat, HeartbeatStatus, FIRST_BEAT_AFTER};
 use pos_connector::intake::inbox::Inbox;
 use pos_connector::intake::{self, Intake};
 use pos_connector::laravel::{ConnectorClient, ConnectorError};
-use pos_connector::sandbox::laravel::SANDBOX_API_KEY;
 use pos_connector::store::{NewJob, Outbox, OutboxHandle, Stage, StepResult};
 use pos_connector::sync_interval::SyncInterval;
+use pos_sandbox::laravel::SANDBOX_API_KEY;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 

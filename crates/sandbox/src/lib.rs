@@ -33,6 +33,7 @@ pub mod laravel;
 pub mod pdf;
 pub mod pool;
 pub mod quickbooks;
+pub mod tax;
 
 pub use http::{ConnKill, Fault, FaultSpec, Harness, RandomFaults, ServerHandle};
 pub use laravel::{

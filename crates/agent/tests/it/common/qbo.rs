@@ -12,10 +12,10 @@ use pos_connector::intake::sale::{Sale, SaleLine};
 use pos_connector::quickbooks::limiter::RateLimits;
 use pos_connector::quickbooks::oauth::{self, ConnectionStore, OAuthClient};
 use pos_connector::quickbooks::{self, PushSettings, Pusher, QboClient};
-use pos_connector::sandbox::quickbooks::{
+use pos_connector::store::{Job, NewJob, Outbox, OutboxHandle, Stage, StepResult};
+use pos_sandbox::quickbooks::{
     QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET,
 };
-use pos_connector::store::{Job, NewJob, Outbox, OutboxHandle, Stage, StepResult};
 use serde_json::{json, Value};
 
 use super::{free_port, run_bin, Fixture, Run};

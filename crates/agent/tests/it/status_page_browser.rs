@@ -12,14 +12,12 @@
 //! `POS_CONNECTOR_REQUIRE_BROWSER=1`, so CI cannot skip this. Elsewhere,
 //! without them, the test says so and passes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::live_agent::LiveAgent;
-use common::*;
+use crate::common::live_agent::LiveAgent;
+use crate::common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -251,7 +249,7 @@ async fn walk_through(a: &LiveAgent, c: &Client) -> Result<(), String> {
         .call(
             reqwest::Method::GET,
             "/api/quickbooks/token",
-            common::live_agent::Key::Bearer(API_KEY),
+            crate::common::live_agent::Key::Bearer(API_KEY),
         )
         .await;
     if link["state"] != "connected" {

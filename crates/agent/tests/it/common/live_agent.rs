@@ -9,10 +9,10 @@ use std::time::Duration;
 use pos_connector::clock::SystemClock;
 use pos_connector::config::Config;
 use pos_connector::quickbooks::limiter::RateLimits;
-use pos_connector::sandbox::quickbooks::{
+use pos_connector::service::Spawned;
+use pos_sandbox::quickbooks::{
     QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET,
 };
-use pos_connector::service::Spawned;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -12,8 +12,8 @@ use pos_connector::clock::Clock;
 use pos_connector::config::{self, Config};
 use pos_connector::laravel::{self, LaravelClient};
 use pos_connector::retry::RetryPolicy;
-pub use pos_connector::sandbox::{Fault, SANDBOX_EMAIL, SANDBOX_PASSWORD};
-use pos_connector::sandbox::{LaravelSandbox, LaravelSandboxOptions};
+pub use pos_sandbox::{Fault, SANDBOX_EMAIL, SANDBOX_PASSWORD};
+use pos_sandbox::{LaravelSandbox, LaravelSandboxOptions};
 use serde_json::{json, Value};
 
 pub mod live_agent;

@@ -17,7 +17,6 @@ pub mod pipeline;
 pub mod quickbooks;
 pub mod receipt;
 pub mod retry;
-pub mod sandbox;
 pub mod secret;
 pub mod server;
 pub mod service;

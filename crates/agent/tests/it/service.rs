@@ -2,18 +2,16 @@
 //! HTTP), outbox, pipeline and receipts against the sandbox on
 //! 127.0.0.1:0, with real files in temp folders and a real SQLite outbox.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pos_connector::clock::{Clock, SystemClock, TokioClock};
 use pos_connector::config::Config;
-use pos_connector::sandbox::LaravelSandboxOptions;
 use pos_connector::service::{self, ServiceError};
 use pos_connector::store::{Job, ListFilter, Outbox};
+use pos_sandbox::LaravelSandboxOptions;
 use serde_json::{json, Value};
 
 /// The service running in this process, and its local API.

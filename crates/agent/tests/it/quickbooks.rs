@@ -3,28 +3,24 @@
 //! concurrency and SIGKILLs, exactly-once pushes, "reconnect needed", and
 //! the rate limits.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::qbo::{
+use crate::common::qbo::{
     doc_numbers, pusher, qbo_counts, sale, sim_options, submitted, submitted_jobs, unlimited, Qbo,
     INVOICE_ROUTE, QUERY_ROUTE, TOKEN_ROUTE,
 };
-use common::*;
+use crate::common::*;
 use pos_connector::clock::SystemClock;
 use pos_connector::config::{self, Config};
 use pos_connector::quickbooks::limiter::RateLimits;
 use pos_connector::quickbooks::model::{Entity, Invoice, Line, Ref};
 use pos_connector::quickbooks::oauth::{self, OAuthClient};
 use pos_connector::quickbooks::{self, PushOutcome, QboError};
-use pos_connector::sandbox::quickbooks::{
-    QboLimits, QuickbooksSandboxOptions, Rotation, SANDBOX_CLIENT_ID,
-};
 use pos_connector::secret::Vault;
 use pos_connector::store::Outbox;
+use pos_sandbox::quickbooks::{QboLimits, QuickbooksSandboxOptions, Rotation, SANDBOX_CLIENT_ID};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 

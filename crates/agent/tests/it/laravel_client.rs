@@ -1,18 +1,16 @@
 //! The token lifecycle and the invoice operations, through the library,
 //! against the sandbox backend on 127.0.0.1:0.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pos_connector::clock::{SystemClock, TokioClock};
 use pos_connector::laravel::{ApiError, CreateOutcome, DocumentKind, InvoiceStatus};
-use pos_connector::sandbox::LaravelSandboxOptions;
 use pos_connector::secret::{StoredToken, Vault};
 use pos_connector::token::TokenError;
+use pos_sandbox::LaravelSandboxOptions;
 use secrecy::SecretString;
 use serde_json::json;
 

@@ -1,0 +1,16 @@
+//! The agent's integration tests, one binary (one link, shared fixtures):
+//! the real library and the real `pos-connector` binary against the
+//! simulators of `pos-sandbox` on 127.0.0.1:0, real files in temp folders,
+//! a real SQLite outbox.
+
+mod common;
+
+mod cli;
+mod heartbeat;
+mod laravel_client;
+mod local_api;
+mod qbo_cache;
+mod quickbooks;
+mod resilience;
+mod service;
+mod status_page_browser;
