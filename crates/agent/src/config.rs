@@ -104,6 +104,36 @@ pub struct LocalApiSettings {
     pub api_key: Option<SecretString>,
     /// `local_api.allow_remote`: permit a non-loopback `bind`.
     pub allow_remote: bool,
+    /// `local_api.max_connections` (default 64): connections served at
+    /// once; more wait in the system's queue, costing no file handle.
+    pub max_connections: usize,
+    /// `local_api.header_timeout_seconds` (default 10): a connection that
+    /// has not sent a whole request head by then (also between requests of
+    /// a kept-alive one) is closed.
+    pub header_timeout: Duration,
+    /// `local_api.allowed_hosts`: more names this machine answers to in
+    /// the `Host` header (lower case), besides its loopback names, its own
+    /// address and the QuickBooks redirect URI's host.
+    pub allowed_hosts: Vec<String>,
+    /// How wrong keys are slowed down (not a file key: tests shorten it).
+    pub wrong_key_delay: WrongKeyDelay,
+}
+
+/// The wait before answering a wrong local API key: `first` for the first
+/// one in a minute, doubling with each further one, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongKeyDelay {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for WrongKeyDelay {
+    fn default() -> Self {
+        WrongKeyDelay {
+            first: Duration::from_millis(250),
+            max: Duration::from_secs(4),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -456,7 +486,18 @@ const KNOWN_KEYS: &[&str] = &[
 /// The keys inside each section (also accepted flat: `"local_api.bind"`).
 const SECTION_KEYS: &[(&str, &[&str])] = &[
     ("intake", &["mapping", "default_customer", "settle_seconds"]),
-    ("local_api", &["enabled", "bind", "api_key", "allow_remote"]),
+    (
+        "local_api",
+        &[
+            "enabled",
+            "bind",
+            "api_key",
+            "allow_remote",
+            "max_connections",
+            "header_timeout_seconds",
+            "allowed_hosts",
+        ],
+    ),
     (
         "pipeline",
         &[
@@ -803,11 +844,41 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
             None
         }
     };
+    let api_key = r.string("local_api.api_key");
+    if let Some(problem) = api_key.as_deref().and_then(local_api_key_problem) {
+        r.problem("local_api.api_key", problem);
+    }
+    let allowed_hosts: Vec<String> = r
+        .string_list("local_api.allowed_hosts")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    for host in &allowed_hosts {
+        if !is_host_name(host) {
+            r.problem(
+                "local_api.allowed_hosts",
+                format!(
+                    "\"{host}\" is not a host name: list names only (like \"till-3.shop.lan\"), \
+                     without a scheme, port or path"
+                ),
+            );
+        }
+    }
     let local_api = LocalApiSettings {
         enabled: r.boolean("local_api.enabled").unwrap_or(true),
         bind: bind.unwrap_or_else(|| DEFAULT_LOCAL_API_BIND.parse().expect("valid default")),
-        api_key: r.string("local_api.api_key").map(SecretString::from),
+        api_key: api_key.map(SecretString::from),
         allow_remote,
+        max_connections: r
+            .number("local_api.max_connections", 1.0, 4096.0, "connections")
+            .unwrap_or(64.0) as usize,
+        header_timeout: Duration::from_secs_f64(
+            r.number("local_api.header_timeout_seconds", 1.0, 300.0, "seconds")
+                .unwrap_or(10.0),
+        ),
+        allowed_hosts,
+        wrong_key_delay: WrongKeyDelay::default(),
     };
     if local_api.enabled && local_api.api_key.is_none() {
         warnings.push(
@@ -1024,12 +1095,21 @@ fn quickbooks_settings(
     let redirect_text = r
         .string("quickbooks.redirect_uri")
         .unwrap_or_else(|| DEFAULT_QB_REDIRECT_URI.into());
+    let shown = without_userinfo(&redirect_text);
     let redirect_uri = match Url::parse(&redirect_text) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => u,
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+            match check_no_userinfo(&u, &shown) {
+                Ok(()) => u,
+                Err(problem) => {
+                    r.problem("quickbooks.redirect_uri", problem);
+                    Url::parse(DEFAULT_QB_REDIRECT_URI).expect("valid default")
+                }
+            }
+        }
         _ => {
             r.problem(
                 "quickbooks.redirect_uri",
-                format!("\"{redirect_text}\" is not an http(s) URL: use the redirect URI registered for the app at developer.intuit.com, e.g. \"{DEFAULT_QB_REDIRECT_URI}\""),
+                format!("\"{shown}\" is not an http(s) URL: use the redirect URI registered for the app at developer.intuit.com, e.g. \"{DEFAULT_QB_REDIRECT_URI}\""),
             );
             Url::parse(DEFAULT_QB_REDIRECT_URI).expect("valid default")
         }
@@ -1151,9 +1231,14 @@ fn lexical(p: &Path) -> PathBuf {
 /// Checks the backend address: http(s), a host, no query; plain http only
 /// to this machine unless the operator opts in.
 pub fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
-    let mut url = Url::parse(text.trim()).map_err(|e| {
+    // Messages quote the text without any credentials it carries.
+    let shown = without_userinfo(text);
+    let parsed = Url::parse(text.trim());
+    let text = shown.as_str();
+    let mut url = parsed.map_err(|e| {
         format!("\"{text}\" is not a URL ({e}); use e.g. https://invoices.example.com")
     })?;
+    check_no_userinfo(&url, text)?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
             "\"{text}\" must start with https:// (or http:// for a backend on this machine)"
@@ -1178,6 +1263,71 @@ pub fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, Stri
     let path = url.path().trim_end_matches('/').to_string();
     url.set_path(&format!("{path}/"));
     Ok(url)
+}
+
+/// A URL must not carry a user name or password (`https://user:pw@host`):
+/// reqwest would send them, and the URL is printed by `check-config`, the
+/// status page and the logs. Credentials have keys of their own.
+fn check_no_userinfo(url: &Url, shown: &str) -> Result<(), String> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    Err(format!(
+        "\"{shown}\" carries a user name or password (the part before @): remove it; credentials \
+         in a URL end up in logs and on screens. The backend is signed in with email and \
+         `pos-connector --setup-password`, QuickBooks with quickbooks.client_id and \
+         POS_CONNECTOR_QB_CLIENT_SECRET"
+    ))
+}
+
+/// `text` with anything between `scheme://` and the host's `@` replaced
+/// by `***`, for quoting a URL (even one that does not parse) in a message.
+pub fn without_userinfo(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_string();
+    };
+    let rest = &text[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &rest[at..]),
+        None => text.to_string(),
+    }
+}
+
+/// The shortest `local_api.api_key` accepted.
+pub const MIN_LOCAL_API_KEY_CHARS: usize = 16;
+/// The placeholder of config.example.json (published, so no key at all).
+const EXAMPLE_LOCAL_API_KEY: &str = "change-me-to-a-long-random-key";
+
+/// Why a local API key is not good enough, if it is not. Never repeats it.
+fn local_api_key_problem(key: &str) -> Option<String> {
+    const HOW: &str = "set a long random key, e.g. the output of `openssl rand -hex 24` (Linux) \
+                       or `[guid]::NewGuid().ToString(\"N\")` (PowerShell)";
+    let chars = key.chars().count();
+    if chars < MIN_LOCAL_API_KEY_CHARS {
+        return Some(format!(
+            "is {chars} characters long; it must have at least {MIN_LOCAL_API_KEY_CHARS} so that \
+             it cannot be guessed (it guards the sales intake and the status page): {HOW}"
+        ));
+    }
+    (key == EXAMPLE_LOCAL_API_KEY).then(|| {
+        format!("is the placeholder from config.example.json, which anyone can read: {HOW}")
+    })
+}
+
+/// A DNS name or an IP address, nothing more (no port, path or scheme).
+fn is_host_name(h: &str) -> bool {
+    let h = h.trim_end_matches('.');
+    !h.is_empty()
+        && h.len() <= 253
+        && (h.parse::<IpAddr>().is_ok()
+            || h.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }))
 }
 
 pub fn is_loopback_host(host: &str) -> bool {
@@ -1312,6 +1462,9 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
             "bind": cfg.local_api.bind.to_string(),
             "api_key": cfg.local_api.api_key.as_ref().map(|_| "[REDACTED]"),
             "allow_remote": cfg.local_api.allow_remote,
+            "max_connections": cfg.local_api.max_connections,
+            "header_timeout_seconds": cfg.local_api.header_timeout.as_secs_f64(),
+            "allowed_hosts": cfg.local_api.allowed_hosts,
         }),
     );
     m.insert(
@@ -1439,13 +1592,13 @@ mod tests {
             &p,
             &[(
                 "POS_CONNECTOR__LOCAL_API__API_KEY".into(),
-                "k3y-from-env".into(),
+                "k3y-from-env-0123456".into(),
             )],
         )
         .unwrap();
         assert_eq!(
             cfg.local_api.api_key.as_ref().unwrap().expose_secret(),
-            "k3y-from-env"
+            "k3y-from-env-0123456"
         );
         assert!(!redacted_view(&cfg, "x")
             .to_string()

@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod config_rules;
 mod heartbeat;
 mod laravel_client;
 mod local_api;
