@@ -8,6 +8,7 @@ mod common;
 mod cli;
 mod config_rules;
 mod heartbeat;
+mod inbox;
 mod laravel_client;
 mod local_api;
 mod qbo_cache;

@@ -220,6 +220,19 @@ async fn local_http_intake_answers_as_documented() {
     changed["items"][0]["quantity"] = json!(3);
     assert_eq!(agent.post(Some(API_KEY), &changed).await.status(), 409);
 
+    // A number with a space and a slash is one path segment in Location,
+    // and that Location finds the job.
+    let odd = json!({"invoice_number": "WEB 3/فاتورة", "customer_name": "Web Customer",
+                     "items": [{"description": "Tea", "quantity": 1, "price": 1}]});
+    let ok = agent.post(Some(API_KEY), &odd).await;
+    assert_eq!(ok.status(), 202);
+    let location = ok.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/v1/sales/WEB%203%2F"), "{location}");
+    let found = agent.get(&location).await;
+    assert_eq!(found.status(), 200);
+    let found: Value = found.json().await.unwrap();
+    assert_eq!(found["invoice_number"], "WEB 3/فاتورة");
+
     let bad = agent
         .post(
             Some(API_KEY),
