@@ -262,8 +262,9 @@ pub async fn run_with(
                 c.clone(),
             ));
         }
-        let app = server::app(local, intake.clone(), cfg.local_api.api_key.clone());
-        tasks.spawn(server::serve(listener, app, stopped()));
+        let app = server::app(local, intake.clone(), &cfg.local_api);
+        let options = server::ServeOptions::from_config(cfg);
+        tasks.spawn(server::serve(listener, app, options, stopped()));
     }
     if let Some(c) = cache {
         let s = stopped();

@@ -11,6 +11,7 @@ mod heartbeat;
 mod inbox;
 mod laravel_client;
 mod local_api;
+mod local_api_limits;
 mod qbo_cache;
 mod quickbooks;
 mod resilience;
