@@ -244,7 +244,8 @@ pub async fn run_with(
             outbox.clone(),
             laravel_for_api,
             on_retry,
-        );
+        )
+        .with_sync_interval(sync.clone());
         if let Some(hb) = heartbeat.clone() {
             local = local.with_heartbeat(Arc::new(move || {
                 serde_json::to_value(hb.status()).expect("serialises")

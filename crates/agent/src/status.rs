@@ -22,6 +22,7 @@ use crate::laravel::LaravelClient;
 use crate::quickbooks::oauth::RefreshOutcome;
 use crate::quickbooks::{ConnectionStore, QboClient};
 use crate::store::{Job, ListFilter, OutboxHandle, QueueStats, StoreError};
+use crate::sync_interval::{Origin, SyncInterval};
 use crate::token::RefreshRecord;
 
 /// How many recent jobs the page lists.
@@ -34,9 +35,51 @@ pub struct StatusReport {
     pub laravel: LaravelLink,
     pub quickbooks: QuickbooksLink,
     pub queue: QueueView,
+    /// The inbox folder and how often it is looked at, and why.
+    #[serde(default)]
+    pub inbox: InboxView,
     pub health: Health,
     /// One line per thing a person should do, most urgent first.
     pub attention: Vec<String>,
+}
+
+/// The inbox folder's polling: the interval in force and where it comes
+/// from (config.json, or the backend's heartbeat answer).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InboxView {
+    pub folder: PathBuf,
+    pub interval_seconds: u64,
+    pub interval_origin: Origin,
+    /// config.json's `sync_interval`.
+    pub configured_interval_seconds: u64,
+}
+
+impl InboxView {
+    fn read(cfg: &Config, sync: Option<&SyncInterval>) -> InboxView {
+        let configured = cfg.sync_interval.as_secs();
+        let (interval, origin) = match sync {
+            Some(s) => (s.get().as_secs(), s.origin()),
+            None => (configured, Origin::Config),
+        };
+        InboxView {
+            folder: cfg.invoice_folder.clone(),
+            interval_seconds: interval,
+            interval_origin: origin,
+            configured_interval_seconds: configured,
+        }
+    }
+
+    /// "every 45 s (the backend's heartbeat answer; config.json says 30 s)".
+    pub fn describe(&self) -> String {
+        let mut why = self.interval_origin.describe().to_string();
+        if self.interval_origin != Origin::Config {
+            why.push_str(&format!(
+                "; config.json says {} s",
+                self.configured_interval_seconds
+            ));
+        }
+        format!("every {} s ({why})", self.interval_seconds)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -242,6 +285,8 @@ pub struct Live {
     pub started_at: Option<DateTime<Utc>>,
     pub heartbeat: Option<Value>,
     pub cache: Option<Value>,
+    /// The inbox's live polling interval.
+    pub sync: Option<SyncInterval>,
 }
 
 /// Collects a report. `live` is `None` when no service is running.
@@ -283,6 +328,7 @@ pub async fn collect(
         recent: recent.iter().map(JobLine::from).collect(),
         parked_jobs: parked.iter().map(JobLine::from).collect(),
     };
+    let inbox = InboxView::read(cfg, live.sync.as_ref());
     let attention = attention(&laravel_link, &quickbooks, &queue, &health);
     Ok(StatusReport {
         generated_at: now,
@@ -299,6 +345,7 @@ pub async fn collect(
         laravel: laravel_link,
         quickbooks,
         queue,
+        inbox,
         health,
         attention,
     })
@@ -548,6 +595,12 @@ impl StatusReport {
             );
         }
 
+        let _ = writeln!(
+            s,
+            "\nInbox  {}: looked at {}",
+            self.inbox.folder.display(),
+            self.inbox.describe()
+        );
         if let Some(hb) = &self.health.heartbeat {
             let _ = writeln!(s, "\nHeartbeat: {}", heartbeat_line(hb));
         }

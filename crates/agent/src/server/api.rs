@@ -56,6 +56,7 @@ pub struct LocalApi {
     on_retry: Arc<dyn Fn() + Send + Sync>,
     qbo: Option<QboSide>,
     heartbeat: Option<Arc<dyn Fn() -> Value + Send + Sync>>,
+    sync: Option<crate::sync_interval::SyncInterval>,
 }
 
 /// The QuickBooks side, when `quickbooks.enabled`.
@@ -142,7 +143,14 @@ impl LocalApi {
             on_retry,
             qbo: None,
             heartbeat: None,
+            sync: None,
         }
+    }
+
+    /// The inbox's live polling interval, for the report.
+    pub fn with_sync_interval(mut self, sync: crate::sync_interval::SyncInterval) -> LocalApi {
+        self.sync = Some(sync);
+        self
     }
 
     pub fn with_quickbooks(mut self, side: QboSide) -> LocalApi {
@@ -171,6 +179,7 @@ impl LocalApi {
             started_at: Some(self.started_at),
             heartbeat: self.heartbeat.as_ref().map(|f| f()),
             cache,
+            sync: self.sync.clone(),
         };
         status::collect(
             &self.cfg,
