@@ -51,6 +51,8 @@ pub(super) fn settings(sh: &Shared, body: &[u8]) -> CtlResult {
             "token_lifetime_secs",
             "advertise_expiry",
             "jofotara_configured",
+            "jofotara_broken",
+            "finish_after_disconnect",
         ],
     )?;
     let lifetime = match body.get("token_lifetime_secs") {
@@ -67,7 +69,14 @@ pub(super) fn settings(sh: &Shared, body: &[u8]) -> CtlResult {
     };
     let advertise = flag("advertise_expiry")?;
     let configured = flag("jofotara_configured")?;
+    let broken = flag("jofotara_broken")?;
+    if let Some(f) = flag("finish_after_disconnect")? {
+        sh.pool.set_finish_after_disconnect(f);
+    }
     let mut st = sh.state();
+    if let Some(b) = broken {
+        st.jofotara_broken = b;
+    }
     if let Some(l) = lifetime {
         st.token_lifetime = l;
     }
@@ -77,7 +86,7 @@ pub(super) fn settings(sh: &Shared, body: &[u8]) -> CtlResult {
     if let Some(c) = configured {
         st.jofotara_configured = c;
     }
-    Ok(settings_json(&st))
+    Ok(settings_json(sh, &st))
 }
 
 pub(super) async fn ctl_settings(State(sh): State<Sh>, body: Bytes) -> Response {
@@ -175,11 +184,13 @@ pub(super) async fn ctl_connector_settings(State(sh): State<Sh>, body: Bytes) ->
     ctl_answer(connector_settings(&sh, &body))
 }
 
-pub(super) fn settings_json(st: &Db) -> Value {
+pub(super) fn settings_json(sh: &Shared, st: &Db) -> Value {
     json!({
         "token_lifetime_secs": st.token_lifetime.map(|d| d.as_secs()),
         "advertise_expiry": st.advertise_expiry,
         "jofotara_configured": st.jofotara_configured,
+        "jofotara_broken": st.jofotara_broken,
+        "finish_after_disconnect": sh.pool.finish_after_disconnect(),
         "submit_outcomes": st.submit_outcomes,
     })
 }
@@ -205,11 +216,32 @@ pub(super) fn stats_json(sh: &Shared) -> Value {
     v["highest_invoice_id"] = json!(st.invoices.keys().next_back());
     v["faults_pending"] = sh.harness.pending_faults_json();
     v["random_faults"] = sh.harness.random_faults_json();
-    v["settings"] = settings_json(&st);
+    v["settings"] = settings_json(sh, &st);
+    v["jofotara"] = jofotara_json(&st);
     v["connector"] = connector_stats_json(&st.connector);
     drop(st);
     v["pool"] = pool_json(sh);
     v
+}
+
+/// How many times JoFotara received each invoice: `{"submissions_total",
+/// "by_invoice": {"<id>": {"invoice_number", "count"}}` (invoices sent at
+/// least once), "more_than_once": [ids]}`.
+pub(super) fn jofotara_json(st: &Db) -> Value {
+    let mut by_invoice = Map::new();
+    let mut more = Vec::new();
+    let mut total = 0;
+    for inv in st.invoices.values().filter(|i| i.jofotara_submissions > 0) {
+        total += inv.jofotara_submissions;
+        by_invoice.insert(
+            inv.id.to_string(),
+            json!({"invoice_number": inv.invoice_number, "count": inv.jofotara_submissions}),
+        );
+        if inv.jofotara_submissions > 1 {
+            more.push(inv.id);
+        }
+    }
+    json!({"submissions_total": total, "by_invoice": by_invoice, "more_than_once": more})
 }
 
 /// The pool's statistics, latency profile and ceiling.
@@ -223,78 +255,129 @@ pub(super) fn pool_json(sh: &Shared) -> Value {
     v
 }
 
+/// The vendor of another shop on the same backend (created on first use,
+/// with its own organisation).
+pub(super) fn foreign_vendor(st: &mut Db) -> SandboxUser {
+    if let Some(u) = st.users.iter().find(|u| u.email == FOREIGN_VENDOR_EMAIL) {
+        return u.clone();
+    }
+    let id = st.users.iter().map(|u| u.id).max().unwrap_or(1) + 1;
+    let org = st
+        .users
+        .iter()
+        .map(|u| u.organization_id)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let u = SandboxUser {
+        id,
+        name: "Other Vendor".into(),
+        email: FOREIGN_VENDOR_EMAIL.into(),
+        password: uuid::Uuid::new_v4().to_string(),
+        active: true,
+        organization_id: org,
+    };
+    st.users.push(u.clone());
+    u
+}
+
 /// Adds `count` invoices owned by another vendor (created on first use,
 /// organisation 2), as other shops sharing the backend would; returns
 /// their ids.
 pub(super) fn seed_foreign(sh: &Shared, count: usize) -> Vec<u64> {
     let mut st = sh.state();
-    let vendor = match st.users.iter().find(|u| u.email == FOREIGN_VENDOR_EMAIL) {
-        Some(u) => u.clone(),
-        None => {
-            let id = st.users.iter().map(|u| u.id).max().unwrap_or(1) + 1;
-            let org = st
-                .users
-                .iter()
-                .map(|u| u.organization_id)
-                .max()
-                .unwrap_or(0)
-                + 1;
-            let u = SandboxUser {
-                id,
-                name: "Other Vendor".into(),
-                email: FOREIGN_VENDOR_EMAIL.into(),
-                password: uuid::Uuid::new_v4().to_string(),
-                active: true,
-                organization_id: org,
-            };
-            st.users.push(u.clone());
-            u
-        }
-    };
-    let now = now_timestamp();
+    let vendor = foreign_vendor(&mut st);
     let mut ids = Vec::with_capacity(count);
     for _ in 0..count {
         let id = st.next_invoice_id;
-        let quantity = 1 + (id % 3) as i64;
-        let unit_price = Decimal::new(250 + (id % 7) as i64 * 125, 2);
-        let subtotal = Decimal::from(quantity) * unit_price;
-        let tax = line_tax(subtotal).unwrap_or_default();
-        let item = Item {
-            id: st.next_item_id,
-            item_name: "Other shop's article".into(),
-            quantity,
-            unit_price,
-            tax,
-            total: round_money(subtotal + tax),
-            created_at: now.clone(),
-        };
         let mut number = format!("OTHER-{}-{id:06}", vendor.id);
         while st.invoices.values().any(|i| i.invoice_number == number) {
             number.push('X');
         }
-        let invoice = Invoice {
-            id,
-            invoice_number: number,
-            customer_name: "Another shop's customer".into(),
-            customer_email: None,
-            customer_phone: None,
-            uuid: uuid::Uuid::new_v4().to_string(),
-            vendor_id: vendor.id,
-            vendor_name: vendor.name.clone(),
-            organization_id: vendor.organization_id,
-            invoice_date: Utc::now().date_naive(),
-            status: "submitted".into(),
-            subtotal: round_money(subtotal),
-            tax_amount: tax,
-            total_amount: round_money(subtotal + tax),
-            created_at: now.clone(),
-            updated_at: now.clone(),
-            items: vec![item],
+        let input = json!({
+            "invoice_number": number,
+            "customer_name": "Another shop's customer",
+            "items": [{
+                "description": "Other shop's article",
+                "quantity": 1 + id % 3,
+                "price": format!("{}", Decimal::new(250 + (id % 7) as i64 * 125, 2)),
+            }],
+        });
+        let Value::Object(input) = input else {
+            continue;
         };
-        st.next_item_id += 1;
-        st.next_invoice_id += 1;
-        st.invoices.insert(id, invoice);
-        ids.push(id);
+        if let Ok(id) = store_invoice(&mut st, &vendor, &input) {
+            if let Some(inv) = st.invoices.get_mut(&id) {
+                inv.status = "submitted".into();
+            }
+            ids.push(id);
+        }
     }
     ids
+}
+
+/// Whose till creates an invoice behind the agent's back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TillVendor {
+    /// Another till of the same shop: the default vendor (the first user).
+    Same,
+    /// Another shop on the same backend: another vendor and organisation.
+    Other,
+}
+
+/// Creates an invoice as another till would, through the create route's
+/// own validation and arithmetic; `input` is a create request's body.
+/// Returns its id, or the backend's error message (e.g. "The invoice
+/// number has already been taken.").
+pub(super) fn another_till_create(
+    sh: &Shared,
+    vendor: TillVendor,
+    input: Value,
+) -> Result<u64, String> {
+    let Value::Object(input) = clean_input(input, None) else {
+        return Err("the invoice must be a JSON object".into());
+    };
+    let mut st = sh.state();
+    let user = match vendor {
+        TillVendor::Same => st
+            .users
+            .first()
+            .cloned()
+            .ok_or("the sandbox has no vendor")?,
+        TillVendor::Other => foreign_vendor(&mut st),
+    };
+    store_invoice(&mut st, &user, &input).map_err(|resp| {
+        resp.extensions()
+            .get::<ErrorMessage>()
+            .map_or_else(|| "Server Error".to_string(), |m| m.0.clone())
+    })
+}
+
+/// `POST /__sandbox/invoices` `{"vendor": "same" | "other", "invoice_number",
+/// "customer_name", "customer_email", "customer_phone", "items": [...]}`.
+pub(super) fn another_till(sh: &Shared, body: &[u8]) -> CtlResult {
+    let mut body = control_body(
+        body,
+        &[
+            "vendor",
+            "invoice_number",
+            "customer_name",
+            "customer_email",
+            "customer_phone",
+            "items",
+        ],
+    )?;
+    let vendor = match body.remove("vendor") {
+        None => TillVendor::Same,
+        Some(Value::String(v)) if v == "same" => TillVendor::Same,
+        Some(Value::String(v)) if v == "other" => TillVendor::Other,
+        Some(_) => return Err(bad_request("\"vendor\" must be \"same\" or \"other\"")),
+    };
+    let id = another_till_create(sh, vendor, Value::Object(body))
+        .map_err(|m| (StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    Ok(json!({"ok": true, "id": id}))
+}
+
+pub(super) async fn ctl_another_till(State(sh): State<Sh>, body: Bytes) -> Response {
+    ctl_answer(another_till(&sh, &body))
 }

@@ -39,12 +39,19 @@ pub(super) fn invoice_date_json(d: NaiveDate) -> String {
 
 /// The create answer: the model as created (no status, no items).
 pub(super) fn invoice_created_json(inv: &Invoice) -> Value {
-    json!({
+    let mut v = json!({
         "id": inv.id,
         "invoice_number": inv.invoice_number,
         "customer_name": inv.customer_name,
-        "customer_email": inv.customer_email,
-        "customer_phone": inv.customer_phone,
+    });
+    // Optional keys only when the request had them.
+    if inv.email_sent {
+        v["customer_email"] = json!(inv.customer_email);
+    }
+    if inv.phone_sent {
+        v["customer_phone"] = json!(inv.customer_phone);
+    }
+    let rest = json!({
         "uuid": inv.uuid,
         "vendor_id": inv.vendor_id,
         "organization_id": inv.organization_id,
@@ -53,7 +60,11 @@ pub(super) fn invoice_created_json(inv: &Invoice) -> Value {
         "tax_amount": money(inv.tax_amount),
         "updated_at": inv.updated_at,
         "created_at": inv.created_at,
-    })
+    });
+    if let (Some(v), Value::Object(rest)) = (v.as_object_mut(), rest) {
+        v.extend(rest);
+    }
+    v
 }
 
 /// `GET /api/invoices/{id}`: the stored invoice with status and items.

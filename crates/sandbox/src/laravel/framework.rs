@@ -14,9 +14,17 @@ pub(super) enum Exception {
     MethodNotAllowed,
 }
 
+/// The `message` of an exception answer, for callers that are not HTTP
+/// clients (the control API's "another till").
+#[derive(Clone, Debug)]
+pub(super) struct ErrorMessage(pub(super) String);
+
 pub(super) fn exception_response(status: StatusCode, body: Value, kind: Exception) -> Response {
     let mut resp = json_response(status, &body);
     resp.extensions_mut().insert(kind);
+    if let Some(m) = body.get("message").and_then(Value::as_str) {
+        resp.extensions_mut().insert(ErrorMessage(m.to_string()));
+    }
     resp
 }
 

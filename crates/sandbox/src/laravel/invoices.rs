@@ -156,12 +156,29 @@ pub(super) async fn create_invoice(
     let Some(user) = st.authenticate(&headers) else {
         return unauthenticated();
     };
-    let items = match validate_invoice(&input, |n| {
+    match store_invoice(&mut st, &user, &input) {
+        Ok(id) => json_response(
+            StatusCode::CREATED,
+            &invoice_created_json(&st.invoices[&id]),
+        ),
+        Err(resp) => *resp,
+    }
+}
+
+/// What the create route does once the caller is known: validates `input`,
+/// computes the totals with the backend's arithmetic, stores the invoice
+/// as `user`'s and returns its id; or the error answer (422, 500).
+pub(super) fn store_invoice(
+    st: &mut Db,
+    user: &SandboxUser,
+    input: &Map<String, Value>,
+) -> Result<u64, Box<Response>> {
+    let items = match validate_invoice(input, |n| {
         st.invoices.values().any(|i| i.invoice_number == n)
     }) {
         Ok(items) => items,
-        Err(e) if e.is_empty() => return server_error(),
-        Err(e) => return e.into_response(),
+        Err(e) if e.is_empty() => return Err(Box::new(server_error())),
+        Err(e) => return Err(Box::new(e.into_response())),
     };
 
     // Money: exact decimals, each line's tax rounded half away from zero to
@@ -173,17 +190,17 @@ pub(super) async fn create_invoice(
     let mut tax_amount = Decimal::ZERO;
     for it in items {
         let Some(line) = Decimal::from(it.quantity).checked_mul(it.price) else {
-            return server_error();
+            return Err(Box::new(server_error()));
         };
         let Some(tax) = line_tax(line) else {
-            return server_error();
+            return Err(Box::new(server_error()));
         };
         let (Some(s), Some(t), Some(total)) = (
             subtotal.checked_add(line),
             tax_amount.checked_add(tax),
             line.checked_add(tax).map(round_money),
         ) else {
-            return server_error();
+            return Err(Box::new(server_error()));
         };
         subtotal = s;
         tax_amount = t;
@@ -199,7 +216,7 @@ pub(super) async fn create_invoice(
     }
     let subtotal = round_money(subtotal);
     let Some(total_amount) = subtotal.checked_add(tax_amount) else {
-        return server_error();
+        return Err(Box::new(server_error()));
     };
     let str_field = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
     let invoice = Invoice {
@@ -220,12 +237,14 @@ pub(super) async fn create_invoice(
         created_at: now.clone(),
         updated_at: now,
         items: stored,
+        email_sent: input.contains_key("customer_email"),
+        phone_sent: input.contains_key("customer_phone"),
+        jofotara_submissions: 0,
     };
     st.next_item_id += invoice.items.len() as u64;
     st.next_invoice_id += 1;
-    let answer = invoice_created_json(&invoice);
     st.invoices.insert(id, invoice);
-    json_response(StatusCode::CREATED, &answer)
+    Ok(id)
 }
 
 /// Authenticates, then finds the invoice (401 before 404, like Laravel's
@@ -306,11 +325,19 @@ pub(super) async fn submit_invoice(
                 &json!({"message": "JoFotara integration is not configured for this organization."}),
             );
         }
-        let outcome = st
-            .submit_outcomes
-            .pop_front()
-            .unwrap_or_else(|| "submitted".into());
+        // A broken integration fails every call; the scripted outcomes
+        // wait for it to be mended.
+        let outcome = if st.jofotara_broken {
+            "error".to_string()
+        } else {
+            st.submit_outcomes
+                .pop_front()
+                .unwrap_or_else(|| "submitted".into())
+        };
         if let Some(inv) = st.invoices.get_mut(&n) {
+            // The backend hands the invoice to JoFotara's SDK whatever the
+            // outcome: this is the count exactly-once checks read.
+            inv.jofotara_submissions += 1;
             inv.status = outcome.clone();
             inv.updated_at = now_timestamp();
         }

@@ -19,6 +19,16 @@
 //!   not configured, else 200 with the outcome (`submitted` or a scripted
 //!   `rejected` / `error`).
 //!
+//! What the real stack does on a bad day, on demand: work that finishes
+//! after its client left ([`LaravelSandboxOptions::finish_after_disconnect`],
+//! PHP-FPM behind nginx), slow work ([`Fault::SlowWork`]: a submit stays
+//! `draft` until its JoFotara call ends), answers lost after the work was
+//! done ([`Fault::DropAfter`], [`Fault::HoldAfter`]), a broken JoFotara
+//! integration ([`LaravelSandbox::set_jofotara_broken`]), other tills
+//! creating invoices ([`LaravelSandbox::create_as_another_till`]), and a
+//! per-invoice count of what JoFotara received
+//! ([`LaravelSandbox::jofotara_submissions`]).
+//!
 //! Options beyond the contract: per-route service times
 //! ([`LatencyProfile`]) and a bounded worker pool like PHP-FPM's
 //! ([`LaravelSandboxOptions::workers`]), both off by default; and, off by
@@ -37,6 +47,15 @@
 //!   `POST /__sandbox/users/active`, `POST /__sandbox/submit-outcomes`;
 //! * `POST /__sandbox/foreign-invoices` `{"count": n}`: invoices of another
 //!   vendor;
+//! * `POST /__sandbox/invoices` `{"vendor": "same" | "other",
+//!   "invoice_number", "customer_name", "items", ...}`: another till creates
+//!   an invoice now (the create route's validation and arithmetic), answers
+//!   `{"ok": true, "id": n}` or 422 with the backend's message;
+//! * `POST /__sandbox/settings` also takes `"jofotara_broken"` (every submit
+//!   answers `{"status": "error"}`) and `"finish_after_disconnect"`;
+//!   `GET /__sandbox/stats` has `"jofotara"`: how many times JoFotara
+//!   received each invoice (`submissions_total`, `by_invoice`,
+//!   `more_than_once`);
 //! * `GET /__sandbox/connector` (the connector channel's key, its
 //!   `config_updates`, the heartbeats and transactions received),
 //!   `POST /__sandbox/connector` `{"api_key", "config_updates"}`.
@@ -143,6 +162,14 @@ pub struct LaravelSandboxOptions {
     pub advertise_expiry: bool,
     /// Whether the organisation has JoFotara configured (else submit: 500).
     pub jofotara_configured: bool,
+    /// A create or submit (any API request) whose client timed out or
+    /// disconnected keeps running to completion, as PHP-FPM behind nginx
+    /// does, so its effect lands after the client left (default off: the
+    /// work is dropped with the connection; on in
+    /// [`LaravelSandboxOptions::realistic_pool`]). Time spent before the
+    /// request reaches the backend ([`Fault::Delay`]) is not work: a client
+    /// that leaves during it leaves nothing behind.
+    pub finish_after_disconnect: bool,
     /// Service time of each API route (default: none, answers at once).
     pub latency: LatencyProfile,
     /// PHP-FPM workers: at most this many API requests are served at once,
@@ -178,6 +205,7 @@ impl Default for LaravelSandboxOptions {
             token_lifetime: None,
             advertise_expiry: false,
             jofotara_configured: true,
+            finish_after_disconnect: false,
             latency: LatencyProfile::none(),
             workers: None,
             lookup_route: false,
@@ -189,11 +217,13 @@ impl Default for LaravelSandboxOptions {
 
 impl LaravelSandboxOptions {
     /// The defaults with the real stack's service times
-    /// ([`LatencyProfile::realistic`]) and [`REALISTIC_WORKERS`] workers.
+    /// ([`LatencyProfile::realistic`]), [`REALISTIC_WORKERS`] workers, and
+    /// work that finishes after its client left.
     pub fn realistic_pool() -> LaravelSandboxOptions {
         LaravelSandboxOptions {
             latency: LatencyProfile::realistic(),
             workers: Some(REALISTIC_WORKERS),
+            finish_after_disconnect: true,
             ..LaravelSandboxOptions::default()
         }
     }
@@ -249,6 +279,13 @@ struct Invoice {
     created_at: String,
     updated_at: String,
     items: Vec<Item>,
+    /// Whether the create request had these keys (the create answer shows
+    /// them only then).
+    email_sent: bool,
+    phone_sent: bool,
+    /// How many times the backend handed this invoice to JoFotara (every
+    /// submit that got past its checks, whatever JoFotara answered).
+    jofotara_submissions: u64,
 }
 
 #[derive(Debug)]
@@ -263,6 +300,8 @@ struct Db {
     token_lifetime: Option<Duration>,
     advertise_expiry: bool,
     jofotara_configured: bool,
+    /// The integration is misconfigured: every submit answers `error`.
+    jofotara_broken: bool,
     submit_outcomes: VecDeque<String>,
     logins_ok: u64,
     logins_failed: u64,
@@ -353,6 +392,7 @@ type Sh = Arc<Shared>;
 
 use auth::*;
 use connector::*;
+pub use control::TillVendor;
 use control::*;
 use documents::*;
 pub use framework::laravel_error_body;
@@ -404,6 +444,7 @@ fn router(sh: Sh) -> Router {
         .route("/__sandbox/users/active", post(ctl_user_active))
         .route("/__sandbox/submit-outcomes", post(ctl_submit_outcomes))
         .route("/__sandbox/foreign-invoices", post(ctl_foreign_invoices))
+        .route("/__sandbox/invoices", post(ctl_another_till))
         .route(
             "/__sandbox/connector",
             get(ctl_connector).post(ctl_connector_settings),
@@ -446,6 +487,7 @@ impl LaravelSandbox {
         let harness = Harness::new(CONTROL_PREFIX, laravel_error_body);
         let pool = WorkerPool::new(opts.workers);
         pool.set_service_times(opts.latency.route_times());
+        pool.set_finish_after_disconnect(opts.finish_after_disconnect);
         let shared = Arc::new(Shared {
             state: Mutex::new(Db {
                 users: opts.users,
@@ -458,6 +500,7 @@ impl LaravelSandbox {
                 token_lifetime: opts.token_lifetime,
                 advertise_expiry: opts.advertise_expiry,
                 jofotara_configured: opts.jofotara_configured,
+                jofotara_broken: false,
                 submit_outcomes: VecDeque::new(),
                 logins_ok: 0,
                 logins_failed: 0,
@@ -576,6 +619,62 @@ impl LaravelSandbox {
 
     pub fn set_jofotara_configured(&self, on: bool) {
         self.shared.state().jofotara_configured = on;
+    }
+
+    /// A misconfigured JoFotara integration (a missing supplier income
+    /// source, an SDK mismatch): while on, every submit of every invoice
+    /// answers 200 `{"status": "error"}` (and leaves the invoice `error`),
+    /// unlike the 500 of an organisation with no integration at all.
+    pub fn set_jofotara_broken(&self, on: bool) {
+        self.shared.state().jofotara_broken = on;
+    }
+
+    /// See [`LaravelSandboxOptions::finish_after_disconnect`]; applies to
+    /// requests received from now on.
+    pub fn set_finish_after_disconnect(&self, on: bool) {
+        self.shared.pool.set_finish_after_disconnect(on);
+    }
+
+    /// How many times the backend handed invoice `id` to JoFotara (every
+    /// submit that got past its checks, whatever the outcome); 0 for an
+    /// unknown id. Exactly-once checks want 1.
+    pub fn jofotara_submissions(&self, id: u64) -> u64 {
+        self.shared
+            .state()
+            .invoices
+            .get(&id)
+            .map_or(0, |i| i.jofotara_submissions)
+    }
+
+    /// [`LaravelSandbox::jofotara_submissions`] summed over the invoices
+    /// carrying `number`.
+    pub fn jofotara_submissions_by_number(&self, number: &str) -> u64 {
+        self.shared
+            .state()
+            .invoices
+            .values()
+            .filter(|i| i.invoice_number == number)
+            .map(|i| i.jofotara_submissions)
+            .sum()
+    }
+
+    /// Another till creates an invoice now, with the create route's
+    /// validation and arithmetic: `invoice` is a create request's body
+    /// (`{"invoice_number", "customer_name", "items": [{"description",
+    /// "quantity", "price"}], ...}`), `vendor` whose till it is. Returns
+    /// its id, or the backend's message (e.g. "The invoice number has
+    /// already been taken.").
+    pub fn create_as_another_till(
+        &self,
+        vendor: TillVendor,
+        invoice: Value,
+    ) -> Result<u64, String> {
+        another_till_create(&self.shared, vendor, invoice)
+    }
+
+    /// The invoice `id` as `GET /api/invoices/{id}` shows it.
+    pub fn invoice(&self, id: u64) -> Option<Value> {
+        self.shared.state().invoices.get(&id).map(invoice_full_json)
     }
 
     /// The next submits answer these statuses (in order) instead of

@@ -408,6 +408,11 @@ fn router(sh: Sh) -> Router {
     let api = api
         .fallback(api_entry)
         .layer(from_fn(mark_handled))
+        // Unbounded and free: there only to spend a `slow_work` fault's time.
+        .layer(from_fn_with_state(
+            crate::pool::WorkerPool::new(None),
+            crate::pool::pool_middleware,
+        ))
         .layer(from_fn_with_state(sh.harness.clone(), fault_middleware))
         .with_state(sh.clone());
     let control = Router::new()

@@ -30,7 +30,6 @@ async fn create_show_status_and_duplicate() {
             "invoice_number",
             "customer_name",
             "customer_email",
-            "customer_phone",
             "uuid",
             "vendor_id",
             "organization_id",

@@ -1,4 +1,3 @@
-
 use super::*;
 use reqwest::header::HeaderMap as RHeaders;
 
@@ -145,6 +144,7 @@ fn beat_body() -> Value {
 mod auth;
 mod connector;
 mod control;
+mod exactly_once;
 mod faults;
 mod invoices;
 mod pool;

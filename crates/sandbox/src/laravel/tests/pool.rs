@@ -187,6 +187,7 @@ async fn queued_work_is_finished_when_the_client_hangs_up() {
             ..LatencyProfile::none()
         },
         workers: Some(1),
+        finish_after_disconnect: true,
         ..Default::default()
     })
     .await;

@@ -1,4 +1,3 @@
-
 use super::*;
 use reqwest::header::HeaderMap as RHeaders;
 
