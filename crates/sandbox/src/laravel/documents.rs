@@ -12,13 +12,34 @@ pub(super) fn now_timestamp() -> String {
     laravel_timestamp(Utc::now())
 }
 
+/// A decimal(…,2) amount as Laravel's decimal cast shows it: `"116.00"`.
 pub(super) fn money(d: Decimal) -> String {
-    format!("{:.2}", round_money(d))
+    format!("{:.2}", round_half_up(d, 2))
+}
+
+/// An item's float amount, two decimals, for the PDF (PHP's
+/// `number_format`).
+pub(super) fn money_f(x: f64) -> String {
+    money(crate::tax::php_decimal(x).unwrap_or_default())
+}
+
+/// An item's float amount as the backend's JSON shows it: what the
+/// database kept (SQLite: the value of PHP's 14-digit string, an integer
+/// when whole), as a JSON number (`0.1648`, `50`).
+pub(super) fn db_number(x: f64) -> Value {
+    let v = stored_float(x);
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        json!(v as i64)
+    } else {
+        json!(v)
+    }
 }
 
 /// The tax rate as a percentage, `16`.
 pub(super) fn tax_percent() -> String {
-    (RATE * Decimal::ONE_HUNDRED).normalize().to_string()
+    crate::tax::php_decimal(RATE * 100.0)
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub(super) fn user_json(u: &SandboxUser, created_at: &str) -> Value {
@@ -78,9 +99,9 @@ pub(super) fn invoice_full_json(inv: &Invoice) -> Value {
                 "invoice_id": inv.id,
                 "item_name": it.item_name,
                 "quantity": it.quantity,
-                "unit_price": money(it.unit_price),
-                "tax": money(it.tax),
-                "total": money(it.total),
+                "unit_price": db_number(it.unit_price),
+                "tax": db_number(it.tax),
+                "total": db_number(it.total),
                 "created_at": it.created_at,
                 "updated_at": it.created_at,
             })
@@ -163,9 +184,9 @@ pub(super) fn invoice_pdf(inv: &Invoice) -> Vec<u8> {
             n + 1,
             name,
             it.quantity,
-            money(it.unit_price),
-            money(it.tax),
-            money(it.total)
+            money_f(it.unit_price),
+            money_f(it.tax),
+            money_f(it.total)
         ));
         if it.item_name.chars().count() > 42 {
             lines.push(format!("    {}", it.item_name));
@@ -209,7 +230,18 @@ pub(super) fn xml_escape(s: &str) -> String {
     out
 }
 
-/// A UBL 2.1 invoice, shaped like the one sent to JoFotara.
+/// An amount with 3 decimals, as the backend's UBL view prints them.
+fn ubl_amount(x: f64) -> String {
+    format!(
+        "{:.3}",
+        round_half_up(crate::tax::php_decimal(x).unwrap_or_default(), 3)
+    )
+}
+
+/// The backend's own UBL 2.1 view (`/xml`), with its habits: amounts with 3
+/// decimals, line amounts tax-inclusive, and the document totals
+/// (TaxExclusive, TaxInclusive, Payable) printed as `0.000` (the view reads
+/// fields the model does not fill). Not a source of totals.
 pub(super) fn invoice_xml(inv: &Invoice) -> String {
     let e = xml_escape;
     let mut x = String::new();
@@ -261,26 +293,24 @@ pub(super) fn invoice_xml(inv: &Invoice) -> String {
     x.push_str("    </cac:Party>\n  </cac:AccountingCustomerParty>\n");
     x.push_str(&format!(
         "  <cac:TaxTotal>\n    <cbc:TaxAmount currencyID=\"{CURRENCY}\">{}</cbc:TaxAmount>\n  </cac:TaxTotal>\n",
-        money(inv.tax_amount)
+        format!("{:.3}", inv.tax_amount)
     ));
     x.push_str(&format!(
-        "  <cac:LegalMonetaryTotal>\n    <cbc:LineExtensionAmount currencyID=\"{CURRENCY}\">{sub}</cbc:LineExtensionAmount>\n    <cbc:TaxExclusiveAmount currencyID=\"{CURRENCY}\">{sub}</cbc:TaxExclusiveAmount>\n    <cbc:TaxInclusiveAmount currencyID=\"{CURRENCY}\">{total}</cbc:TaxInclusiveAmount>\n    <cbc:PayableAmount currencyID=\"{CURRENCY}\">{total}</cbc:PayableAmount>\n  </cac:LegalMonetaryTotal>\n",
-        sub = money(inv.subtotal),
-        total = money(inv.total_amount)
+        "  <cac:LegalMonetaryTotal>\n    <cbc:TaxExclusiveAmount currencyID=\"{CURRENCY}\">{zero}</cbc:TaxExclusiveAmount>\n    <cbc:TaxInclusiveAmount currencyID=\"{CURRENCY}\">{zero}</cbc:TaxInclusiveAmount>\n    <cbc:PayableAmount currencyID=\"{CURRENCY}\">{zero}</cbc:PayableAmount>\n  </cac:LegalMonetaryTotal>\n",
+        zero = ubl_amount(0.0)
     ));
     for (n, it) in inv.items.iter().enumerate() {
-        let line_ext = it.total - it.tax;
         x.push_str(&format!(
             "  <cac:InvoiceLine>\n    <cbc:ID>{}</cbc:ID>\n    <cbc:InvoicedQuantity unitCode=\"PCE\">{}</cbc:InvoicedQuantity>\n    <cbc:LineExtensionAmount currencyID=\"{CURRENCY}\">{}</cbc:LineExtensionAmount>\n    <cac:TaxTotal>\n      <cbc:TaxAmount currencyID=\"{CURRENCY}\">{}</cbc:TaxAmount>\n      <cbc:RoundingAmount currencyID=\"{CURRENCY}\">{}</cbc:RoundingAmount>\n      <cac:TaxSubtotal>\n        <cbc:TaxAmount currencyID=\"{CURRENCY}\">{}</cbc:TaxAmount>\n        <cac:TaxCategory>\n          <cbc:ID>S</cbc:ID>\n          <cbc:Percent>{}</cbc:Percent>\n          <cac:TaxScheme>\n            <cbc:ID>VAT</cbc:ID>\n          </cac:TaxScheme>\n        </cac:TaxCategory>\n      </cac:TaxSubtotal>\n    </cac:TaxTotal>\n    <cac:Item>\n      <cbc:Name>{}</cbc:Name>\n    </cac:Item>\n    <cac:Price>\n      <cbc:PriceAmount currencyID=\"{CURRENCY}\">{}</cbc:PriceAmount>\n    </cac:Price>\n  </cac:InvoiceLine>\n",
             n + 1,
             it.quantity,
-            money(line_ext),
-            money(it.tax),
-            money(it.total),
-            money(it.tax),
+            ubl_amount(it.total),
+            ubl_amount(it.tax),
+            ubl_amount(it.total),
+            ubl_amount(it.tax),
             tax_percent(),
             e(&it.item_name),
-            money(it.unit_price)
+            ubl_amount(it.unit_price)
         ));
     }
     x.push_str("</Invoice>\n");

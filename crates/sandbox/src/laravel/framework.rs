@@ -40,7 +40,8 @@ pub(super) fn unauthenticated() -> Response {
 /// (`findOrFail`), or without (`where(...)->firstOrFail()`).
 pub(super) fn model_not_found(id: Option<&str>) -> Response {
     let message = match id {
-        Some(id) => format!("No query results for model [{INVOICE_MODEL}] {id}."),
+        // Laravel's message: the ids without a full stop, else a full stop.
+        Some(id) => format!("No query results for model [{INVOICE_MODEL}] {id}"),
         None => format!("No query results for model [{INVOICE_MODEL}]."),
     };
     exception_response(
@@ -195,20 +196,15 @@ pub(super) fn php_int(v: &Value) -> Option<i64> {
     }
 }
 
-pub(super) fn parse_decimal(s: &str) -> Option<Decimal> {
-    let t = s.trim();
-    let t = t.strip_prefix('+').unwrap_or(t);
-    if t.contains(['e', 'E']) {
-        Decimal::from_scientific(t).ok()
-    } else {
-        Decimal::from_str(t).ok()
-    }
-}
-
-pub(super) fn decimal_of(v: &Value) -> Option<Decimal> {
+/// PHP's float of a numeric value (`(float)$v`: a numeric string through
+/// `strtod`), for the backend's arithmetic.
+pub(super) fn php_float(v: &Value) -> Option<f64> {
     match v {
-        Value::Number(n) => parse_decimal(&n.to_string()),
-        Value::String(s) if php_numeric_str(s) => parse_decimal(s),
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) if php_numeric_str(s) => s
+            .trim_matches(|c: char| c.is_ascii_whitespace() || c == '\u{0B}')
+            .parse()
+            .ok(),
         _ => None,
     }
 }

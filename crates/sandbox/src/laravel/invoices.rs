@@ -7,7 +7,7 @@ use super::*;
 pub(super) struct NewItem {
     name: String,
     quantity: i64,
-    price: Decimal,
+    price: f64,
 }
 
 /// Validates a create request against the contract's rules, in Laravel's
@@ -139,7 +139,7 @@ pub(super) fn validate_invoice(
             quantity: item.get("quantity").and_then(php_int).unwrap_or(0),
             price: item
                 .get("price")
-                .and_then(decimal_of)
+                .and_then(php_float)
                 .ok_or_else(Errors::default)?,
         });
     }
@@ -181,43 +181,28 @@ pub(super) fn store_invoice(
         Err(e) => return Err(Box::new(e.into_response())),
     };
 
-    // Money: exact decimals, each line's tax rounded half away from zero to
-    // cents: the shared rule of `crate::tax`, which receipts use too.
-    let now = now_timestamp();
-    let id = st.next_invoice_id;
-    let mut stored = Vec::new();
-    let mut subtotal = Decimal::ZERO;
-    let mut tax_amount = Decimal::ZERO;
-    for it in items {
-        let Some(line) = Decimal::from(it.quantity).checked_mul(it.price) else {
-            return Err(Box::new(server_error()));
-        };
-        let Some(tax) = line_tax(line) else {
-            return Err(Box::new(server_error()));
-        };
-        let (Some(s), Some(t), Some(total)) = (
-            subtotal.checked_add(line),
-            tax_amount.checked_add(tax),
-            line.checked_add(tax).map(round_money),
-        ) else {
-            return Err(Box::new(server_error()));
-        };
-        subtotal = s;
-        tax_amount = t;
-        stored.push(Item {
-            id: st.next_item_id + stored.len() as u64,
-            item_name: it.name,
-            quantity: it.quantity,
-            unit_price: round_money(it.price),
-            tax,
-            total,
-            created_at: now.clone(),
-        });
-    }
-    let subtotal = round_money(subtotal);
-    let Some(total_amount) = subtotal.checked_add(tax_amount) else {
+    // Money: the backend's float arithmetic (`crate::tax`); an amount its
+    // decimal(15,2) columns cannot hold makes the insert fail: a 500.
+    let Some(totals) = crate::tax::totals(items.iter().map(|it| (it.quantity as f64, it.price)))
+    else {
         return Err(Box::new(server_error()));
     };
+    let now = now_timestamp();
+    let id = st.next_invoice_id;
+    let stored: Vec<Item> = items
+        .into_iter()
+        .zip(&totals.lines)
+        .enumerate()
+        .map(|(n, (it, line))| Item {
+            id: st.next_item_id + n as u64,
+            item_name: it.name,
+            quantity: it.quantity,
+            unit_price: it.price,
+            tax: line.tax,
+            total: line.total,
+            created_at: now.clone(),
+        })
+        .collect();
     let str_field = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
     let invoice = Invoice {
         id,
@@ -231,9 +216,9 @@ pub(super) fn store_invoice(
         organization_id: user.organization_id,
         invoice_date: Utc::now().date_naive(),
         status: "draft".into(),
-        subtotal,
-        tax_amount,
-        total_amount,
+        subtotal: totals.subtotal,
+        tax_amount: totals.tax_amount,
+        total_amount: totals.total_amount,
         created_at: now.clone(),
         updated_at: now,
         items: stored,

@@ -84,7 +84,6 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,7 +107,7 @@ use super::http::{
 };
 use super::pdf::render_text_pdf;
 use super::pool::{micros, pool_middleware, PoolStats, WorkerPool};
-use crate::tax::{line_tax, round_money, RATE};
+use crate::tax::{round_half_up, stored_float, RATE};
 
 /// E-mail of the default sandbox vendor.
 pub const SANDBOX_EMAIL: &str = "vendor@sandbox.test";
@@ -254,9 +253,11 @@ struct Item {
     id: u64,
     item_name: String,
     quantity: i64,
-    unit_price: Decimal,
-    tax: Decimal,
-    total: Decimal,
+    /// The amounts as PHP computed them (floats, unrounded: the items'
+    /// columns are not cast, and SQLite keeps what PHP sent).
+    unit_price: f64,
+    tax: f64,
+    total: f64,
     created_at: String,
 }
 

@@ -47,7 +47,7 @@ async fn create_show_status_and_duplicate() {
     assert_eq!(v["organization_id"], 1);
     let today = Utc::now().format("%Y-%m-%dT00:00:00.000000Z").to_string();
     assert_eq!(v["invoice_date"], json!(today));
-    // 2*50 = 100 + 16.00; 3*0.335 = 1.005, tax 0.1608 -> 0.16
+    // 2*50 = 100, tax 16; 3*0.335 = 1.005, tax 0.1608: 16.1608 -> 16.16
     assert_eq!(v["tax_amount"], "16.16");
     assert_eq!(v["total_amount"], "117.17");
     assert_eq!(
@@ -66,13 +66,14 @@ async fn create_show_status_and_duplicate() {
     assert_eq!(items[0]["invoice_id"], 1);
     assert_eq!(items[0]["item_name"], "Coffee");
     assert_eq!(items[0]["quantity"], 2);
-    assert_eq!(items[0]["unit_price"], "50.00");
-    assert_eq!(items[0]["tax"], "16.00");
-    assert_eq!(items[0]["total"], "116.00");
+    // Item amounts: JSON numbers, unrounded (whole ones as integers).
+    assert_eq!(items[0]["unit_price"], json!(50));
+    assert_eq!(items[0]["tax"], json!(16));
+    assert_eq!(items[0]["total"], json!(116));
     assert_eq!(items[1]["quantity"], 3);
-    assert_eq!(items[1]["unit_price"], "0.34");
-    assert_eq!(items[1]["tax"], "0.16");
-    assert_eq!(items[1]["total"], "1.17");
+    assert_eq!(items[1]["unit_price"], json!(0.335));
+    assert_eq!(items[1]["tax"], json!(0.1608));
+    assert_eq!(items[1]["total"], json!(1.1658));
     assert_eq!(t.sb.invoice_by_number("INV-1").unwrap(), full);
 
     assert_eq!(
@@ -84,7 +85,7 @@ async fn create_show_status_and_duplicate() {
             t.get_json(&token, missing).await,
             (
                 404,
-                json!({"message": "No query results for model [App\\Models\\Invoice] 99."})
+                json!({"message": "No query results for model [App\\Models\\Invoice] 99"})
             )
         );
     }
@@ -92,7 +93,7 @@ async fn create_show_status_and_duplicate() {
     assert_eq!(s, 404);
     assert_eq!(
         v["message"],
-        "No query results for model [App\\Models\\Invoice] abc."
+        "No query results for model [App\\Models\\Invoice] abc"
     );
 
     // the simple case of the contract, and ids shared by all invoices
@@ -246,7 +247,7 @@ async fn submit_outcomes_disabled_and_unconfigured() {
         submit(42).await,
         (
             404,
-            json!({"message": "No query results for model [App\\Models\\Invoice] 42."})
+            json!({"message": "No query results for model [App\\Models\\Invoice] 42"})
         )
     );
 
@@ -334,14 +335,19 @@ async fn pdf_and_xml_downloads() {
     )));
     assert!(xml.contains("Café &quot;Amman&quot; &amp; Sons"));
     assert_eq!(xml.matches("<cac:InvoiceLine>").count(), 12);
+    // The backend's view: 3 decimals, document totals printed 0.000.
     let tax = v["tax_amount"].as_str().unwrap();
     assert!(xml.contains(&format!(
-        "<cbc:TaxAmount currencyID=\"JOD\">{tax}</cbc:TaxAmount>\n  </cac:TaxTotal>"
+        "<cbc:TaxAmount currencyID=\"JOD\">{tax}0</cbc:TaxAmount>\n  </cac:TaxTotal>"
     )));
-    assert!(xml.contains(&format!(
-        "<cbc:PayableAmount currencyID=\"JOD\">{}</cbc:PayableAmount>",
-        v["total_amount"].as_str().unwrap()
-    )));
+    for total in ["TaxExclusiveAmount", "TaxInclusiveAmount", "PayableAmount"] {
+        assert!(
+            xml.contains(&format!(
+                "<cbc:{total} currencyID=\"JOD\">0.000</cbc:{total}>"
+            )),
+            "{total}"
+        );
+    }
     assert!(xml.trim_end().ends_with("</Invoice>"));
     assert_eq!(t.get(&token, "/api/invoices/99/xml").await.status(), 404);
 }
@@ -460,36 +466,64 @@ async fn unknown_routes_and_methods() {
 }
 
 #[tokio::test]
-async fn totals_follow_the_shared_tax_rule() {
+async fn totals_follow_the_backends_float_arithmetic() {
     let t = start().await;
     let token = t.login().await;
-    let lines = [
-        ("3", "0.335"),
-        ("1", "0.03125"),
-        ("7", "1.005"),
-        ("2", "15.5"),
-    ];
-    let items: Vec<Value> = lines
-        .iter()
-        .map(|(q, p)| json!({"description": "x", "quantity": q, "price": p}))
-        .collect();
-    let (s, v) = t
-        .post_json(
+    let create = |number: &str, items: Value| {
+        t.post_json(
             &token,
             "/api/invoices",
-            json!({"invoice_number": "TAX-1", "customer_name": "A", "items": items}),
+            json!({"invoice_number": number, "customer_name": "A", "items": items}),
         )
-        .await;
+    };
+    // The contract's examples: tax rounded once, on the sum of the
+    // unrounded line taxes.
+    let line = json!({"description": "Milk", "quantity": 1, "price": "1.03"});
+    let (s, v) = create("TAX-1", json!([line, line, line])).await;
     assert_eq!(s, 201, "{v}");
-    let d = |s: &str| s.parse::<Decimal>().unwrap();
-    let expected = crate::tax::totals(lines.iter().map(|(q, p)| (d(q), d(p)))).unwrap();
-    assert_eq!(v["tax_amount"], json!(money(expected.tax)));
-    assert_eq!(v["total_amount"], json!(money(expected.total)));
-    let full = t.sb.invoice_by_number("TAX-1").unwrap();
-    for (item, (q, p)) in full["items"].as_array().unwrap().iter().zip(lines) {
-        let tax = crate::tax::line_tax(d(q) * d(p)).unwrap();
-        assert_eq!(item["tax"], json!(money(tax)));
+    assert_eq!(
+        (&v["tax_amount"], &v["total_amount"]),
+        (&json!("0.49"), &json!("3.58"))
+    );
+    let full = t.sb.invoice(v["id"].as_u64().unwrap()).unwrap();
+    for item in full["items"].as_array().unwrap() {
+        // Item amounts: JSON numbers, unrounded.
+        assert_eq!(item["unit_price"], json!(1.03));
+        assert_eq!(item["tax"], json!(0.1648));
+        assert_eq!(item["total"], json!(1.1948));
     }
+    assert_eq!(full["tax_amount"], "0.49");
+    let (_, v) = create(
+        "TAX-2",
+        json!([{"description": "x", "quantity": 1, "price": 8.45}]),
+    )
+    .await;
+    assert_eq!(
+        (&v["tax_amount"], &v["total_amount"]),
+        (&json!("1.35"), &json!("9.80"))
+    );
+    let (_, v) = create(
+        "TAX-3",
+        json!([{"description": "x", "quantity": 2, "price": 50}]),
+    )
+    .await;
+    assert_eq!(
+        (&v["tax_amount"], &v["total_amount"]),
+        (&json!("16.00"), &json!("116.00"))
+    );
+    let item = &t.sb.invoice_by_number("TAX-3").unwrap()["items"][0];
+    assert_eq!(
+        (&item["unit_price"], &item["tax"], &item["total"]),
+        (&json!(50), &json!(16), &json!(116))
+    );
+    // More than decimal(15,2) holds: the insert fails, a 500.
+    let (s, v) = create(
+        "TAX-4",
+        json!([{"description": "x", "quantity": 1, "price": "9000000000000"}]),
+    )
+    .await;
+    assert_eq!((s, v), (500, json!({"message": "Server Error"})));
+    assert_eq!(t.sb.invoices_with_number("TAX-4"), 0);
     assert_eq!(tax_percent(), "16");
 }
 
@@ -545,7 +579,7 @@ async fn lookup_route_by_number() {
     );
     assert_eq!(
         t.get_json(&token, "/api/invoices/by-number").await.1["message"],
-        "No query results for model [App\\Models\\Invoice] by-number."
+        "No query results for model [App\\Models\\Invoice] by-number"
     );
     assert_eq!(t.sb.requests(LOOKUP), 5);
     assert_eq!(t.sb.responses(LOOKUP, 200), 3);
@@ -619,16 +653,12 @@ async fn foreign_invoices_and_the_highest_id() {
                 .unwrap()
                 .starts_with("OTHER-3-"));
             let items = v["items"].as_array().unwrap();
-            let tax = crate::tax::line_tax(
-                Decimal::from(items[0]["quantity"].as_i64().unwrap())
-                    * items[0]["unit_price"]
-                        .as_str()
-                        .unwrap()
-                        .parse::<Decimal>()
-                        .unwrap(),
-            )
+            let totals = crate::tax::totals([(
+                items[0]["quantity"].as_f64().unwrap(),
+                items[0]["unit_price"].as_f64().unwrap(),
+            )])
             .unwrap();
-            assert_eq!(v["tax_amount"], json!(money(tax)));
+            assert_eq!(v["tax_amount"], json!(money(totals.tax_amount)));
         }
     }
     assert_eq!(own, ["OWN-1", "OWN-2", "OWN-3"]);
