@@ -292,8 +292,8 @@ pub(super) fn invoice_xml(inv: &Invoice) -> String {
     }
     x.push_str("    </cac:Party>\n  </cac:AccountingCustomerParty>\n");
     x.push_str(&format!(
-        "  <cac:TaxTotal>\n    <cbc:TaxAmount currencyID=\"{CURRENCY}\">{}</cbc:TaxAmount>\n  </cac:TaxTotal>\n",
-        format!("{:.3}", inv.tax_amount)
+        "  <cac:TaxTotal>\n    <cbc:TaxAmount currencyID=\"{CURRENCY}\">{:.3}</cbc:TaxAmount>\n  </cac:TaxTotal>\n",
+        inv.tax_amount
     ));
     x.push_str(&format!(
         "  <cac:LegalMonetaryTotal>\n    <cbc:TaxExclusiveAmount currencyID=\"{CURRENCY}\">{zero}</cbc:TaxExclusiveAmount>\n    <cbc:TaxInclusiveAmount currencyID=\"{CURRENCY}\">{zero}</cbc:TaxInclusiveAmount>\n    <cbc:PayableAmount currencyID=\"{CURRENCY}\">{zero}</cbc:PayableAmount>\n  </cac:LegalMonetaryTotal>\n",
