@@ -56,6 +56,7 @@ pub(super) async fn connector_heartbeat(
     let c = &mut st.connector;
     c.heartbeats.push(sent);
     c.last_heartbeat_at = Some(now.clone());
+    c.first_heartbeat.get_or_insert_with(Utc::now);
     json_response(
         StatusCode::OK,
         &json!({"status": "ok", "config_updates": c.config_updates_json(), "server_time": now}),
@@ -72,29 +73,48 @@ pub(super) async fn connector_test(State(sh): State<Sh>, headers: HeaderMap) -> 
         &json!({
             "status": "connection_ok",
             "customer": SANDBOX_CUSTOMER,
-            "customer_id": SANDBOX_CUSTOMER_ID,
+            "customer_id": SANDBOX_CUSTOMER_ID.to_string(),
             "server_time": now_timestamp(),
-            "message": "Connection successful",
+            "message": "POS Connector is successfully connected to JoFotara!",
         }),
     )
 }
 
+/// `GET /api/pos-connector/config`: flat, the key in clear, the interval
+/// and debug flag the heartbeat would send.
 pub(super) async fn connector_config(State(sh): State<Sh>, headers: HeaderMap) -> Response {
     let st = sh.state();
-    if let Some(refused) = st.connector.refusal(&headers) {
+    let c = &st.connector;
+    if let Some(refused) = c.refusal(&headers) {
         return refused;
     }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let created_date = st.users_created_at.get(..10).unwrap_or_default();
     json_response(
         StatusCode::OK,
         &json!({
-            "customer": SANDBOX_CUSTOMER,
-            "customer_id": SANDBOX_CUSTOMER_ID,
-            "config": st.connector.config_updates_json(),
-            "server_time": now_timestamp(),
+            "customer_id": SANDBOX_CUSTOMER_ID.to_string(),
+            "customer_name": SANDBOX_CUSTOMER,
+            "api_key": c.api_key,
+            "api_url": format!("http://{host}/api"),
+            "sync_interval": c.config_updates.get("sync_interval").cloned().unwrap_or(json!(300)),
+            "debug_mode": c.config_updates.get("debug_mode").cloned().unwrap_or(json!(false)),
+            "auto_start": true,
+            "version": "1.0.0",
+            "created_date": created_date,
+            "contact_info": {
+                "support_email": "support@sandbox.test",
+                "support_phone": "+962 6 000 0000",
+            },
         }),
     )
 }
 
+/// What the control API shows of the channel (not an answer of the
+/// backend's).
 pub(super) fn connector_stats_json(c: &ConnectorState) -> Value {
     json!({
         "customer_id": SANDBOX_CUSTOMER_ID,
@@ -106,18 +126,62 @@ pub(super) fn connector_stats_json(c: &ConnectorState) -> Value {
     })
 }
 
+/// A transaction's amount, read from the usual POS field names.
+fn transaction_amount(t: &Value) -> f64 {
+    ["total_amount", "total", "amount"]
+        .iter()
+        .find_map(|k| t.get(*k).and_then(php_float))
+        .unwrap_or(0.0)
+}
+
+/// `GET /api/pos-connector/stats`: the backend's own figures of the
+/// transactions it received.
 pub(super) async fn connector_stats(State(sh): State<Sh>, headers: HeaderMap) -> Response {
     let st = sh.state();
-    if let Some(refused) = st.connector.refusal(&headers) {
+    let c = &st.connector;
+    if let Some(refused) = c.refusal(&headers) {
         return refused;
     }
-    json_response(StatusCode::OK, &connector_stats_json(&st.connector))
+    let now = Utc::now();
+    let since = |days: i64| {
+        c.received_at
+            .iter()
+            .filter(|t| now.signed_duration_since(**t) < chrono::Duration::days(days))
+            .count()
+    };
+    let today = c
+        .received_at
+        .iter()
+        .filter(|t| t.date_naive() == now.date_naive())
+        .count();
+    let revenue: f64 = c.transactions.iter().map(transaction_amount).sum();
+    let uptime = c.first_heartbeat.map_or_else(
+        || "0 minutes".to_string(),
+        |t| {
+            let mins = now.signed_duration_since(t).num_minutes().max(0);
+            format!("{} hours {} minutes", mins / 60, mins % 60)
+        },
+    );
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "total_transactions": c.transactions.len(),
+            "today_transactions": today,
+            "weekly_transactions": since(7),
+            "total_revenue": db_number(revenue),
+            // The backend's automatic invoicing from transactions is broken.
+            "invoices_created": 0,
+            "last_transaction": c.received_at.last().map(|t| laravel_timestamp(*t)),
+            "connector_uptime": uptime,
+        }),
+    )
 }
 
 /// `POST /api/pos-connector/transactions`: `{"transactions": [{...,
-/// "transaction_id"}]}`, or one transaction as the whole body. Stored once
-/// per `transaction_id`; a repeat (in this request or an earlier one) is
-/// counted, not stored.
+/// "transaction_id"}]}`. Stored once per `transaction_id`; a repeat (in
+/// this request or an earlier one) is skipped; one without an id is an
+/// error listed in `error_details`. An empty or missing list: 422 in the
+/// channel's own shape.
 pub(super) async fn connector_transactions(
     State(sh): State<Sh>,
     headers: HeaderMap,
@@ -131,37 +195,40 @@ pub(super) async fn connector_transactions(
     let list: Vec<Value> = match input.get("transactions") {
         Some(Value::Array(a)) => a.clone(),
         Some(Value::Object(o)) => o.values().cloned().collect(),
-        None if input.contains_key("transaction_id") => vec![Value::Object(input.clone())],
         _ => Vec::new(),
     };
-    let mut errors = Errors::default();
     if list.is_empty() {
-        errors.add("transactions", msg_required("transactions"));
+        return json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"error": "Validation failed",
+                    "details": {"transactions": ["The transactions field is required."]}}),
+        );
     }
     let id_of = |t: &Value| t.get("transaction_id").and_then(php_string);
-    for (i, t) in list.iter().enumerate() {
-        if id_of(t).is_none_or(|id| id.is_empty()) {
-            let f = format!("transactions.{i}.transaction_id");
-            errors.add(&f, msg_required(&f));
-        }
-    }
-    if !errors.is_empty() {
-        return errors.into_response();
-    }
     let c = &mut st.connector;
-    let (mut new, mut duplicates) = (0u64, 0u64);
-    for t in list {
-        let id = id_of(&t).unwrap_or_default();
-        if c.transaction_ids.insert(id) {
-            c.transactions.push(t);
-            new += 1;
-        } else {
-            c.transactions_duplicate += 1;
-            duplicates += 1;
+    let (mut processed, mut skipped) = (0u64, 0u64);
+    let mut error_details = Vec::new();
+    let now = Utc::now();
+    for (i, t) in list.into_iter().enumerate() {
+        match id_of(&t).filter(|id| !id.is_empty()) {
+            None => error_details.push(json!({
+                "index": i,
+                "error": "The transaction_id field is required.",
+            })),
+            Some(id) if c.transaction_ids.insert(id.clone()) => {
+                c.transactions.push(t);
+                c.received_at.push(now);
+                processed += 1;
+            }
+            Some(_) => {
+                c.transactions_duplicate += 1;
+                skipped += 1;
+            }
         }
     }
     json_response(
         StatusCode::OK,
-        &json!({"status": "ok", "received": new + duplicates, "new": new, "duplicates": duplicates}),
+        &json!({"status": "success", "processed": processed, "skipped": skipped,
+                "errors": error_details.len(), "error_details": error_details}),
     )
 }

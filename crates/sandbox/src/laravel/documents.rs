@@ -42,13 +42,30 @@ pub(super) fn tax_percent() -> String {
         .to_string()
 }
 
+/// The vendor (user) as login and profile show it: the backend's full key
+/// set, nulls where unset.
 pub(super) fn user_json(u: &SandboxUser, created_at: &str) -> Value {
+    let organization = if u.organization_id == 1 {
+        SANDBOX_CUSTOMER
+    } else {
+        "Other Shop"
+    };
     json!({
         "id": u.id,
         "name": u.name,
         "email": u.email,
+        "email_verified_at": null,
+        "role": "vendor",
+        "is_admin": false,
         "organization_id": u.organization_id,
-        "is_active": u.active,
+        "organization_name": organization,
+        "organization_phone": null,
+        "organization_address": null,
+        "phone": null,
+        "address": null,
+        "company_name": null,
+        "tax_number": null,
+        "settings": null,
         "created_at": created_at,
         "updated_at": created_at,
     })
@@ -107,12 +124,46 @@ pub(super) fn invoice_full_json(inv: &Invoice) -> Value {
             })
         })
         .collect();
-    // The stored model is the created one plus what the create answer
-    // leaves out: its status (the database default) and its items.
-    let mut v = invoice_created_json(inv);
-    v["status"] = json!(inv.status);
-    v["items"] = Value::Array(items);
-    v
+    // The stored model, reloaded: every column (the database defaults
+    // where the create left them) and its items.
+    json!({
+        "id": inv.id,
+        "invoice_number": inv.invoice_number,
+        "customer_name": inv.customer_name,
+        "customer_email": inv.customer_email,
+        "customer_phone": inv.customer_phone,
+        "customer_address": null,
+        "customer_tax_number": null,
+        "uuid": inv.uuid,
+        "vendor_id": inv.vendor_id,
+        "organization_id": inv.organization_id,
+        "invoice_date": invoice_date_json(inv.invoice_date),
+        "due_date": null,
+        "status": inv.status,
+        "currency": CURRENCY,
+        "invoice_type": "income",
+        "payment_status": "pending",
+        "compliance_status": "pending",
+        "total_amount": money(inv.total_amount),
+        "tax_amount": money(inv.tax_amount),
+        "discount_amount": money(Decimal::ZERO),
+        "net_amount": null,
+        "payment_method": null,
+        "payment_reference": null,
+        "rejection_reason": null,
+        "integration_type": null,
+        "line_items_summary": null,
+        "audit_trail": null,
+        "revision_number": 1,
+        "submitted_at": inv.submitted_at,
+        "processed_at": null,
+        "paid_at": null,
+        "created_by": null,
+        "updated_by": null,
+        "created_at": inv.created_at,
+        "updated_at": inv.updated_at,
+        "items": items,
+    })
 }
 
 pub(super) const LEGAL_TEXT: &[&str] = &[

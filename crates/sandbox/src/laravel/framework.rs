@@ -289,21 +289,77 @@ pub(super) fn clean_input(v: Value, top_key: Option<&str>) -> Value {
 }
 
 /// The request input as Laravel sees it: the JSON body when the
-/// `Content-Type` is JSON (an unparsable body is empty input), else nothing.
+/// `Content-Type` is JSON (an unparsable body is empty input), the form
+/// fields when it is `application/x-www-form-urlencoded` (PHP's
+/// `items[0][price]` nesting), else nothing; then cleaned
+/// ([`clean_input`]).
 pub(super) fn request_input(headers: &HeaderMap, body: &[u8]) -> Map<String, Value> {
-    let is_json = headers
+    let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("/json") || ct.contains("+json"));
-    if !is_json {
-        return Map::new();
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(o)) => match clean_input(Value::Object(o), None) {
-            Value::Object(o) => o,
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let raw = if ct.contains("/json") || ct.contains("+json") {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(o)) => o,
             _ => Map::new(),
-        },
+        }
+    } else if ct.starts_with("application/x-www-form-urlencoded") {
+        php_form(body)
+    } else {
+        Map::new()
+    };
+    match clean_input(Value::Object(raw), None) {
+        Value::Object(o) => o,
         _ => Map::new(),
+    }
+}
+
+/// PHP's `parse_str` of a form body: `a[b][0]=x` nests (objects keyed by
+/// the bracketed names, `[]` appends), values are strings, a later
+/// repeated name wins.
+pub(super) fn php_form(body: &[u8]) -> Map<String, Value> {
+    let mut root = Map::new();
+    for (name, value) in form_decode(body) {
+        let (head, mut rest) = match name.find('[') {
+            Some(i) if i > 0 => (&name[..i], &name[i..]),
+            _ => (name.as_str(), ""),
+        };
+        let mut path = vec![head.replace(['.', ' '], "_")];
+        while let Some(inner) = rest.strip_prefix('[') {
+            let Some(end) = inner.find(']') else { break };
+            path.push(inner[..end].to_string());
+            rest = &inner[end + 1..];
+        }
+        insert_path(&mut root, &path, Value::String(value));
+    }
+    root
+}
+
+fn insert_path(map: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    // `[]`: the next integer key, as PHP appends.
+    let key = if first.is_empty() {
+        map.keys()
+            .filter_map(|k| k.parse::<u64>().ok())
+            .max()
+            .map_or(0, |n| n + 1)
+            .to_string()
+    } else {
+        first.clone()
+    };
+    if rest.is_empty() {
+        map.insert(key, value);
+        return;
+    }
+    let child = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !child.is_object() {
+        *child = Value::Object(Map::new());
+    }
+    if let Value::Object(m) = child {
+        insert_path(m, rest, value);
     }
 }
 
@@ -376,7 +432,12 @@ pub(super) fn redirect(to: &str) -> Response {
 
 /// Laravel's exception rendering for clients that do not expect JSON, and
 /// its 405 message (axum answers 405 with an empty body and `Allow`).
-pub(super) async fn laravel_render(req: Request, next: Next) -> Response {
+pub(super) async fn laravel_render(mut req: Request, next: Next) -> Response {
+    // Laravel matches routes on the trimmed path: `/api/invoices/5/` is
+    // `/api/invoices/5`.
+    if let Some(uri) = without_trailing_slash(req.uri()) {
+        *req.uri_mut() = uri;
+    }
     let json = expects_json(req.headers());
     let host = req
         .headers()
@@ -390,7 +451,6 @@ pub(super) async fn laravel_render(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let method = req.method().clone();
-    let path = laravel_path(req.uri());
     let mut resp = next.run(req).await;
 
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
@@ -410,7 +470,7 @@ pub(super) async fn laravel_render(req: Request, next: Next) -> Response {
             })
             .unwrap_or_default();
         let message = format!(
-            "The {method} method is not supported for route {path}. Supported methods: {supported}."
+            "The {method} method is not supported for this route. Supported methods: {supported}."
         );
         resp = exception_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -438,6 +498,23 @@ pub(super) async fn laravel_render(req: Request, next: Next) -> Response {
             html
         }
     }
+}
+
+/// The URI without the trailing slashes of its path (`None`: nothing to
+/// strip, or the root).
+pub(super) fn without_trailing_slash(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() == path.len() || trimmed.is_empty() {
+        return None;
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    Uri::from_parts(parts).ok()
 }
 
 /// `$request->path()`: the path without its leading slash, `/` for the root.

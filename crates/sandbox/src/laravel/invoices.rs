@@ -224,6 +224,7 @@ pub(super) fn store_invoice(
         items: stored,
         email_sent: input.contains_key("customer_email"),
         phone_sent: input.contains_key("customer_phone"),
+        submitted_at: None,
         jofotara_submissions: 0,
     };
     st.next_item_id += invoice.items.len() as u64;
@@ -325,6 +326,9 @@ pub(super) async fn submit_invoice(
             inv.jofotara_submissions += 1;
             inv.status = outcome.clone();
             inv.updated_at = now_timestamp();
+            if outcome == "submitted" {
+                inv.submitted_at = Some(inv.updated_at.clone());
+            }
         }
         json_response(StatusCode::OK, &json!({ "status": outcome }))
     })

@@ -101,9 +101,9 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::http::{
-    bad_request, control_body, ctl_answer, fault_control_routes, fault_middleware, html_error_page,
-    html_response, json_response, lock, serve, CtlResult, Fault, Harness, RandomFaults,
-    ServerHandle,
+    bad_request, control_body, ctl_answer, fault_control_routes, fault_middleware, form_decode,
+    html_error_page, html_response, json_response, lock, serve, CtlResult, Fault, Harness,
+    RandomFaults, ServerHandle,
 };
 use super::pdf::render_text_pdf;
 use super::pool::{micros, pool_middleware, PoolStats, WorkerPool};
@@ -284,6 +284,8 @@ struct Invoice {
     /// them only then).
     email_sent: bool,
     phone_sent: bool,
+    /// When JoFotara last accepted it (`submitted`).
+    submitted_at: Option<String>,
     /// How many times the backend handed this invoice to JoFotara (every
     /// submit that got past its checks, whatever JoFotara answered).
     jofotara_submissions: u64,
@@ -321,6 +323,9 @@ struct ConnectorState {
     /// Accepted transactions, first copy of each `transaction_id`.
     transactions: Vec<Value>,
     transaction_ids: std::collections::HashSet<String>,
+    /// When each accepted transaction arrived (for the channel's stats).
+    received_at: Vec<DateTime<Utc>>,
+    first_heartbeat: Option<DateTime<Utc>>,
     transactions_duplicate: u64,
 }
 

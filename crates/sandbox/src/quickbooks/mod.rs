@@ -97,8 +97,8 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::http::{
-    bad_request, control_body, ctl_answer, fault_control_routes, fault_middleware, html_response,
-    json_response, lock, serve, CtlResult, Fault, Harness, ServerHandle,
+    bad_request, control_body, ctl_answer, fault_control_routes, fault_middleware, form_decode,
+    html_response, json_response, lock, serve, CtlResult, Fault, Harness, ServerHandle,
 };
 
 mod api;

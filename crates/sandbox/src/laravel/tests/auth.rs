@@ -12,7 +12,38 @@ async fn login_ok_invalid_and_validation() {
     assert_eq!(user["name"], "Sandbox Vendor");
     assert_eq!(user["email"], SANDBOX_EMAIL);
     assert_eq!(user["organization_id"], 1);
-    assert_eq!(user["is_active"], true);
+    // The backend's full user object, nulls where unset.
+    let keys: Vec<&str> = user
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "name",
+            "email",
+            "email_verified_at",
+            "role",
+            "is_admin",
+            "organization_id",
+            "organization_name",
+            "organization_phone",
+            "organization_address",
+            "phone",
+            "address",
+            "company_name",
+            "tax_number",
+            "settings",
+            "created_at",
+            "updated_at"
+        ]
+    );
+    assert_eq!(user["role"], "vendor");
+    assert_eq!(user["is_admin"], false);
+    assert_eq!(user["tax_number"], Value::Null);
     assert!(user["created_at"].as_str().unwrap().ends_with(".000000Z"));
     assert!(v.get("expires_at").is_none());
 

@@ -150,25 +150,53 @@ async fn connector_test_config_and_stats() {
     assert_eq!(s, 200);
     assert_eq!(v["status"], "connection_ok");
     assert_eq!(v["customer"], SANDBOX_CUSTOMER);
-    assert_eq!(v["customer_id"], SANDBOX_CUSTOMER_ID);
-    assert_eq!(v["message"], "Connection successful");
+    assert_eq!(v["customer_id"], SANDBOX_CUSTOMER_ID.to_string());
+    assert_eq!(
+        v["message"],
+        "POS Connector is successfully connected to JoFotara!"
+    );
     assert!(v["server_time"].is_string());
 
     let (s, v) = t
         .connector(get.clone(), "/api/pos-connector/config", key, None)
         .await;
     assert_eq!(s, 200);
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
-        v["config"],
-        json!({"sync_interval": 300, "debug_mode": false})
+        keys,
+        [
+            "customer_id",
+            "customer_name",
+            "api_key",
+            "api_url",
+            "sync_interval",
+            "debug_mode",
+            "auto_start",
+            "version",
+            "created_date",
+            "contact_info"
+        ]
     );
-    assert_eq!(v["customer"], SANDBOX_CUSTOMER);
+    assert_eq!(v["customer_id"], "1");
+    assert_eq!(v["customer_name"], SANDBOX_CUSTOMER);
+    assert_eq!(v["api_key"], SANDBOX_API_KEY);
+    assert_eq!(v["api_url"], format!("{}/api", t.base));
+    assert_eq!(
+        (&v["sync_interval"], &v["debug_mode"]),
+        (&json!(300), &json!(false))
+    );
+    assert!(v["contact_info"]["support_email"].is_string());
+    assert!(v["contact_info"]["support_phone"].is_string());
 
     let (_, v) = t
         .connector(get.clone(), "/api/pos-connector/stats", key, None)
         .await;
-    assert_eq!(v["heartbeats_received"], 0);
-    assert_eq!(v["last_heartbeat"], Value::Null);
+    assert_eq!(
+        v,
+        json!({"total_transactions": 0, "today_transactions": 0, "weekly_transactions": 0,
+               "total_revenue": 0, "invoices_created": 0, "last_transaction": null,
+               "connector_uptime": "0 minutes"})
+    );
     t.connector(
         reqwest::Method::POST,
         "/api/pos-connector/heartbeat",
@@ -176,14 +204,28 @@ async fn connector_test_config_and_stats() {
         Some(beat_body()),
     )
     .await;
+    t.connector(
+        reqwest::Method::POST,
+        "/api/pos-connector/transactions",
+        key,
+        Some(
+            json!({"transactions": [{"transaction_id": "T1", "total": "10.5"},
+                                     {"transaction_id": "T2", "amount": 2}]}),
+        ),
+    )
+    .await;
     let (_, v) = t
         .connector(get, "/api/pos-connector/stats", key, None)
         .await;
-    assert_eq!(v["heartbeats_received"], 1);
-    assert!(v["last_heartbeat"].is_string());
-    assert_eq!(v["last_version"], "0.1.0");
-    assert_eq!(v["transactions_received"], 0);
-    assert_eq!(t.sb.stats_json()["connector"]["heartbeats_received"], 1);
+    assert_eq!(v["total_transactions"], 2);
+    assert_eq!(v["today_transactions"], 2);
+    assert_eq!(v["weekly_transactions"], 2);
+    assert_eq!(v["total_revenue"], json!(12.5));
+    assert!(v["last_transaction"].is_string());
+    assert!(v["connector_uptime"].is_string());
+    let ctl = t.sb.stats_json();
+    assert_eq!(ctl["connector"]["heartbeats_received"], 1);
+    assert_eq!(ctl["connector"]["last_version"], "0.1.0");
 }
 
 #[tokio::test]
@@ -206,7 +248,7 @@ async fn transactions_are_deduplicated_on_their_id() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v,
-        json!({"status": "ok", "received": 3, "new": 2, "duplicates": 1})
+        json!({"status": "success", "processed": 2, "skipped": 1, "errors": 0, "error_details": []})
     );
     // Again, and a number for an id already sent as text is the same id.
     let (_, v) = t
@@ -218,14 +260,19 @@ async fn transactions_are_deduplicated_on_their_id() {
         )
         .await;
     assert_eq!(
-        (v["new"].as_u64(), v["duplicates"].as_u64()),
+        (v["processed"].as_u64(), v["skipped"].as_u64()),
         (Some(1), Some(1))
     );
     let (_, v) = t
-        .connector(post.clone(), path, key, Some(tx(json!("7"), 5)))
+        .connector(
+            post.clone(),
+            path,
+            key,
+            Some(json!({"transactions": [tx(json!("7"), 5)]})),
+        )
         .await;
     assert_eq!(
-        (v["new"].as_u64(), v["duplicates"].as_u64()),
+        (v["processed"].as_u64(), v["skipped"].as_u64()),
         (Some(0), Some(1))
     );
     // The first copy is kept.
@@ -242,18 +289,27 @@ async fn transactions_are_deduplicated_on_their_id() {
             Some(json!({"transactions": [{"total": 1}]})),
         )
         .await;
-    assert_eq!(s, 422);
+    assert_eq!(s, 200);
     assert_eq!(
-        v["errors"]["transactions.0.transaction_id"][0],
-        "The transactions.0.transaction id field is required."
+        v,
+        json!({"status": "success", "processed": 0, "skipped": 0, "errors": 1,
+               "error_details": [{"index": 0, "error": "The transaction_id field is required."}]})
     );
-    let (s, _) = t.connector(post, path, key, Some(json!({}))).await;
-    assert_eq!(s, 422);
-    let (_, v) = t
-        .connector(reqwest::Method::GET, "/api/pos-connector/stats", key, None)
-        .await;
-    assert_eq!(v["transactions_received"], 3);
-    assert_eq!(v["transactions_duplicate"], 3);
+    // An empty or missing list: the channel's own 422 shape.
+    for body in [json!({}), json!({"transactions": []})] {
+        let (s, v) = t.connector(post.clone(), path, key, Some(body)).await;
+        assert_eq!(
+            (s, v),
+            (
+                422,
+                json!({"error": "Validation failed",
+                       "details": {"transactions": ["The transactions field is required."]}})
+            )
+        );
+    }
+    let v = t.sb.stats_json();
+    assert_eq!(v["connector"]["transactions_received"], 3);
+    assert_eq!(v["connector"]["transactions_duplicate"], 3);
 }
 
 #[tokio::test]
@@ -317,7 +373,7 @@ async fn connector_routes_take_faults_and_the_control_api() {
             None,
         )
         .await;
-    assert_eq!(v["config"], json!({"sync_interval": 30}));
+    assert_eq!(v["sync_interval"], 30);
     for bad in [
         json!({"api_key": ""}),
         json!({"config_updates": 3}),

@@ -453,13 +453,13 @@ async fn unknown_routes_and_methods() {
     assert_eq!(s, 405);
     assert_eq!(
         v,
-        json!({"message": "The GET method is not supported for route api/invoices. Supported methods: POST."})
+        json!({"message": "The GET method is not supported for this route. Supported methods: POST."})
     );
     let (s, v) = t.post_json("x", "/api/invoices/1", json!({})).await;
     assert_eq!(s, 405);
     assert_eq!(
         v["message"],
-        "The POST method is not supported for route api/invoices/1. Supported methods: GET, HEAD."
+        "The POST method is not supported for this route. Supported methods: GET, HEAD."
     );
     assert_eq!(t.sb.responses("GET /api/invoices", 405), 1);
     assert_eq!(t.sb.responses("GET /api/xyz", 404), 1);

@@ -146,5 +146,6 @@ mod connector;
 mod control;
 mod exactly_once;
 mod faults;
+mod fidelity;
 mod invoices;
 mod pool;
