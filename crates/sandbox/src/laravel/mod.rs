@@ -16,8 +16,12 @@
 //!   `/login`, validation failures a 302 back, not-found pages HTML.
 //! * The create answer is the model as created: no `status`, no items.
 //! * Submit: 404, then 403 for a disabled vendor, then 500 when JoFotara is
-//!   not configured, else 200 with the outcome (`submitted` or a scripted
-//!   `rejected` / `error`).
+//!   not configured, else 200 with the outcome (`submitted`, a scripted
+//!   `rejected` / `error`, or `error` while the integration is broken); no
+//!   guard against resubmitting, as in the real backend.
+//! * Totals in the backend's own float arithmetic ([`crate::tax`]); item
+//!   amounts shown as unrounded JSON numbers, invoice amounts as two-decimal
+//!   strings.
 //!
 //! What the real stack does on a bad day, on demand: work that finishes
 //! after its client left ([`LaravelSandboxOptions::finish_after_disconnect`],
