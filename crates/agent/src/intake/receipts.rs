@@ -88,9 +88,15 @@ async fn print_one(
     );
     let target = path.clone();
     let paper = settings.paper;
-    let written = tokio::task::spawn_blocking(move || receipt::write(&r, paper, &target)).await;
+    let written =
+        tokio::task::spawn_blocking(move || receipt::write_with_warnings(&r, paper, &target)).await;
     match written {
-        Ok(Ok(())) => {
+        Ok(Ok(warnings)) => {
+            // Characters the font lacks: printed as boxes and listed on the
+            // receipt; the log says so too.
+            for w in warnings {
+                tracing::warn!(invoice = %job.invoice_number, "{w}");
+            }
             let id = job.id;
             let shown = path.display().to_string();
             if let Err(e) = outbox.call(move |o| o.set_receipt_path(id, &shown)).await {
