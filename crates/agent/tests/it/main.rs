@@ -14,6 +14,7 @@ mod local_api;
 mod local_api_limits;
 mod qbo_cache;
 mod quickbooks;
+mod receipt_images;
 mod resilience;
 mod service;
 mod status_page_browser;
