@@ -221,6 +221,10 @@ pub const DEFAULT_QB_REDIRECT_URI: &str = "http://localhost:8765/callback";
 
 /// The default `local_api.bind`.
 pub const DEFAULT_LOCAL_API_BIND: &str = "127.0.0.1:8765";
+/// The default `local_api.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// The default `local_api.header_timeout_seconds`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CUSTOMER: &str = "Walk-in customer";
 
 #[derive(Debug, Clone)]
@@ -874,10 +878,10 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         allow_remote,
         max_connections: r
             .number("local_api.max_connections", 1.0, 4096.0, "connections")
-            .unwrap_or(64.0) as usize,
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS as f64) as usize,
         header_timeout: Duration::from_secs_f64(
             r.number("local_api.header_timeout_seconds", 1.0, 300.0, "seconds")
-                .unwrap_or(10.0),
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT.as_secs_f64()),
         ),
         allowed_hosts,
         wrong_key_delay: WrongKeyDelay::default(),

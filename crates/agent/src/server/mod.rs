@@ -118,8 +118,8 @@ impl ServeOptions {
             None => HostPolicy::default(),
         };
         ServeOptions {
-            max_connections: 64,
-            header_timeout: Duration::from_secs(10),
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
             hosts,
         }
     }
