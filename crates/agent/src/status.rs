@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::call_stats::Reachability;
 use crate::config::Config;
 use crate::laravel::LaravelClient;
+use crate::quickbooks::limiter::LimiterStatus;
 use crate::quickbooks::oauth::RefreshOutcome;
 use crate::quickbooks::{ConnectionStore, QboClient};
 use crate::store::{Job, ListFilter, OutboxHandle, QueueStats, StoreError};
@@ -113,6 +114,10 @@ pub struct QuickbooksLink {
     pub pushes: BTreeMap<String, u64>,
     /// The local copy of the company's lists (when the service runs it).
     pub cache: Option<Value>,
+    /// This agent's learned share of the company's request limits and the
+    /// 429s met (when the service runs: it is learned while pushing).
+    #[serde(default)]
+    pub limiter: Option<LimiterStatus>,
 }
 
 impl QuickbooksLink {
@@ -138,6 +143,7 @@ impl QuickbooksLink {
             warnings: Vec::new(),
             pushes,
             cache: None,
+            limiter: None,
         };
         let conn = match ConnectionStore::new(&cfg.data_dir).load() {
             Ok(c) => c,
@@ -272,6 +278,8 @@ pub async fn collect(
     let laravel_link = LaravelLink::read(cfg, laravel, now);
     let mut quickbooks = QuickbooksLink::read(cfg, now, pushes);
     quickbooks.cache = live.cache;
+    // A command's fresh client knows nothing yet: only the service's.
+    quickbooks.limiter = qbo.filter(|_| running).map(|c| c.limiter().status());
 
     let health = Health {
         backend: running.then(|| laravel.stats().reachability()).flatten(),
@@ -507,6 +515,9 @@ impl StatusReport {
                         pushes.join(", ")
                     }
                 );
+                if let Some(l) = &q.limiter {
+                    let _ = writeln!(s, "  rate budget: {}", limiter_line(l));
+                }
                 if let Some(c) = &q.cache {
                     let _ = writeln!(s, "  cache: {}", cache_line(c));
                 }
@@ -561,6 +572,39 @@ impl StatusReport {
         }
         s
     }
+}
+
+/// This agent's share of the company's limits and its 429s, on one line
+/// (`pos-connector status`, `qbo status`).
+pub fn limiter_line(l: &LimiterStatus) -> String {
+    let budget = if l.share >= 1.0 {
+        format!(
+            "the full limits ({}/s, {}/min, {} batches/min)",
+            l.per_second_limit, l.per_minute_limit, l.batch_per_minute_limit
+        )
+    } else {
+        format!(
+            "{:.1}/s of {}, {:.0}/min of {}, {:.1} batches/min of {} ({:.0}% of the company's limits; other tills use the rest)",
+            l.per_second,
+            l.per_second_limit,
+            l.per_minute,
+            l.per_minute_limit,
+            l.batch_per_minute,
+            l.batch_per_minute_limit,
+            l.share * 100.0
+        )
+    };
+    let throttled = match (l.throttled, l.last_throttled_at) {
+        (0, _) => "no 429 yet".to_string(),
+        (n, Some(at)) => format!("429s {n}, the last at {}", short_time(at)),
+        (n, None) => format!("429s {n}"),
+    };
+    let paused = if l.paused_ms > 0 {
+        format!(", paused for {:.1} s", l.paused_ms as f64 / 1000.0)
+    } else {
+        String::new()
+    };
+    format!("{budget}; {throttled}{paused}")
 }
 
 fn cache_line(c: &Value) -> String {

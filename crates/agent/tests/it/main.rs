@@ -10,6 +10,7 @@ mod heartbeat;
 mod laravel_client;
 mod local_api;
 mod qbo_cache;
+mod qbo_share;
 mod quickbooks;
 mod resilience;
 mod service;
