@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::live_agent::{Key, LiveAgent};
 use crate::common::qbo::{sim_options, Qbo, INVOICE_ROUTE};
-use crate::common::Fault;
+use crate::common::{run_bin, wait_until, Fault, API_KEY};
 use pos_connector::clock::SystemClock;
 use pos_connector::config::Config;
 use pos_connector::quickbooks::client::request_id;
@@ -25,7 +26,8 @@ use pos_connector::quickbooks::limiter::RateLimits;
 use pos_connector::quickbooks::model::{Entity, Invoice, Line, Query, Ref};
 use pos_connector::quickbooks::{self, QboClient, QboError};
 use pos_sandbox::quickbooks::QboLimits;
-use serde_json::json;
+use reqwest::Method;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
 /// One till's agent.
@@ -349,4 +351,111 @@ async fn a_429_pauses_for_its_retry_after_or_about_a_second_not_a_minute() {
     let st = client.limiter().status();
     assert_eq!(st.throttled, 5);
     assert_eq!(q.sim.invoices().len(), 3);
+}
+
+/// What a person sees: the budget and the 429s in `/api/status` (the
+/// status page's data), `/metrics` and `qbo status` (asked of the running
+/// service, the only one that knows them).
+#[tokio::test]
+async fn the_budget_and_the_429s_show_in_status_metrics_and_qbo_status() {
+    let mut a = LiveAgent::prepare(true, json!({})).await;
+    // Intuit's windows and pauses in real time: a 429 pauses a second.
+    a.cfg.quickbooks.limits = RateLimits::default();
+    a.start_agent().await;
+    a.connect_qbo().await;
+    // QuickBooks throttles the first two creates (the XML 3001 answer).
+    a.qbo.inject(
+        INVOICE_ROUTE,
+        Fault::Status {
+            status: 429,
+            retry_after: None,
+            html: false,
+        },
+        2,
+    );
+    a.post_sale("SH-1", "Nour Cafe").await;
+    wait_until(Duration::from_secs(30), "SH-1 pushed", || async {
+        let (_, j) = a
+            .call(Method::GET, "/api/jobs/SH-1", Key::Bearer(API_KEY))
+            .await;
+        j["qbo"]["state"] == "pushed"
+    })
+    .await;
+
+    let st = a.ok(Method::GET, "/api/status").await;
+    let l = &st["quickbooks"]["limiter"];
+    assert_eq!(l["throttled"], 2, "{l}");
+    assert_eq!(l["per_second_limit"], 10, "{l}");
+    assert!(l["per_second"].as_f64().unwrap() < 10.0, "{l}");
+    assert!(l["share"].as_f64().unwrap() < 1.0, "{l}");
+    assert!(l["last_throttled_at"].is_string(), "{l}");
+
+    let metrics = a
+        .send(Method::GET, "/metrics", Key::Bearer(API_KEY))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in:\n{metrics}"))
+    };
+    assert_eq!(sample("pos_connector_quickbooks_throttled_total"), 2.0);
+    assert_eq!(
+        sample("pos_connector_quickbooks_rate_limit{window=\"second\"}"),
+        10.0
+    );
+    assert_eq!(
+        sample("pos_connector_quickbooks_rate_limit{window=\"minute\"}"),
+        500.0
+    );
+    assert!(sample("pos_connector_quickbooks_rate_budget{window=\"second\"}") < 10.0);
+    assert!(sample("pos_connector_quickbooks_rate_share") < 1.0);
+    sample("pos_connector_quickbooks_paused_seconds");
+
+    let c = a.fx.path("config.json");
+    let c = c.to_str().unwrap();
+    let text = run_bin(
+        a.fx.dir.path(),
+        &["--config", c, "qbo", "status"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(
+        text.stdout.contains("rate budget:") && text.stdout.contains("429s 2"),
+        "{}",
+        text.stdout
+    );
+    let js = run_bin(
+        a.fx.dir.path(),
+        &["--config", c, "--json", "qbo", "status"],
+        &[],
+        None,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&js.stdout).unwrap();
+    assert_eq!(v["limiter"]["throttled"], 2, "{v}");
+    let all = run_bin(a.fx.dir.path(), &["--config", c, "status"], &[], None).await;
+    assert!(all.stdout.contains("rate budget:"), "{}", all.stdout);
+
+    // Without the service nobody knows the budget: `qbo status` says so.
+    a.stop_agent().await;
+    let off = run_bin(
+        a.fx.dir.path(),
+        &["--config", c, "qbo", "status"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(off.code, 0, "{off:?}");
+    assert!(
+        off.stdout.contains("learned by the running service"),
+        "{}",
+        off.stdout
+    );
 }
