@@ -459,3 +459,46 @@ async fn the_budget_and_the_429s_show_in_status_metrics_and_qbo_status() {
         off.stdout
     );
 }
+
+/// With a small share of the company, the 30 pushes the pusher holds can
+/// take minutes: a stop (SIGTERM) lets the one in hand finish and starts
+/// no other.
+#[tokio::test]
+async fn a_stop_does_not_wait_for_every_due_push() {
+    let q = Qbo::start(sim_options()).await;
+    let mut cfg = q.config(json!({"batch_threshold": 1000}));
+    crate::common::qbo::unlimited(&mut cfg);
+    q.sim.set_limits(QboLimits {
+        enforce: false,
+        ..QboLimits::default()
+    });
+    q.connect(&cfg).await;
+    crate::common::qbo::submitted_jobs(&cfg, 30, "STOP-");
+    // Each create takes a second: 30 of them, half a minute.
+    q.sim
+        .inject(INVOICE_ROUTE, Fault::Delay(Duration::from_secs(1)), 30);
+    let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
+    let p = crate::common::qbo::pusher(&cfg, client);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    wait_until(Duration::from_secs(20), "the first create", || async {
+        q.sim.requests(INVOICE_ROUTE) >= 1
+    })
+    .await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("the pusher stops without pushing all 30")
+        .unwrap();
+    let pushed = crate::common::qbo::qbo_counts(&cfg)["pushed"];
+    assert!((1..=2).contains(&pushed), "{pushed} pushed before stopping");
+    assert!(q.sim.requests(INVOICE_ROUTE) <= 2);
+}
