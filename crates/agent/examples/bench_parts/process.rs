@@ -13,7 +13,8 @@
 //!   while the backlog drains.
 //!
 //! The agent binary is `target/release/pos-connector` beside this bench,
-//! or `AGENT_BIN` (to measure another build the same way).
+//! or `AGENT_BIN` (to measure another build the same way);
+//! `BENCH_AGENT_STDERR=FILE` keeps its stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,7 +65,11 @@ impl AgentProcess {
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("BENCH_AGENT_STDERR") {
+                // Where the agent's stderr goes (to look into a run).
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", agent_bin().display()));
         let agent = AgentProcess {
@@ -279,13 +284,27 @@ pub async fn idle_section(idle: Duration) {
     }
     let loaded = start.elapsed();
     let peak = proc_status(agent.pid(), "VmHWM");
+    let index_bytes: u64 = agent
+        .get("/api/indexes/status")
+        .await
+        .and_then(|v| {
+            let list = v.get("indexes").cloned().unwrap_or(v);
+            list.as_array().map(|a| {
+                a.iter()
+                    .filter(|i| i["alias_of"].is_null())
+                    .filter_map(|i| i["approx_bytes"].as_u64())
+                    .sum()
+            })
+        })
+        .unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu0 = cpu_ms(agent.pid());
     tokio::time::sleep(idle).await;
     println!(
-        "   + QuickBooks connected, 5,000 customers and 500 items cached (loaded in {:.1} s, peak while loading {}): {}; CPU {} ms over {} s",
+        "   + QuickBooks connected, 5,000 customers and 500 items cached (loaded in {:.1} s, peak while loading {}, search indexes about {}): {}; CPU {} ms over {} s",
         loaded.as_secs_f64(),
         mib(peak),
+        format!("{} KiB", index_bytes / 1024),
         memory_line(agent.pid()),
         cpu_ms(agent.pid()) - cpu0,
         idle.as_secs()

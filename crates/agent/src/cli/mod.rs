@@ -254,6 +254,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    crate::trim::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -356,6 +357,10 @@ async fn dispatch(cli: Cli) -> Outcome {
         if wants_setup {
             setup_password(&cli, &cfg).await?;
         }
+        // A till idles most of the day: memory goes back after each busy
+        // spell (here, not in `service::run`, which tests and benches
+        // embed in processes of their own).
+        tokio::spawn(crate::trim::run(std::future::pending::<()>()));
         return service::run(&cfg, Arc::new(SystemClock), service::shutdown_signal())
             .await
             .map_err(|e| {
