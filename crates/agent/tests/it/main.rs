@@ -12,6 +12,7 @@ mod local_api;
 mod qbo_cache;
 mod qbo_share;
 mod quickbooks;
+mod receipt_images;
 mod resilience;
 mod service;
 mod status_page_browser;
