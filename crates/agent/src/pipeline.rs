@@ -1080,6 +1080,34 @@ impl Pipeline {
                     )))
                 }
             }
+        } else if me.outbox.call(move |o| o.submitted_before(lid)).await? {
+            // Submitted from here before (an `error`, a `rejected` released
+            // by a person): what is it now?
+            let (status, _) = me.client.status(lid).await.map_err(classify)?;
+            match status {
+                InvoiceStatus::Submitted => {
+                    return self
+                        .record(
+                            job,
+                            Stage::Submitted,
+                            StepResult {
+                                backend_status: Some(status.as_str().into()),
+                                ..Default::default()
+                            },
+                            format!(
+                                "already submitted to JoFotara (status check of invoice id {lid})"
+                            ),
+                        )
+                        .await
+                }
+                InvoiceStatus::Rejected => {
+                    return Err(Failure::ParkSubmit {
+                        reason: rejected(job, lid),
+                        laravel_id: lid,
+                    })
+                }
+                _ => {}
+            }
         }
         let id = job.id;
         let check_after = now + settle_window(me.settings.submit_settle);

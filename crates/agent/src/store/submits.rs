@@ -114,6 +114,18 @@ impl Outbox {
             .optional()?)
     }
 
+    /// Whether invoice `laravel_id` was ever submitted from here (its
+    /// attempts settled or not): a new submit then reads the status first
+    /// (a `rejected` invoice released by `queue retry` is not sent again).
+    pub fn submitted_before(&self, laravel_id: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM submit_attempts WHERE laravel_id = ?1")?
+            .query_row([laravel_id as i64], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// The attempt was answered, but not with an outcome we could read (a
     /// 5xx from the application, an unreadable body): the request is over,
     /// so the status can be read at once, but it must be read before any
