@@ -13,6 +13,7 @@ use pos_connector::config::Config;
 use pos_connector::intake::sale::{Sale, SaleLine};
 use pos_connector::service::Spawned;
 use pos_connector::store::{Job, Outbox};
+use pos_sandbox::LaravelSandboxOptions;
 use serde_json::{json, Value};
 
 const SUBMIT: &str = "POST /api/invoices/{id}/submit";
@@ -81,14 +82,26 @@ fn sale(n: &str, customer: &str, items: Value) -> Value {
 
 // ------------------------------------------------------------ point 1
 
+/// A backend that, like PHP-FPM behind nginx, finishes a request whose
+/// client has gone.
+async fn finishing_backend() -> Fixture {
+    Fixture::with_options(LaravelSandboxOptions {
+        finish_after_disconnect: true,
+        ..Default::default()
+    })
+    .await
+}
+
 #[tokio::test(start_paused = true)]
 async fn submits_slower_than_the_client_timeout_reach_jofotara_once() {
-    let fx = Fixture::start().await;
-    // Each submit takes 15 s at the backend; the agent gives up after 2 s.
-    let slow = SlowSubmits::start(&fx.sandbox.base_url(), Duration::from_secs(15)).await;
+    let fx = finishing_backend().await;
+    // Each submit takes 15 s at the backend (the status stays draft until
+    // JoFotara answers); the agent gives up after 2 s.
+    fx.sandbox
+        .inject(SUBMIT, Fault::SlowWork(Duration::from_secs(15)), 8);
     let cfg = config(
         &fx,
-        json!({"base_url": slow.base_url, "request_timeout_secs": 2,
+        json!({"request_timeout_secs": 2,
                "pipeline": {"max_backoff_seconds": 4, "concurrency": 4}}),
     );
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
@@ -448,6 +461,7 @@ async fn a_broken_jofotara_link_parks_the_sale_after_max_submit_errors() {
         "{attention}"
     );
     // Fixed at the backend; `queue retry` resumes it.
+    fx.sandbox.set_jofotara_broken(false);
     Outbox::open(&cfg.data_dir)
         .unwrap()
         .retry_now(job(&cfg, "JOF-1").id, chrono::Utc::now())
