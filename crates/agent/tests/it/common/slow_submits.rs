@@ -21,6 +21,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
+/// A submit's work: when it ends, and whether it has reached the sandbox.
+type Submit = (Instant, tokio::sync::watch::Receiver<bool>);
+
 #[derive(Clone)]
 struct Proxy {
     upstream: String,
@@ -29,7 +32,7 @@ struct Proxy {
     log: Arc<Mutex<Vec<(Instant, String)>>>,
     /// Per invoice id, its latest submit: when its work ends, and whether
     /// it has reached the sandbox.
-    working: Arc<Mutex<HashMap<String, (Instant, tokio::sync::watch::Receiver<bool>)>>>,
+    working: Arc<Mutex<HashMap<String, Submit>>>,
 }
 
 /// The proxy, serving on 127.0.0.1:0 until dropped.
