@@ -75,7 +75,7 @@ impl ReceiptPrinter {
         let stats: Arc<Mutex<PrinterStats>> = Arc::default();
         let printer = Printer {
             outbox,
-            dir: settings.dir,
+            settings,
             shop: shop_name,
             clock,
             stats: stats.clone(),
@@ -130,7 +130,7 @@ impl ReceiptPrinter {
 /// The printing task's state.
 struct Printer {
     outbox: OutboxHandle,
-    dir: PathBuf,
+    settings: ReceiptSettings,
     shop: String,
     clock: Arc<dyn Clock>,
     stats: Arc<Mutex<PrinterStats>>,
@@ -163,7 +163,7 @@ impl Printer {
                 return Printed::Never;
             }
         };
-        let path = receipt_path(&self.dir, &sale.invoice_number);
+        let path = receipt_path(&self.settings.dir, &sale.invoice_number);
         let r = receipt_for(
             &sale,
             &self.shop,
@@ -175,9 +175,17 @@ impl Printer {
                 .to_string(),
         );
         let target = path.clone();
-        let written = tokio::task::spawn_blocking(move || receipt::write(&r, &target)).await;
+        let paper = self.settings.paper;
+        let written =
+            tokio::task::spawn_blocking(move || receipt::write_with_warnings(&r, paper, &target))
+                .await;
         let error = match written {
-            Ok(Ok(())) => {
+            Ok(Ok(warnings)) => {
+                // Characters the font lacks: printed as boxes and listed on
+                // the receipt; the log says so too.
+                for w in warnings {
+                    tracing::warn!(invoice = %job.invoice_number, "{w}");
+                }
                 let id = job.id;
                 let shown = path.display().to_string();
                 if let Err(e) = self
@@ -302,6 +310,7 @@ mod tests {
             enabled: true,
             dir: blocker.join("receipts"),
             shop_name: None,
+            paper: Default::default(),
         };
         let sale = crate::intake::sale::parse_file(
             "sale.json",
