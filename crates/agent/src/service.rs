@@ -244,7 +244,8 @@ pub async fn run_with(
             outbox.clone(),
             laravel_for_api,
             on_retry,
-        );
+        )
+        .with_pipeline(pipeline.clone());
         if let Some(hb) = heartbeat.clone() {
             local = local.with_heartbeat(Arc::new(move || {
                 serde_json::to_value(hb.status()).expect("serialises")

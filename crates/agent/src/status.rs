@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::call_stats::Reachability;
 use crate::config::Config;
 use crate::laravel::LaravelClient;
+use crate::pipeline::GateView;
 use crate::quickbooks::limiter::LimiterStatus;
 use crate::quickbooks::oauth::RefreshOutcome;
 use crate::quickbooks::{ConnectionStore, QboClient};
@@ -239,6 +240,10 @@ pub struct Health {
     pub quickbooks: Option<Reachability>,
     /// The fleet heartbeat (when `api_key` is configured).
     pub heartbeat: Option<Value>,
+    /// The pipeline's backend gate while the backend fails for everyone
+    /// (all sales wait; a probe decides when they resume).
+    #[serde(default)]
+    pub backend_gate: Option<GateView>,
 }
 
 /// The live parts of a running service; absent when a command reads the
@@ -248,6 +253,7 @@ pub struct Live {
     pub started_at: Option<DateTime<Utc>>,
     pub heartbeat: Option<Value>,
     pub cache: Option<Value>,
+    pub backend_gate: Option<GateView>,
 }
 
 /// Collects a report. `live` is `None` when no service is running.
@@ -285,6 +291,7 @@ pub async fn collect(
         backend: running.then(|| laravel.stats().reachability()).flatten(),
         quickbooks: qbo.and_then(|c| c.stats().reachability()),
         heartbeat: live.heartbeat,
+        backend_gate: live.backend_gate,
     };
     let queue = QueueView {
         stats,
@@ -327,6 +334,38 @@ fn attention(l: &LaravelLink, q: &QuickbooksLink, queue: &QueueView, h: &Health)
             "The invoicing backend has not been reachable since {}: {}. Sales wait in the queue and go out when it answers.",
             short_time(r.since),
             r.last_error.as_deref().unwrap_or("no answer")
+        ));
+    }
+    if let Some(g) = &h.backend_gate {
+        out.push(format!(
+            "The invoicing backend is failing for every sale since {} ({}): all sales wait; {}",
+            short_time(g.down_since),
+            g.last_error.as_deref().unwrap_or("no answer"),
+            match g.next_probe_in_seconds {
+                Some(s) => format!("the next check is in {s} s."),
+                None => "checking it now.".to_string(),
+            }
+        ));
+    }
+    if queue.stats.failing > 0 {
+        out.push(format!(
+            "{} sale(s) keep failing although the backend answers others (last error: {}). They are retried on their own schedule; see `pos-connector queue list --state retrying`.",
+            queue.stats.failing,
+            queue.stats.failing_error.as_deref().unwrap_or("-")
+        ));
+    }
+    let jofotara = queue
+        .parked_jobs
+        .iter()
+        .filter(|j| {
+            j.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("JoFotara integration is probably misconfigured"))
+        })
+        .count();
+    if jofotara > 0 {
+        out.push(format!(
+            "{jofotara} sale(s) parked because every submit to JoFotara failed: the backend's JoFotara integration is probably misconfigured. Ask the backend administrator to fix it, then \"Retry all parked\" (or `pos-connector queue retry --all-parked`)."
         ));
     }
     if queue.stats.parked > 0 {

@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod exactly_once;
 mod heartbeat;
 mod laravel_client;
 mod local_api;
