@@ -143,6 +143,13 @@ pub struct PipelineConfig {
     pub scan_limit: u32,
     pub max_backoff: Duration,
     pub shutdown_grace: Duration,
+    /// `pipeline.submit_settle_seconds`: after a submit whose answer was
+    /// lost, how long from its start the backend may still be working on
+    /// it; its status is read (and it may be sent again) only after that.
+    pub submit_settle: Duration,
+    /// `pipeline.max_submit_errors`: submits answering `error` (or 5xx) in
+    /// a row before the job is parked for a person.
+    pub max_submit_errors: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +233,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// The default `local_api.header_timeout_seconds`.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CUSTOMER: &str = "Walk-in customer";
+/// Above PHP's 30 s execution limit and nginx's 60 s read timeout: after
+/// that, a submit whose client left is certainly over at the backend.
+pub const DEFAULT_SUBMIT_SETTLE_SECS: f64 = 90.0;
 
 #[derive(Debug, Clone)]
 pub struct LegacyToken {
@@ -512,6 +522,8 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
             "scan_limit",
             "max_backoff_seconds",
             "shutdown_grace_seconds",
+            "submit_settle_seconds",
+            "max_submit_errors",
         ],
     ),
     ("receipts", &["enabled", "dir", "shop_name", "paper"]),
@@ -922,7 +934,23 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
             r.number("pipeline.shutdown_grace_seconds", 0.0, 600.0, "seconds")
                 .unwrap_or(10.0),
         ),
+        submit_settle: Duration::from_secs_f64(
+            r.number("pipeline.submit_settle_seconds", 1.0, 3600.0, "seconds")
+                .unwrap_or(DEFAULT_SUBMIT_SETTLE_SECS),
+        ),
+        max_submit_errors: r
+            .number("pipeline.max_submit_errors", 1.0, 1000.0, "submits")
+            .unwrap_or(5.0) as u32,
     };
+    if pipeline.submit_settle < Duration::from_secs(60) {
+        warnings.push(format!(
+            "pipeline.submit_settle_seconds is {}: shorter than the backend can keep working on a \
+             submit whose client has gone (PHP's 30 s limit, nginx's 60 s read timeout), so after \
+             a lost answer an invoice may reach JoFotara twice; the default {} is safe",
+            pipeline.submit_settle.as_secs_f64(),
+            DEFAULT_SUBMIT_SETTLE_SECS
+        ));
+    }
 
     let receipts = ReceiptSettings {
         enabled: r.boolean("receipts.enabled").unwrap_or(true),
@@ -1494,6 +1522,8 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
             "scan_limit": cfg.pipeline.scan_limit,
             "max_backoff_seconds": cfg.pipeline.max_backoff.as_secs_f64(),
             "shutdown_grace_seconds": cfg.pipeline.shutdown_grace.as_secs_f64(),
+            "submit_settle_seconds": cfg.pipeline.submit_settle.as_secs_f64(),
+            "max_submit_errors": cfg.pipeline.max_submit_errors,
         }),
     );
     m.insert(
@@ -1588,6 +1618,8 @@ mod tests {
         );
         assert_eq!(cfg.local_api.bind.to_string(), DEFAULT_LOCAL_API_BIND);
         assert_eq!(cfg.pipeline.concurrency, 4);
+        assert_eq!(cfg.pipeline.submit_settle, Duration::from_secs(90));
+        assert_eq!(cfg.pipeline.max_submit_errors, 5);
     }
 
     #[test]
@@ -1650,6 +1682,25 @@ mod tests {
         assert!(!cfg.intake.mapping.is_empty());
         assert!(cfg.warnings.iter().any(|w| w.contains("pipeline.colour")));
         assert!(cfg.warnings.iter().any(|w| w.contains("local_api.api_key")));
+        assert!(!cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("submit_settle_seconds is")));
+        let short = write(
+            dir.path(),
+            r#"{"email": "a@b.co", "pipeline.submit_settle_seconds": 20,
+                "pipeline": {"max_submit_errors": 3}}"#,
+        );
+        let c = load_from(&short, &[]).unwrap();
+        assert_eq!(c.pipeline.submit_settle, Duration::from_secs(20));
+        assert_eq!(c.pipeline.max_submit_errors, 3);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("pipeline.submit_settle_seconds is 20") && w.contains("twice")),
+            "{:?}",
+            c.warnings
+        );
         // The API key comes from the environment too, and is redacted.
         let cfg = load_from(
             &p,
@@ -1671,7 +1722,8 @@ mod tests {
         let p = write(
             dir.path(),
             r#"{"email": "a@b.co", "local_api": {"bind": "0.0.0.0:8765"},
-                "pipeline": {"concurrency": 0, "lookup_path": "by-number"},
+                "pipeline": {"concurrency": 0, "lookup_path": "by-number",
+                             "submit_settle_seconds": 0, "max_submit_errors": "many"},
                 "intake": {"mapping": {"colour": "x"}}, "receipts": "yes"}"#,
         );
         let ConfigError::Invalid { problems, .. } = load_from(&p, &[]).unwrap_err() else {
@@ -1682,6 +1734,8 @@ mod tests {
             "local_api.bind",
             "pipeline.concurrency",
             "pipeline.lookup_path",
+            "pipeline.submit_settle_seconds",
+            "pipeline.max_submit_errors",
             "intake.mapping",
             "receipts",
         ] {

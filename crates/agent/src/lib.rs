@@ -27,3 +27,4 @@ pub mod systemd;
 pub mod tax;
 pub mod token;
 pub mod token_check;
+pub mod trim;

@@ -44,6 +44,12 @@ pub struct LogGuard {
     _file: Option<WorkerGuard>,
 }
 
+/// Lines waiting for the log file's writer thread at most (then further
+/// lines are dropped rather than stall the agent). A catch-up after an
+/// outage writes a few lines per sale; the thread writes thousands a
+/// second.
+const LOG_QUEUE_LINES: usize = 8_192;
+
 /// The file name prefix; the appender adds `.YYYY-MM-DD`.
 pub const LOG_FILE_PREFIX: &str = "pos-connector.log";
 
@@ -90,7 +96,11 @@ pub fn init(
             });
         match appender {
             Ok(appender) => {
-                let (writer, g) = tracing_appender::non_blocking(appender);
+                // Its queue is allocated whole at the start: the default
+                // 128,000 lines are 4 MiB that an idle till never uses.
+                let (writer, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                    .buffered_lines_limit(LOG_QUEUE_LINES)
+                    .finish(appender);
                 guard = Some(g);
                 Some(
                     layer(writer)

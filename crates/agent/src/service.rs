@@ -245,7 +245,8 @@ pub async fn run_with(
             laravel_for_api,
             on_retry,
         )
-        .with_sync_interval(sync.clone());
+        .with_sync_interval(sync.clone())
+        .with_pipeline(pipeline.clone());
         if let Some(hb) = heartbeat.clone() {
             local = local.with_heartbeat(Arc::new(move || {
                 serde_json::to_value(hb.status()).expect("serialises")

@@ -12,7 +12,9 @@ pub mod model;
 use std::sync::Arc;
 
 pub use auth::{LaravelLogin, LaravelToken, PasswordProvider};
-pub use client::{CreateOutcome, DocumentKind, Download, LaravelClient, SubmitOutcome};
+pub use client::{
+    document_file_name, CreateOutcome, DocumentKind, Download, LaravelClient, SubmitOutcome,
+};
 pub use connector::{
     ConnectionTest, ConnectorClient, ConnectorError, HeartbeatAnswer, HeartbeatReport, SystemInfo,
 };

@@ -61,7 +61,7 @@ async fn invoice_commands_end_to_end_with_json_output() {
 
     let r = run_bin(dir, &["--config", c, "invoice", "pdf", &id], &[PW], None).await;
     assert_eq!(r.code, 0, "{r:?}");
-    let pdf = fx.path("pdfs/invoice_CLI-1.pdf");
+    let pdf = fx.path(&format!("pdfs/invoice_CLI-1_{id}.pdf"));
     assert_eq!(
         std::fs::read(&pdf).unwrap(),
         fx.sandbox.pdf_bytes(id.parse().unwrap()).unwrap()

@@ -367,7 +367,7 @@ async fn a_number_taken_by_another_sale_parks_the_job_with_the_reason() {
     let job = outbox(&cfg).find("TAKEN-1").unwrap().unwrap();
     let why = job.last_error.unwrap();
     assert!(
-        why.contains("different sale") && why.contains("Somebody Else"),
+        why.contains("used by another sale") && why.contains("Somebody Else"),
         "{why}"
     );
     assert_eq!(fx.sandbox.invoices_with_number("TAKEN-1"), 1);
@@ -477,7 +477,8 @@ async fn shutdown_lets_an_in_flight_submit_finish_and_a_restart_never_submits_tw
     let fx = Fixture::start().await;
     let cfg = service_config(
         &fx,
-        json!({"pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 0}}),
+        json!({"pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 0,
+                            "submit_settle_seconds": 4}}),
     );
     // The backend submits to JoFotara, then takes 3 s to answer; the agent
     // is stopped during that wait with no grace.
@@ -496,7 +497,8 @@ async fn shutdown_lets_an_in_flight_submit_finish_and_a_restart_never_submits_tw
     let job = outbox(&cfg).find("STOP-1").unwrap().unwrap();
     assert_eq!(job.stage.as_str(), "created", "the submit was abandoned");
     assert_eq!(job.in_flight.as_deref(), Some("submit"));
-    // Restart: the agent reads the status and does not submit again.
+    // Restart: once the settle window has passed since the submit began,
+    // the agent reads the status and does not submit again.
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
     wait_state(&cfg, "done", 1, 20).await;
     assert_eq!(fx.sandbox.requests("POST /api/invoices/{id}/submit"), 1);
