@@ -426,6 +426,11 @@ impl Pipeline {
         // The job each running task works on, by task: a task that panics
         // is still known by its id, so its job is released.
         let mut busy: HashMap<task::Id, i64> = HashMap::new();
+        // The task in the newest-sale slot: with two slots or more, one
+        // takes the newest due job and the others the oldest, so a sale
+        // rung up during a catch-up is done in seconds, not after the
+        // backlog, while the backlog still drains oldest first.
+        let mut newest_slot: Option<task::Id> = None;
         tracing::info!(
             concurrency = s.concurrency,
             auto_submit = s.auto_submit,
@@ -446,9 +451,31 @@ impl Pipeline {
                 let ids: Vec<i64> = busy.values().copied().collect();
                 let now = me.clock.now();
                 let stop = !s.auto_submit;
-                match me.outbox.call(move |o| o.due(now, free, &ids, stop)).await {
-                    Ok(jobs) => {
-                        for job in jobs {
+                let want_newest = limit >= 2 && newest_slot.is_none();
+                let claimed = me
+                    .outbox
+                    .call(move |o| {
+                        let mut ids = ids;
+                        let newest = match want_newest {
+                            true => o.newest_due(now, &ids, stop)?,
+                            false => None,
+                        };
+                        ids.extend(newest.as_ref().map(|j| j.id));
+                        let rest = free - usize::from(newest.is_some());
+                        let oldest = o.due(now, rest, &ids, stop)?;
+                        Ok::<_, crate::store::StoreError>((newest, oldest))
+                    })
+                    .await;
+                match claimed {
+                    Ok((newest, oldest)) => {
+                        if let Some(job) = newest {
+                            let id = job.id;
+                            let p = self.clone();
+                            let task = workers.spawn(async move { p.drive(job).await });
+                            busy.insert(task.id(), id);
+                            newest_slot = Some(task.id());
+                        }
+                        for job in oldest {
                             let id = job.id;
                             let p = self.clone();
                             let task = workers.spawn(async move { p.drive(job).await });
@@ -466,6 +493,14 @@ impl Pipeline {
             tokio::select! {
                 _ = &mut shutdown => break,
                 done = workers.join_next_with_id(), if !workers.is_empty() => {
+                    let finished = match &done {
+                        Some(Ok((task, ()))) => Some(*task),
+                        Some(Err(e)) => Some(e.id()),
+                        None => None,
+                    };
+                    if finished.is_some() && finished == newest_slot {
+                        newest_slot = None;
+                    }
                     match done {
                         Some(Ok((task, ()))) => { busy.remove(&task); }
                         Some(Err(e)) => {

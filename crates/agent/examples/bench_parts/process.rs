@@ -24,7 +24,7 @@ use pos_connector::store::Outbox;
 use pos_sandbox::{LaravelSandbox, LaravelSandboxOptions, LatencyProfile, SANDBOX_PASSWORD};
 use serde_json::{json, Value};
 
-const KEY: &str = "bench-key";
+const KEY: &str = "bench-local-api-key";
 
 /// The agent binary to measure.
 fn agent_bin() -> PathBuf {

@@ -679,6 +679,32 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The newest job (the sale that came in last) whose next step is due,
+    /// skipping `busy`: the pipeline keeps one of its slots for it, so a
+    /// sale rung up while a day's backlog drains is not queued behind it.
+    pub fn newest_due(
+        &self,
+        now: DateTime<Utc>,
+        busy: &[i64],
+        stop_at_created: bool,
+    ) -> Result<Option<Job>, StoreError> {
+        let busy_json = serde_json::to_string(busy).expect("ids serialise");
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM {JOB_FROM} \
+                 WHERE state NOT IN ('done', 'parked') AND next_attempt_at <= ?1 \
+                   AND NOT (?2 AND stage = 'created') \
+                   AND id NOT IN (SELECT value FROM json_each(?3)) \
+                 ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row(
+                params![now.timestamp_millis(), stop_at_created, busy_json],
+                job_from_row,
+            )
+            .optional()?)
+    }
+
     /// When the earliest waiting job becomes due (for the worker's timer).
     pub fn next_due_at(
         &self,

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod catch_up;
 mod cli;
 mod config_rules;
 mod exactly_once;
