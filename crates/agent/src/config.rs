@@ -18,9 +18,8 @@ use reqwest::Url;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-/// Where the config file is looked for when neither `--config` nor
-/// `POS_CONNECTOR_CONFIG` names one.
-pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["config/config.json", "config.json"];
+pub mod paths;
+
 /// Prefix of the environment overrides: `POS_CONNECTOR__BASE_URL`, ...
 pub const ENV_PREFIX: &str = "POS_CONNECTOR";
 pub const ENV_CONFIG_PATH: &str = "POS_CONNECTOR_CONFIG";
@@ -298,7 +297,9 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
             tried: vec![path.to_path_buf()],
         });
     }
-    let tried: Vec<PathBuf> = DEFAULT_CONFIG_PATHS.iter().map(PathBuf::from).collect();
+    // The working directory's config/ and config.json, then the system's
+    // place (platform::default_config_paths).
+    let tried = crate::platform::default_config_paths();
     tried
         .iter()
         .find(|p| p.is_file())
@@ -724,14 +725,18 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         .number("request_timeout_secs", 1.0, 3600.0, "seconds")
         .unwrap_or(30.0);
 
-    let data_dir = PathBuf::from(r.string("data_dir").unwrap_or_else(|| "data".into()));
-    let log_dir = PathBuf::from(r.string("log_dir").unwrap_or_else(|| "logs".into()));
+    // Relative paths are beside the config file, never the working
+    // directory (a Windows service starts in System32): see config::paths.
+    let base = paths::base_folder(path);
+    let folder = |text: String| paths::resolve(&base, Path::new(&text));
+    let data_dir = folder(r.string("data_dir").unwrap_or_else(|| "data".into()));
+    let log_dir = folder(r.string("log_dir").unwrap_or_else(|| "logs".into()));
     let log_keep_files = r
         .number("log_keep_files", 1.0, 3650.0, "files")
         .unwrap_or(14.0) as usize;
     let pdf_dir = r
         .string("pdf_dir")
-        .map(PathBuf::from)
+        .map(folder)
         .unwrap_or_else(|| data_dir.join("pdfs"));
 
     for (section, keys) in SECTION_KEYS {
@@ -851,8 +856,8 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         enabled: r.boolean("receipts.enabled").unwrap_or(true),
         dir: r
             .string("receipts.dir")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("receipts")),
+            .map(folder)
+            .unwrap_or_else(|| folder("receipts".into())),
         shop_name: r.string("receipts.shop_name"),
     };
 
@@ -876,16 +881,15 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
 
     // The inbox takes every file dropped into it: it must not be a folder
     // holding the agent's own files, or it would "reject" them.
-    let inbox = lexical(Path::new(&invoice_folder));
-    let config_dir = lexical(path.parent().unwrap_or(Path::new(".")));
+    let inbox = folder(invoice_folder.clone());
     for (key, other) in [
-        ("the config file's folder", config_dir),
-        ("data_dir", lexical(&data_dir)),
-        ("log_dir", lexical(&log_dir)),
-        ("pdf_dir", lexical(&pdf_dir)),
-        ("receipts.dir", lexical(&receipts.dir)),
+        ("the config file's folder", &base),
+        ("data_dir", &data_dir),
+        ("log_dir", &log_dir),
+        ("pdf_dir", &pdf_dir),
+        ("receipts.dir", &receipts.dir),
     ] {
-        if inbox == other {
+        if &inbox == other {
             r.problem(
                 "invoice_folder",
                 format!(
@@ -918,7 +922,7 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         legacy_token,
         sync_interval: Duration::from_secs_f64(sync_interval),
         auto_submit_jofotara,
-        invoice_folder: PathBuf::from(invoice_folder),
+        invoice_folder: inbox,
         log_level,
         token_lifetime: Duration::from_secs_f64(token_lifetime_hours * 3600.0),
         refresh_before: Duration::from_secs_f64(refresh_before_minutes * 60.0),
@@ -1127,27 +1131,6 @@ fn quickbooks_settings(
     cfg
 }
 
-/// A path made absolute against the working directory, with `.` and `..`
-/// resolved by name (the folders may not exist yet).
-fn lexical(p: &Path) -> PathBuf {
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().unwrap_or_default().join(p)
-    };
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// Checks the backend address: http(s), a host, no query; plain http only
 /// to this machine unless the operator opts in.
 pub fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
@@ -1249,7 +1232,10 @@ pub fn write_password_to_file(path: &Path, password: Option<&str>) -> Result<(),
 /// `[REDACTED]` (for `check-config` and the status page).
 pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
     let mut m = Map::new();
-    m.insert("config_file".into(), cfg.path.display().to_string().into());
+    m.insert(
+        "config_file".into(),
+        paths::absolute(&cfg.path).display().to_string().into(),
+    );
     m.insert("base_url".into(), cfg.base_url.as_str().into());
     m.insert("email".into(), cfg.email.clone().into());
     m.insert(
@@ -1430,7 +1416,7 @@ mod tests {
         assert_eq!(cfg.local_api.bind.port(), 9999);
         assert_eq!(cfg.pipeline.concurrency, 8);
         assert_eq!(cfg.intake.default_customer, DEFAULT_CUSTOMER);
-        assert_eq!(cfg.receipts.dir, PathBuf::from("receipts"));
+        assert_eq!(cfg.receipts.dir, dir.path().join("receipts"));
         assert!(!cfg.intake.mapping.is_empty());
         assert!(cfg.warnings.iter().any(|w| w.contains("pipeline.colour")));
         assert!(cfg.warnings.iter().any(|w| w.contains("local_api.api_key")));
@@ -1501,8 +1487,10 @@ mod tests {
         assert_eq!(c.token_lifetime, Duration::from_secs(24 * 3600));
         assert_eq!(c.refresh_before, Duration::from_secs(30 * 60));
         assert_eq!(c.request_timeout, Duration::from_secs(30));
-        assert_eq!(c.log_dir, PathBuf::from("logs"));
-        assert_eq!(c.pdf_dir, PathBuf::from("data/pdfs"));
+        // Relative defaults land beside the config file.
+        assert_eq!(c.log_dir, d.path().join("logs"));
+        assert_eq!(c.pdf_dir, d.path().join("data").join("pdfs"));
+        assert_eq!(c.invoice_folder, d.path().join("invoices"));
         assert!(c.auto_submit_jofotara);
         assert!(!c.allow_insecure_http);
     }

@@ -7,6 +7,7 @@ mod common;
 
 mod cli;
 mod heartbeat;
+mod install;
 mod laravel_client;
 mod local_api;
 mod qbo_cache;
