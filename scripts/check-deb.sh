@@ -52,7 +52,10 @@ for f in /usr/lib/systemd/system/pos-connector.service \
 done
 
 echo "== systemd-analyze verify"
-systemd-analyze verify /usr/lib/systemd/system/pos-connector.service
+# verify only warns (exit 0) about a bad value: any output is a failure.
+verify=$(systemd-analyze verify /usr/lib/systemd/system/pos-connector.service 2>&1) ||
+    fail "systemd-analyze verify: $verify"
+[ -z "$verify" ] || fail "systemd-analyze verify: $verify"
 echo "== systemd-analyze security"
 score=$(systemd-analyze security --offline=true /usr/lib/systemd/system/pos-connector.service 2>/dev/null |
     sed -n 's/.*Overall exposure level for pos-connector.service: \([0-9.]*\).*/\1/p')

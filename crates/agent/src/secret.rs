@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -234,24 +233,43 @@ impl Vault {
         serde_json::from_slice(&plain).map_err(|_| unreadable("damaged contents"))
     }
 
-    /// The store's key; created (0600) on first write.
+    /// The store's key; created (0600) on first write. On disk it is in
+    /// the platform's protected form (DPAPI on Windows, see `platform`); a
+    /// key stored bare by an older version is rewritten protected.
     fn key(&self, create: bool) -> Result<Option<[u8; 32]>, SecretError> {
         let path = self.dir.join(KEY_FILE);
-        match File::open(&path) {
-            Ok(mut f) => {
-                let mut key = [0u8; 32];
-                f.read_exact(&mut key).map_err(|e| self.io(e))?;
+        let unreadable = |reason: String| SecretError::Unreadable {
+            path: path.clone(),
+            reason,
+        };
+        match std::fs::read(&path) {
+            Ok(stored) => {
+                let (bytes, rewrite) = crate::platform::unprotect_key(&stored).map_err(|e| {
+                    unreadable(format!("the key cannot be unwrapped on this machine: {e}"))
+                })?;
+                let key: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| unreadable(format!("{KEY_FILE} is damaged")))?;
+                if rewrite {
+                    self.write_key(&path, &key)?;
+                }
                 Ok(Some(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
-                fsutil::write_private(&path, &key).map_err(|e| self.io(e))?;
+                self.write_key(&path, &key)?;
                 Ok(Some(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io(e)),
         }
+    }
+
+    fn write_key(&self, path: &Path, key: &[u8; 32]) -> Result<(), SecretError> {
+        let stored = crate::platform::protect_key(key).map_err(|e| self.io(e))?;
+        fsutil::write_private(path, &stored).map_err(|e| self.io(e))
     }
 
     fn lock(&self) -> Result<File, SecretError> {

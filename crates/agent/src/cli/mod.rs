@@ -75,7 +75,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent as a service (foreground; stops on SIGTERM / Ctrl-C,
     /// Ctrl-Break, console close, logoff and shutdown)
-    Run,
+    Run {
+        /// Started by the Windows Service Control Manager (set by `service
+        /// install`; reports to the SCM and stops on its Stop/Shutdown)
+        #[arg(long, hide = true)]
+        service: bool,
+    },
     /// Register the agent with systemd or the Windows Service Control
     /// Manager, and start, stop, inspect or remove it
     #[command(subcommand)]
@@ -284,6 +289,17 @@ pub fn main() -> ExitCode {
         }
     };
     let json = cli.json;
+    if matches!(cli.command, Some(Command::Run { service: true })) {
+        // Under the Windows SCM the agent runs on the dispatcher's thread.
+        let code = crate::platform::run_as_service(move || match runtime.block_on(dispatch(cli)) {
+            Ok(()) => EXIT_OK,
+            Err(f) => {
+                eprintln!("error: {}", f.message);
+                f.code
+            }
+        });
+        return ExitCode::from(code);
+    }
     let result = runtime.block_on(dispatch(cli));
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -374,7 +390,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         ));
     }
     let cfg = load_config(&cli)?;
-    if matches!(cli.command, Some(Command::Run)) {
+    if matches!(cli.command, Some(Command::Run { .. })) {
         // The service logs to stdout (journald) at the configured level.
         let _guard = command_logging(&cli, &cfg, Console::Stdout, None)?;
         if wants_setup {
@@ -411,7 +427,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Some(Command::Status) => status::status(&cli, &cfg).await,
         Some(Command::Service(cmd)) => install::service(&cli, cmd),
         Some(
-            Command::Run
+            Command::Run { .. }
             | Command::Sandbox { .. }
             | Command::Demo { .. }
             | Command::Completions { .. }

@@ -18,6 +18,8 @@ mod unix;
 use unix as os;
 
 #[cfg(windows)]
+mod win_security;
+#[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 use windows as os;
@@ -37,6 +39,49 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
     async move {
         os_signal.await;
         tracing::info!("stop requested; shutting down");
+    }
+}
+
+/// Runs the agent (`body`, returning the exit code) as the service manager
+/// expects: under the Windows SCM's dispatcher when it started the process
+/// (`run --service`), reporting Running and Stopped and turning Stop,
+/// Shutdown and Preshutdown into [`shutdown_signal`]; directly elsewhere
+/// (systemd needs nothing more than the process and its signals).
+pub fn run_as_service(body: impl FnOnce() -> u8 + Send + 'static) -> u8 {
+    os::run_as_service(Box::new(body))
+}
+
+/// The secrets store's key as written to disk: wrapped with DPAPI (machine
+/// scope) on Windows, so a copied data folder cannot be decrypted on
+/// another machine; as it is on Unix, where the file's mode 0600 in a 0700
+/// folder is the protection.
+pub fn protect_key(key: &[u8]) -> std::io::Result<Vec<u8>> {
+    #[cfg(windows)]
+    return win_security::protect_key(key);
+    #[cfg(not(windows))]
+    Ok(key.to_vec())
+}
+
+/// The key from its stored form, and whether it should be written again in
+/// the protected form (a key stored before the wrapping existed).
+pub fn unprotect_key(stored: &[u8]) -> std::io::Result<(Vec<u8>, bool)> {
+    #[cfg(windows)]
+    return win_security::unprotect_key(stored);
+    #[cfg(not(windows))]
+    Ok((stored.to_vec(), false))
+}
+
+/// Restricts a folder to the agent: on Windows an ACL for SYSTEM,
+/// Administrators and `account` only (inherited by everything in it); on
+/// Unix mode 0700 (the service user owns it).
+pub fn restrict_folder(dir: &std::path::Path, account: Option<&str>) -> std::io::Result<()> {
+    #[cfg(windows)]
+    return win_security::restrict_folder(dir, account);
+    #[cfg(not(windows))]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = account;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
     }
 }
 

@@ -27,6 +27,11 @@ pub(super) fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
+/// systemd runs the process as it is: nothing to dispatch.
+pub(super) fn run_as_service(body: Box<dyn FnOnce() -> u8 + Send>) -> u8 {
+    body()
+}
+
 /// `JOURNAL_STREAM` is `<device>:<inode>` of the journal's socket; the
 /// stream is the journal when its file has the same device and inode.
 pub(super) fn stream_matches_journal(stream: Stream, journal: &str) -> bool {
