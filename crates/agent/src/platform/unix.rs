@@ -129,6 +129,14 @@ impl ServiceManager {
                     ServiceError::Usage(format!("cannot write {}: {e}{hint}", path.display()))
                 })?;
                 done.push(format!("wrote {}", path.display()));
+                let user = opts.account.as_deref().unwrap_or("pos-connector");
+                if !user_exists(user) {
+                    done.push(format!(
+                        "warning: the user {user} does not exist yet; create it before starting: \
+                         sudo useradd --system --user-group --home-dir /var/lib/pos-connector \
+                         --shell /usr/sbin/nologin {user}"
+                    ));
+                }
             }
         }
         systemctl(&["daemon-reload"])?;
@@ -250,6 +258,15 @@ pub fn render_unit(opts: &InstallOptions, writable: &[PathBuf]) -> String {
         }
     }
     out
+}
+
+/// Whether the system knows `user` (through NSS, as systemd will look it
+/// up); when `getent` itself is missing, assume so.
+fn user_exists(user: &str) -> bool {
+    match Command::new("getent").args(["passwd", user]).output() {
+        Ok(out) => out.status.success(),
+        Err(_) => true,
+    }
 }
 
 fn write_unit(path: &Path, unit: &str) -> std::io::Result<()> {

@@ -259,6 +259,11 @@ async fn service_verbs_drive_systemd_with_the_shipped_unit() {
     )
     .await;
     assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("the user till does not exist") && r.stdout.contains("useradd"),
+        "{}",
+        r.stdout
+    );
     let unit = std::fs::read_to_string(units.join("pos-connector.service")).unwrap();
     assert!(unit.contains(&format!("\nExecStart={BIN} run\n")), "{unit}");
     assert!(unit.contains(&format!(
