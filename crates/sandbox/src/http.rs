@@ -209,7 +209,21 @@ pub enum Fault {
     /// done the work but the client has not heard of it yet (to kill the
     /// client in between, for example).
     HoldAfter(Duration),
+    /// The work itself takes this much longer (tokio time): the handler's
+    /// effect lands only when it ends (a submit's status stays `draft`
+    /// during a slow JoFotara call). Unlike [`Fault::Delay`] (time spent
+    /// before the request reaches the backend), this time is part of the
+    /// request's work: it holds a worker of the simulator's pool, and when
+    /// the simulator finishes work after a disconnect, it still lands after
+    /// the client left. The fault middleware passes it on as an [`ExtraWork`]
+    /// request extension to the layer that runs the work (the worker pool).
+    SlowWork(Duration),
 }
+
+/// Extra work time of a request (from [`Fault::SlowWork`]), found in the
+/// request's extensions by the layer that runs the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtraWork(pub Duration);
 
 impl Fault {
     /// The control-API name of the fault's kind.
@@ -220,6 +234,7 @@ impl Fault {
             Fault::DropAfter => "drop_after",
             Fault::Delay(_) => "delay",
             Fault::HoldAfter(_) => "hold_after",
+            Fault::SlowWork(_) => "slow_work",
         }
     }
 
@@ -237,6 +252,9 @@ impl Fault {
             Fault::HoldAfter(d) => {
                 json!({"kind": "hold_after", "hold_ms": d.as_millis() as u64})
             }
+            Fault::SlowWork(d) => {
+                json!({"kind": "slow_work", "work_ms": d.as_millis() as u64})
+            }
             other => json!({"kind": other.kind()}),
         }
     }
@@ -245,7 +263,8 @@ impl Fault {
     /// [`Fault::to_json`]): `{"kind": "status", "status": 500, "retry_after":
     /// 2, "html": false}`, `{"kind": "drop"}`, `{"kind": "drop_after"}`,
     /// `{"kind": "delay", "delay_ms": 100}`, `{"kind": "hold_after",
-    /// "hold_ms": 5000}` (`"ms"` is accepted for either duration). Other
+    /// "hold_ms": 5000}`, `{"kind": "slow_work", "work_ms": 15000}` (`"ms"`
+    /// is accepted for any duration). Other
     /// fields are ignored; the error says what is wrong.
     pub fn from_json(v: &Value) -> Result<Fault, String> {
         let obj = v
@@ -289,13 +308,14 @@ impl Fault {
             "drop_after" => Fault::DropAfter,
             "delay" => Fault::Delay(millis("delay_ms")?),
             "hold_after" => Fault::HoldAfter(millis("hold_ms")?),
+            "slow_work" => Fault::SlowWork(millis("work_ms")?),
             other => return Err(format!("unknown kind \"{other}\": expected one of {KINDS}")),
         })
     }
 }
 
 /// The fault kinds, as error messages list them.
-const KINDS: &str = "status, drop, drop_after, delay, hold_after";
+const KINDS: &str = "status, drop, drop_after, delay, hold_after, slow_work";
 
 fn opt_u64_field(obj: &serde_json::Map<String, Value>, name: &str) -> Result<Option<u64>, String> {
     match obj.get(name) {
@@ -308,9 +328,9 @@ fn opt_u64_field(obj: &serde_json::Map<String, Value>, name: &str) -> Result<Opt
 }
 
 /// A fault request as the control APIs receive it:
-/// `{"route": "POST /api/x", "kind": "status"|"drop"|"drop_after"|"delay"|"hold_after",
+/// `{"route": "POST /api/x", "kind": "status"|"drop"|"drop_after"|"delay"|"hold_after"|"slow_work",
 ///   "status": 500, "retry_after": 2, "html": false, "delay_ms": 100,
-///   "hold_ms": 5000, "times": 1}` (see [`Fault::from_json`]).
+///   "hold_ms": 5000, "work_ms": 15000, "times": 1}` (see [`Fault::from_json`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultSpec {
     pub route: String,
@@ -760,7 +780,11 @@ pub fn route_key(req: &Request) -> String {
 /// The middleware applying a [`Harness`]: counts the request, applies the
 /// next queued fault of its route if any (else perhaps a random one), counts
 /// the answer.
-pub async fn fault_middleware(State(h): State<Arc<Harness>>, req: Request, next: Next) -> Response {
+pub async fn fault_middleware(
+    State(h): State<Arc<Harness>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if h.is_control(req.uri().path()) {
         return next.run(req).await;
     }
@@ -796,6 +820,10 @@ pub async fn fault_middleware(State(h): State<Arc<Harness>>, req: Request, next:
             let resp = next.run(req).await;
             tokio::time::sleep(d).await;
             resp
+        }
+        Some(Fault::SlowWork(d)) => {
+            req.extensions_mut().insert(ExtraWork(d));
+            next.run(req).await
         }
     };
     h.count_status(&key, resp.status());
@@ -905,6 +933,42 @@ pub fn control_body(
 // ---------------------------------------------------------------------------
 // Small response helpers
 // ---------------------------------------------------------------------------
+
+/// Percent-decoding of `application/x-www-form-urlencoded` text.
+pub fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `name=value` pairs of an `application/x-www-form-urlencoded` body
+/// (or query string), decoded, in order.
+pub fn form_decode(body: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (pct_decode(k), pct_decode(v))
+        })
+        .collect()
+}
 
 /// A JSON response (`Content-Type: application/json`).
 pub fn json_response(status: StatusCode, body: &Value) -> Response {

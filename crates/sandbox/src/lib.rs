@@ -35,10 +35,10 @@ pub mod pool;
 pub mod quickbooks;
 pub mod tax;
 
-pub use http::{ConnKill, Fault, FaultSpec, Harness, RandomFaults, ServerHandle};
+pub use http::{ConnKill, ExtraWork, Fault, FaultSpec, Harness, RandomFaults, ServerHandle};
 pub use laravel::{
     options_from_profile, LaravelSandbox, LaravelSandboxOptions, LatencyProfile, SandboxUser,
-    REALISTIC_WORKERS, SANDBOX_EMAIL, SANDBOX_PASSWORD,
+    TillVendor, REALISTIC_WORKERS, SANDBOX_EMAIL, SANDBOX_PASSWORD,
 };
 pub use pdf::render_text_pdf;
 pub use pool::{PoolStats, WorkerPool};

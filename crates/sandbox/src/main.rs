@@ -44,6 +44,12 @@ struct Args {
     /// [default: 8 with --latency realistic, else unbounded]
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Finish a request's work (create, submit...) when its client timed out
+    /// or disconnected, as PHP-FPM behind nginx does, so its effect lands
+    /// after the client left; `--finish-after-disconnect=false` drops it
+    /// with the connection [default: true with --latency realistic, else false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    finish_after_disconnect: Option<bool>,
     /// Port on 127.0.0.1 of the QuickBooks Online simulator (0 picks a free one)
     #[arg(long, default_value_t = 0)]
     qbo_port: u16,
@@ -101,6 +107,7 @@ async fn serve(args: Args) -> ExitCode {
         Ok(v) => v,
         Err(e) => return usage(e),
     };
+    opts.finish_after_disconnect = args.finish_after_disconnect.unwrap_or(!latency.is_none());
     opts.latency = latency;
     opts.workers = args.workers.or(default_workers);
     if opts.workers == Some(0) {

@@ -10,12 +10,18 @@
 //! applies), then run the handler, and records what the pool did
 //! ([`PoolStats`]).
 //!
-//! Once queued, a request is served to the end even if its client goes away
-//! (a PHP script is not stopped by the client hanging up): the work runs in
-//! its own task. Without a bound and without service times the middleware
-//! only counts, and the handler runs inline as if there were no pool.
+//! A request's work is its route's service time, plus any extra work time
+//! an injected [`Fault::SlowWork`](crate::Fault::SlowWork) adds (an
+//! [`ExtraWork`] extension), then its handler: the handler's effect lands
+//! at the end of that time. With [`WorkerPool::set_finish_after_disconnect`]
+//! a request, once received, is served to the end even if its client goes
+//! away (a PHP script behind nginx is not stopped by the client hanging
+//! up): the work runs in its own task. Without it the work is dropped with
+//! the connection (as hyper drops a handler whose client left). Without a
+//! bound and without work time the middleware only counts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +33,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::http::{lock, route_key};
+use super::http::{lock, route_key, ExtraWork};
 
 /// What a [`WorkerPool`] did since it started (or since its last reset).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -100,6 +106,8 @@ pub struct WorkerPool {
     /// listed cost nothing. `HEAD` requests use their `GET` route's time.
     service: Mutex<HashMap<String, Duration>>,
     stats: Mutex<PoolStats>,
+    /// Whether work continues when its client has gone.
+    finish_after_disconnect: AtomicBool,
 }
 
 impl WorkerPool {
@@ -115,7 +123,21 @@ impl WorkerPool {
                 workers,
                 ..PoolStats::default()
             }),
+            finish_after_disconnect: AtomicBool::new(false),
         })
+    }
+
+    /// Whether a request's work (its wait for a worker, its service time
+    /// and its handler) continues to the end when its client times out or
+    /// disconnects, as PHP-FPM behind nginx does (`true`), or is dropped
+    /// with the connection (`false`, the default).
+    pub fn set_finish_after_disconnect(&self, on: bool) {
+        self.finish_after_disconnect.store(on, Ordering::SeqCst);
+    }
+
+    /// See [`WorkerPool::set_finish_after_disconnect`].
+    pub fn finish_after_disconnect(&self) -> bool {
+        self.finish_after_disconnect.load(Ordering::SeqCst)
     }
 
     /// The bound (`None` = unbounded).
@@ -217,43 +239,53 @@ impl Drop for Busy {
     }
 }
 
-/// Takes a worker, spends the route's service time, runs the handler.
-/// Install with `axum::middleware::from_fn_with_state(pool, pool_middleware)`
-/// via `Router::layer` (so that the matched route is known).
+/// Takes a worker, spends the route's service time (plus any
+/// [`ExtraWork`]), runs the handler; in a task of its own when work must
+/// finish after a disconnect. Install with
+/// `axum::middleware::from_fn_with_state(pool, pool_middleware)` via
+/// `Router::layer` (so that the matched route is known).
 pub async fn pool_middleware(
     State(pool): State<Arc<WorkerPool>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let service = pool.service_time(&route_key(&req));
-    if pool.permits.is_none() && service.is_zero() {
-        // Nothing to wait for: count, and run inline.
-        let _busy = pool.enter_queue().start();
-        return next.run(req).await;
+    let extra = req
+        .extensions()
+        .get::<ExtraWork>()
+        .map_or(Duration::ZERO, |e| e.0);
+    let service = pool.service_time(&route_key(&req)).saturating_add(extra);
+    if !pool.finish_after_disconnect() {
+        // Dropped with the connection if the client leaves.
+        return work(pool, service, req, next).await;
     }
     // Served to the end even if the client hangs up meanwhile.
-    let work = tokio::spawn(async move {
-        let queued = pool.enter_queue();
-        let _permit = match &pool.permits {
-            Some(sem) => match sem.clone().acquire_owned().await {
-                Ok(p) => Some(p),
-                Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
-            },
-            None => None,
-        };
-        // Declared after the permit: dropped (accounted) before the permit
-        // goes back, so `in_flight` never exceeds the bound.
-        let _busy = queued.start();
-        tokio::time::sleep(service).await;
-        next.run(req).await
-    });
-    match work.await {
+    match tokio::spawn(work(pool, service, req, next)).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, "sandbox worker task failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// One request's work: wait for a worker, hold it for `service`, run the
+/// handler.
+async fn work(pool: Arc<WorkerPool>, service: Duration, req: Request, next: Next) -> Response {
+    let queued = pool.enter_queue();
+    let _permit = match &pool.permits {
+        Some(sem) => match sem.clone().acquire_owned().await {
+            Ok(p) => Some(p),
+            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        },
+        None => None,
+    };
+    // Declared after the permit: dropped (accounted) before the permit
+    // goes back, so `in_flight` never exceeds the bound.
+    let _busy = queued.start();
+    if !service.is_zero() {
+        tokio::time::sleep(service).await;
+    }
+    next.run(req).await
 }
 
 #[cfg(test)]

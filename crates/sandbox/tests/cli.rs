@@ -48,9 +48,62 @@ async fn serves_the_backend_on_the_port_it_prints() {
     child.kill().await.unwrap();
 }
 
+/// Starts `pos-sandbox` with `args` on free ports; its Laravel base URL.
+async fn start(args: &[&str]) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pos-sandbox"))
+        .args(["--port", "0", "--qbo-port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("pos-sandbox prints its address within 30 s")
+        .unwrap()
+        .expect("a line");
+    let base = first
+        .strip_prefix("sandbox listening on ")
+        .expect(&first)
+        .to_string();
+    (child, base)
+}
+
+#[tokio::test]
+async fn finish_after_disconnect_is_the_default_with_realistic_latency() {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (args, expected) in [
+        (&[][..], false),
+        (&["--latency", "realistic"][..], true),
+        (
+            &["--latency", "realistic", "--finish-after-disconnect=false"][..],
+            false,
+        ),
+        (&["--finish-after-disconnect"][..], true),
+    ] {
+        let (mut child, base) = start(args).await;
+        let stats: serde_json::Value = http
+            .get(format!("{base}/__sandbox/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            stats["settings"]["finish_after_disconnect"], expected,
+            "{args:?}"
+        );
+        child.kill().await.unwrap();
+    }
+}
+
 #[test]
 fn bad_arguments_exit_2_with_the_reason() {
     for args in [
+        &["--finish-after-disconnect=maybe"][..],
         &["--workers", "0"][..],
         &["--latency", "sluggish"][..],
         &["--qbo-rotation", "sometimes"][..],

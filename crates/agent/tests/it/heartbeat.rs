@@ -401,7 +401,10 @@ async fn the_connection_test_names_the_shop() {
     assert!(t.is_ok());
     assert_eq!(t.customer.as_deref(), Some("Sandbox Shop"));
     assert_eq!(t.customer_id.as_deref(), Some("1"));
-    assert_eq!(t.message.as_deref(), Some("Connection successful"));
+    assert_eq!(
+        t.message.as_deref(),
+        Some("POS Connector is successfully connected to JoFotara!")
+    );
 
     fx.sandbox.set_api_key("another-key");
     let e = client.test().await.unwrap_err();
