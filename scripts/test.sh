@@ -2,7 +2,8 @@
 # What CI runs (.ci/run calls this): formatting, lints, then every test.
 # Needs a Rust toolchain with rustfmt and clippy (cargo fetches the pinned
 # dependencies from Cargo.lock) and, for the browser test, Debian's chromium
-# and chromedriver, which it installs with apt-get when they are missing.
+# and chromedriver, and for the receipts' reference images poppler's pdftoppm,
+# which it installs with apt-get when they are missing.
 # Then the packages: scripts/package.sh builds them (release, once) and,
 # as root, scripts/check-deb.sh installs the .deb, checks it, removes it.
 set -euo pipefail
@@ -31,6 +32,20 @@ if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
     }
 fi
 export POS_CONNECTOR_REQUIRE_BROWSER=1
+
+# The receipts' reference-image test rasterises PDFs with poppler's pdftoppm;
+# CI must not skip it either.
+if ! [ -x /usr/bin/pdftoppm ]; then
+    echo "== installing poppler-utils (for tests/it/receipt_images.rs)"
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q poppler-utils >/dev/null 2>&1 || {
+        $sudo apt-get update -q >/dev/null &&
+        $sudo apt-get install -y -q poppler-utils >/dev/null
+    }
+fi
+export POS_CONNECTOR_REQUIRE_PDFTOPPM=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

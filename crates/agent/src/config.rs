@@ -119,6 +119,8 @@ pub struct ReceiptSettings {
     pub enabled: bool,
     pub dir: PathBuf,
     pub shop_name: Option<String>,
+    /// `receipts.paper`: A4, or the width of the till's paper roll.
+    pub paper: crate::receipt::Paper,
 }
 
 /// `quickbooks.*`. The OAuth endpoints come from `environment`, or from
@@ -468,7 +470,7 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
             "shutdown_grace_seconds",
         ],
     ),
-    ("receipts", &["enabled", "dir", "shop_name"]),
+    ("receipts", &["enabled", "dir", "shop_name", "paper"]),
     (
         "quickbooks",
         &[
@@ -859,6 +861,19 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
             .map(folder)
             .unwrap_or_else(|| folder("receipts".into())),
         shop_name: r.string("receipts.shop_name"),
+        paper: match r.string("receipts.paper") {
+            None => crate::receipt::Paper::default(),
+            Some(s) => crate::receipt::Paper::parse(&s).unwrap_or_else(|| {
+                r.problem(
+                    "receipts.paper",
+                    format!(
+                        "\"{s}\" is not a paper: use \"80mm\" or \"58mm\" (the width of the \
+                         till's paper roll) or \"a4\""
+                    ),
+                );
+                crate::receipt::Paper::default()
+            }),
+        },
     };
 
     let quickbooks = quickbooks_settings(
@@ -1316,6 +1331,7 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
             "enabled": cfg.receipts.enabled,
             "dir": cfg.receipts.dir.display().to_string(),
             "shop_name": cfg.receipts.shop_name,
+            "paper": cfg.receipts.paper.name(),
         }),
     );
     let qb = &cfg.quickbooks;
@@ -1401,6 +1417,49 @@ mod tests {
         );
         assert_eq!(cfg.local_api.bind.to_string(), DEFAULT_LOCAL_API_BIND);
         assert_eq!(cfg.pipeline.concurrency, 4);
+    }
+
+    #[test]
+    fn receipts_paper_defaults_to_an_80mm_roll_and_names_the_key_when_wrong() {
+        use crate::receipt::Paper;
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), r#"{"email": "a@b.co"}"#);
+        let cfg = load_from(&p, &[]).unwrap();
+        assert_eq!(cfg.receipts.paper, Paper::Roll80);
+        assert_eq!(redacted_view(&cfg, "x")["receipts"]["paper"], "80mm");
+        for (text, paper) in [
+            ("a4", Paper::A4),
+            ("A4", Paper::A4),
+            ("58mm", Paper::Roll58),
+            (" 80MM ", Paper::Roll80),
+        ] {
+            let p = write(
+                dir.path(),
+                &format!(r#"{{"email": "a@b.co", "receipts": {{"paper": "{text}"}}}}"#),
+            );
+            assert_eq!(load_from(&p, &[]).unwrap().receipts.paper, paper, "{text}");
+        }
+        // The environment overrides it like any key.
+        let env = [("POS_CONNECTOR__RECEIPTS__PAPER".into(), "a4".into())];
+        assert_eq!(load_from(&p, &env).unwrap().receipts.paper, Paper::A4);
+        for bad in [r#""letter""#, r#""80""#, "80"] {
+            let p = write(
+                dir.path(),
+                &format!(r#"{{"email": "a@b.co", "receipts": {{"paper": {bad}}}}}"#),
+            );
+            let ConfigError::Invalid { problems, .. } = load_from(&p, &[]).unwrap_err() else {
+                panic!("{bad} accepted")
+            };
+            let problem = problems
+                .iter()
+                .find(|p| p.key == "receipts.paper")
+                .unwrap_or_else(|| panic!("{bad}: {problems:?}"));
+            assert!(
+                problem.problem.contains("80mm") && problem.problem.contains("a4"),
+                "{bad}: {}",
+                problem.problem
+            );
+        }
     }
 
     #[test]

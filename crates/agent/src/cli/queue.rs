@@ -229,9 +229,13 @@ pub fn render(cli: &Cli, cfg: &Config, source: &str, out: Option<&Path>) -> Outc
             None => receipt_path(&cfg.receipts.dir, &s.invoice_number),
         };
         let r = receipt_for(s, &shop, &today);
-        crate::receipt::write(&r, &path).map_err(|e| {
-            Failure::failed(format!("cannot write the receipt {}: {e}", path.display()))
-        })?;
+        let warnings =
+            crate::receipt::write_with_warnings(&r, cfg.receipts.paper, &path).map_err(|e| {
+                Failure::failed(format!("cannot write the receipt {}: {e}", path.display()))
+            })?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
         written.push(json!({"invoice_number": s.invoice_number, "path": path}));
         if !cli.json {
             println!(

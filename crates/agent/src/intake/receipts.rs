@@ -43,13 +43,13 @@ impl ReceiptPrinter {
             match outbox.call(|o| o.without_receipt(10_000)).await {
                 Ok(missing) => {
                     for job in missing {
-                        print_one(&outbox, &settings.dir, &shop_name, &clock, job).await;
+                        print_one(&outbox, &settings, &shop_name, &clock, job).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list jobs without a receipt"),
             }
             while let Some(job) = rx.recv().await {
-                print_one(&outbox, &settings.dir, &shop_name, &clock, job).await;
+                print_one(&outbox, &settings, &shop_name, &clock, job).await;
             }
         });
         (ReceiptPrinter { tx: Some(tx) }, task)
@@ -64,7 +64,7 @@ impl ReceiptPrinter {
 
 async fn print_one(
     outbox: &OutboxHandle,
-    dir: &Path,
+    settings: &ReceiptSettings,
     shop: &str,
     clock: &Arc<dyn Clock>,
     job: Job,
@@ -76,7 +76,7 @@ async fn print_one(
             return;
         }
     };
-    let path = receipt_path(dir, &sale.invoice_number);
+    let path = receipt_path(&settings.dir, &sale.invoice_number);
     let r = receipt_for(
         &sale,
         shop,
@@ -87,9 +87,16 @@ async fn print_one(
             .to_string(),
     );
     let target = path.clone();
-    let written = tokio::task::spawn_blocking(move || receipt::write(&r, &target)).await;
+    let paper = settings.paper;
+    let written =
+        tokio::task::spawn_blocking(move || receipt::write_with_warnings(&r, paper, &target)).await;
     match written {
-        Ok(Ok(())) => {
+        Ok(Ok(warnings)) => {
+            // Characters the font lacks: printed as boxes and listed on the
+            // receipt; the log says so too.
+            for w in warnings {
+                tracing::warn!(invoice = %job.invoice_number, "{w}");
+            }
             let id = job.id;
             let shown = path.display().to_string();
             if let Err(e) = outbox.call(move |o| o.set_receipt_path(id, &shown)).await {

@@ -837,6 +837,39 @@ async fn invoice_render_writes_a_receipt_without_a_backend() {
     let pdf = std::fs::read(&out).unwrap();
     assert!(pdf.starts_with(b"%PDF"));
     assert_eq!(fx.sandbox.requests("*"), 0, "no backend call");
+    // Characters the font lacks are listed on the receipt and logged.
+    let cjk = fx.path("cjk.json");
+    std::fs::write(
+        &cjk,
+        json!({"invoice_number": "INV-CJK-1", "customer": {"name": "王小明"},
+               "items": [{"description": "绿茶 Green tea", "quantity": 1, "unit_price": 2}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = fx.path("cjk.pdf");
+    let r = run_bin(
+        fx.dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "invoice",
+            "render",
+            cjk.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let logged = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        logged.contains("INV-CJK-1") && logged.contains("U+5C0F U+660E U+738B U+7EFF U+8336"),
+        "{r:?}"
+    );
+    let text = pos_connector::receipt::extract_text(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(text.contains("U+738B"), "{text}");
     let bad = run_bin(
         fx.dir.path(),
         &[

@@ -12,6 +12,7 @@ mod laravel_client;
 mod local_api;
 mod qbo_cache;
 mod quickbooks;
+mod receipt_images;
 mod resilience;
 mod service;
 mod status_page_browser;
