@@ -34,7 +34,7 @@ base="$(sed -n 's/^sandbox listening on //p' "$work/sandbox.out")"
 cat > "$work/config.json" <<JSON
 {"base_url": "$base", "email": "vendor@sandbox.test", "data_dir": "$work/data", "log_dir": "$work/logs",
  "invoice_folder": "$work/inbox", "receipts": {"dir": "$work/receipts"},
- "local_api": {"bind": "127.0.0.1:0", "api_key": "bench"}}
+ "local_api": {"bind": "127.0.0.1:0", "api_key": "bench-local-api-key"}}
 JSON
 POS_CONNECTOR_PASSWORD=sandbox-password target/release/pos-connector --config "$work/config.json" run > "$work/run.out" 2>&1 &
 pid=$!

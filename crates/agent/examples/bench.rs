@@ -18,8 +18,19 @@
 //!    full load, an incremental refresh after 100 changes, and search
 //!    latency (p50/p99) over a few thousand realistic queries.
 //!
+//! 8. a QuickBooks company shared by several tills: the simulator's limits
+//!    lowered to what other tills leave (8 requests a second, 400 a
+//!    minute), one and then three agents pushing one invoice at a time:
+//!    invoices a minute as a fraction of what is left, 429s per 100
+//!    invoices.
+//!
+//! And with the release binary as its own process (`bench_parts/process.rs`):
+//! `bench idle` (idle RSS, plain and with 5,000 QuickBooks customers
+//! cached) and `bench catchup` (2,000 sales queued during an outage).
+//!
 //! Usage: bench [SALES_NO_LATENCY] [INBOX_FILES], or `bench qbo` / `bench
-//! cache` for the QuickBooks push / cache figures alone.
+//! cache` / `bench shared` / `bench idle [SECS]` / `bench catchup [SALES]`
+//! for one part alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,13 +49,25 @@ use pos_sandbox::{
 };
 use serde_json::{json, Value};
 
+#[path = "bench_parts/process.rs"]
+mod process;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let arg = |n: usize| std::env::args().nth(n).and_then(|s| s.parse::<u64>().ok());
     match std::env::args().nth(1).as_deref() {
         // `bench qbo`: only the QuickBooks push figures.
         Some("qbo") => return qbo_section().await,
         // `bench cache`: only the QuickBooks cache figures.
         Some("cache") => return cache_section().await,
+        // `bench shared`: a company shared by several tills.
+        Some("shared") => return shared_section().await,
+        // `bench idle [SECS]`: the release binary idling.
+        Some("idle") => {
+            return process::idle_section(Duration::from_secs(arg(2).unwrap_or(60))).await
+        }
+        // `bench catchup [SALES]`: draining a backlog after an outage.
+        Some("catchup") => return process::catchup_section(arg(2).unwrap_or(2000) as usize).await,
         _ => {}
     }
     let mut args = std::env::args().skip(1);
@@ -91,6 +114,7 @@ async fn main() {
 
     qbo_section().await;
     cache_section().await;
+    shared_section().await;
 }
 
 async fn qbo_section() {
@@ -240,6 +264,189 @@ async fn qbo_push_rate(n: usize, batch: bool, ceiling: f64, scale: f64) {
         api_requests as f64 / n as f64,
         sim.throttled()
     );
+}
+
+/// A company shared by several tills: the simulator's limits lowered to
+/// what other tills leave, one and then three agents (each its own outbox,
+/// connection and limiter, as on its own till) pushing one invoice at a
+/// time for a few simulated minutes.
+async fn shared_section() {
+    // A fifth of the company's budget used by other tills.
+    let (per_second, per_minute) = (8, 400);
+    let scale = 0.2;
+    let minutes = 5.0;
+    println!(
+        "== QuickBooks company shared by several tills: {per_second}/s and {per_minute}/min left by other tills (time x{scale}), one invoice at a time (2 requests each: {} invoices/min at most)",
+        per_minute / 2
+    );
+    for agents in [1usize, 3] {
+        let r = shared_run(agents, per_second, per_minute, scale, minutes).await;
+        let total: u64 = r.iter().map(|a| a.0).sum();
+        let throttled: u64 = r.iter().map(|a| a.1).sum();
+        let per_min = total as f64 / minutes;
+        let shares: Vec<String> = r
+            .iter()
+            .map(|(n, t)| {
+                format!(
+                    "{:.0}% ({} 429s per 100)",
+                    100.0 * *n as f64 / total.max(1) as f64,
+                    if *n == 0 {
+                        0.0
+                    } else {
+                        100.0 * *t as f64 / *n as f64
+                    }
+                    .round()
+                )
+            })
+            .collect();
+        println!(
+            "   {agents} agent(s): {per_min:.0} invoices/min = {:.0}% of what is left; {:.1} 429s per 100 invoices; shares {}",
+            100.0 * per_min / (per_minute as f64 / 2.0),
+            100.0 * throttled as f64 / total.max(1) as f64,
+            shares.join(", ")
+        );
+    }
+}
+
+/// `agents` pushers on one simulated company for `minutes` simulated
+/// minutes: (invoices pushed, 429s met) per agent.
+async fn shared_run(
+    agents: usize,
+    per_second: u32,
+    per_minute: u32,
+    scale: f64,
+    minutes: f64,
+) -> Vec<(u64, u64)> {
+    use pos_connector::quickbooks::{self, limiter::RateLimits, oauth, PushSettings, Pusher};
+    use pos_connector::store::{NewJob, OutboxHandle, Stage, StepResult};
+    use pos_sandbox::quickbooks::{
+        QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID,
+        SANDBOX_CLIENT_SECRET,
+    };
+    let sim = QuickbooksSandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        QuickbooksSandboxOptions {
+            us_company: false,
+            limits: QboLimits {
+                per_second,
+                per_minute,
+                batch_per_minute: 32,
+                time_scale: scale,
+                ..QboLimits::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let redirect = "http://127.0.0.1:9/callback";
+    let dirs: Vec<_> = (0..agents).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut pushers = Vec::new();
+    for (a, dir) in dirs.iter().enumerate() {
+        let mut cfg = write_config(
+            dir.path(),
+            "http://127.0.0.1:9",
+            json!({"quickbooks": {
+                "enabled": true, "auth_base": sim.auth_base(), "api_base": sim.api_base(),
+                "client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET,
+                "redirect_uri": redirect, "income_account_id": "1", "tax_code": "3",
+                "batch_threshold": 1000,
+            }}),
+        );
+        let seed = 4200 + a as u64;
+        cfg.quickbooks.limits = RateLimits {
+            time_scale: scale,
+            jitter_seed: Some(seed),
+            ..RateLimits::default()
+        };
+        let oauth_client =
+            oauth::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(&cfg))
+                .unwrap();
+        oauth::connect_with_code(
+            &oauth_client,
+            &oauth::ConnectionStore::new(&cfg.data_dir),
+            &SystemClock,
+            &sim.issue_code(redirect),
+            &sim.realm_id(),
+        )
+        .await
+        .unwrap();
+        {
+            // More than it can push in the time: always busy.
+            let mut o = Outbox::open(&cfg.data_dir).unwrap();
+            o.set_qbo_push_after(Some(Stage::Submitted));
+            let now = chrono::Utc::now();
+            for i in 0..1500 {
+                let mut s = sale(i);
+                s.invoice_number = format!("S{a}-{i:05}");
+                s.customer_name = format!("Customer {}", i % 5);
+                let job = o
+                    .enqueue(
+                        &NewJob {
+                            invoice_number: s.invoice_number.clone(),
+                            sale_json: serde_json::to_string(&s).unwrap(),
+                            content_hash: format!("h{a}-{i}"),
+                            source: "bench".into(),
+                        },
+                        now,
+                    )
+                    .unwrap()
+                    .job()
+                    .clone();
+                o.record_step(
+                    job.id,
+                    Stage::Submitted,
+                    &StepResult::default(),
+                    "bench",
+                    now,
+                )
+                .unwrap();
+            }
+        }
+        let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
+        println!("   (agent {a}: jitter seed {seed})");
+        pushers.push((
+            Pusher::new(
+                OutboxHandle::open(&cfg.data_dir).unwrap(),
+                client,
+                PushSettings::from_config(
+                    &cfg.quickbooks,
+                    Duration::from_secs(1),
+                    Duration::from_secs(1),
+                ),
+                Arc::new(SystemClock),
+            ),
+            cfg,
+        ));
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = pushers
+        .iter()
+        .map(|(p, _)| {
+            let p = p.clone();
+            let mut rx = rx.clone();
+            tokio::spawn(async move {
+                p.run(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(60.0 * minutes * scale)).await;
+    // What was pushed in the time (the pushers then finish what they hold).
+    let counts: Vec<(u64, u64)> = pushers
+        .iter()
+        .map(|(p, cfg)| {
+            let pushed = Outbox::open(&cfg.data_dir).unwrap().qbo_counts().unwrap()["pushed"];
+            (pushed, p.client().limiter().throttled_count())
+        })
+        .collect();
+    let _ = tx.send(true);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    counts
 }
 
 /// The QuickBooks cache: a full load and an incremental refresh against

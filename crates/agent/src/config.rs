@@ -103,6 +103,36 @@ pub struct LocalApiSettings {
     pub api_key: Option<SecretString>,
     /// `local_api.allow_remote`: permit a non-loopback `bind`.
     pub allow_remote: bool,
+    /// `local_api.max_connections` (default 64): connections served at
+    /// once; more wait in the system's queue, costing no file handle.
+    pub max_connections: usize,
+    /// `local_api.header_timeout_seconds` (default 10): a connection that
+    /// has not sent a whole request head by then (also between requests of
+    /// a kept-alive one) is closed.
+    pub header_timeout: Duration,
+    /// `local_api.allowed_hosts`: more names this machine answers to in
+    /// the `Host` header (lower case), besides its loopback names, its own
+    /// address and the QuickBooks redirect URI's host.
+    pub allowed_hosts: Vec<String>,
+    /// How wrong keys are slowed down (not a file key: tests shorten it).
+    pub wrong_key_delay: WrongKeyDelay,
+}
+
+/// The wait before answering a wrong local API key: `first` for the first
+/// one in a minute, doubling with each further one, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongKeyDelay {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for WrongKeyDelay {
+    fn default() -> Self {
+        WrongKeyDelay {
+            first: Duration::from_millis(250),
+            max: Duration::from_secs(4),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +142,13 @@ pub struct PipelineConfig {
     pub scan_limit: u32,
     pub max_backoff: Duration,
     pub shutdown_grace: Duration,
+    /// `pipeline.submit_settle_seconds`: after a submit whose answer was
+    /// lost, how long from its start the backend may still be working on
+    /// it; its status is read (and it may be sent again) only after that.
+    pub submit_settle: Duration,
+    /// `pipeline.max_submit_errors`: submits answering `error` (or 5xx) in
+    /// a row before the job is parked for a person.
+    pub max_submit_errors: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -190,7 +227,14 @@ pub const DEFAULT_QB_REDIRECT_URI: &str = "http://localhost:8765/callback";
 
 /// The default `local_api.bind`.
 pub const DEFAULT_LOCAL_API_BIND: &str = "127.0.0.1:8765";
+/// The default `local_api.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// The default `local_api.header_timeout_seconds`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CUSTOMER: &str = "Walk-in customer";
+/// Above PHP's 30 s execution limit and nginx's 60 s read timeout: after
+/// that, a submit whose client left is certainly over at the backend.
+pub const DEFAULT_SUBMIT_SETTLE_SECS: f64 = 90.0;
 
 #[derive(Debug, Clone)]
 pub struct LegacyToken {
@@ -459,7 +503,18 @@ const KNOWN_KEYS: &[&str] = &[
 /// The keys inside each section (also accepted flat: `"local_api.bind"`).
 const SECTION_KEYS: &[(&str, &[&str])] = &[
     ("intake", &["mapping", "default_customer", "settle_seconds"]),
-    ("local_api", &["enabled", "bind", "api_key", "allow_remote"]),
+    (
+        "local_api",
+        &[
+            "enabled",
+            "bind",
+            "api_key",
+            "allow_remote",
+            "max_connections",
+            "header_timeout_seconds",
+            "allowed_hosts",
+        ],
+    ),
     (
         "pipeline",
         &[
@@ -468,6 +523,8 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
             "scan_limit",
             "max_backoff_seconds",
             "shutdown_grace_seconds",
+            "submit_settle_seconds",
+            "max_submit_errors",
         ],
     ),
     ("receipts", &["enabled", "dir", "shop_name", "paper"]),
@@ -810,11 +867,41 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
             None
         }
     };
+    let api_key = r.string("local_api.api_key");
+    if let Some(problem) = api_key.as_deref().and_then(local_api_key_problem) {
+        r.problem("local_api.api_key", problem);
+    }
+    let allowed_hosts: Vec<String> = r
+        .string_list("local_api.allowed_hosts")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    for host in &allowed_hosts {
+        if !is_host_name(host) {
+            r.problem(
+                "local_api.allowed_hosts",
+                format!(
+                    "\"{host}\" is not a host name: list names only (like \"till-3.shop.lan\"), \
+                     without a scheme, port or path"
+                ),
+            );
+        }
+    }
     let local_api = LocalApiSettings {
         enabled: r.boolean("local_api.enabled").unwrap_or(true),
         bind: bind.unwrap_or_else(|| DEFAULT_LOCAL_API_BIND.parse().expect("valid default")),
-        api_key: r.string("local_api.api_key").map(SecretString::from),
+        api_key: api_key.map(SecretString::from),
         allow_remote,
+        max_connections: r
+            .number("local_api.max_connections", 1.0, 4096.0, "connections")
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS as f64) as usize,
+        header_timeout: Duration::from_secs_f64(
+            r.number("local_api.header_timeout_seconds", 1.0, 300.0, "seconds")
+                .unwrap_or(DEFAULT_HEADER_TIMEOUT.as_secs_f64()),
+        ),
+        allowed_hosts,
+        wrong_key_delay: WrongKeyDelay::default(),
     };
     if local_api.enabled && local_api.api_key.is_none() {
         warnings.push(
@@ -852,7 +939,23 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
             r.number("pipeline.shutdown_grace_seconds", 0.0, 600.0, "seconds")
                 .unwrap_or(10.0),
         ),
+        submit_settle: Duration::from_secs_f64(
+            r.number("pipeline.submit_settle_seconds", 1.0, 3600.0, "seconds")
+                .unwrap_or(DEFAULT_SUBMIT_SETTLE_SECS),
+        ),
+        max_submit_errors: r
+            .number("pipeline.max_submit_errors", 1.0, 1000.0, "submits")
+            .unwrap_or(5.0) as u32,
     };
+    if pipeline.submit_settle < Duration::from_secs(60) {
+        warnings.push(format!(
+            "pipeline.submit_settle_seconds is {}: shorter than the backend can keep working on a \
+             submit whose client has gone (PHP's 30 s limit, nginx's 60 s read timeout), so after \
+             a lost answer an invoice may reach JoFotara twice; the default {} is safe",
+            pipeline.submit_settle.as_secs_f64(),
+            DEFAULT_SUBMIT_SETTLE_SECS
+        ));
+    }
 
     let receipts = ReceiptSettings {
         enabled: r.boolean("receipts.enabled").unwrap_or(true),
@@ -1043,12 +1146,21 @@ fn quickbooks_settings(
     let redirect_text = r
         .string("quickbooks.redirect_uri")
         .unwrap_or_else(|| DEFAULT_QB_REDIRECT_URI.into());
+    let shown = without_userinfo(&redirect_text);
     let redirect_uri = match Url::parse(&redirect_text) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => u,
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+            match check_no_userinfo(&u, &shown) {
+                Ok(()) => u,
+                Err(problem) => {
+                    r.problem("quickbooks.redirect_uri", problem);
+                    Url::parse(DEFAULT_QB_REDIRECT_URI).expect("valid default")
+                }
+            }
+        }
         _ => {
             r.problem(
                 "quickbooks.redirect_uri",
-                format!("\"{redirect_text}\" is not an http(s) URL: use the redirect URI registered for the app at developer.intuit.com, e.g. \"{DEFAULT_QB_REDIRECT_URI}\""),
+                format!("\"{shown}\" is not an http(s) URL: use the redirect URI registered for the app at developer.intuit.com, e.g. \"{DEFAULT_QB_REDIRECT_URI}\""),
             );
             Url::parse(DEFAULT_QB_REDIRECT_URI).expect("valid default")
         }
@@ -1149,9 +1261,14 @@ fn quickbooks_settings(
 /// Checks the backend address: http(s), a host, no query; plain http only
 /// to this machine unless the operator opts in.
 pub fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
-    let mut url = Url::parse(text.trim()).map_err(|e| {
+    // Messages quote the text without any credentials it carries.
+    let shown = without_userinfo(text);
+    let parsed = Url::parse(text.trim());
+    let text = shown.as_str();
+    let mut url = parsed.map_err(|e| {
         format!("\"{text}\" is not a URL ({e}); use e.g. https://invoices.example.com")
     })?;
+    check_no_userinfo(&url, text)?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
             "\"{text}\" must start with https:// (or http:// for a backend on this machine)"
@@ -1176,6 +1293,71 @@ pub fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, Stri
     let path = url.path().trim_end_matches('/').to_string();
     url.set_path(&format!("{path}/"));
     Ok(url)
+}
+
+/// A URL must not carry a user name or password (`https://user:pw@host`):
+/// reqwest would send them, and the URL is printed by `check-config`, the
+/// status page and the logs. Credentials have keys of their own.
+fn check_no_userinfo(url: &Url, shown: &str) -> Result<(), String> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    Err(format!(
+        "\"{shown}\" carries a user name or password (the part before @): remove it; credentials \
+         in a URL end up in logs and on screens. The backend is signed in with email and \
+         `pos-connector --setup-password`, QuickBooks with quickbooks.client_id and \
+         POS_CONNECTOR_QB_CLIENT_SECRET"
+    ))
+}
+
+/// `text` with anything between `scheme://` and the host's `@` replaced
+/// by `***`, for quoting a URL (even one that does not parse) in a message.
+pub fn without_userinfo(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_string();
+    };
+    let rest = &text[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &rest[at..]),
+        None => text.to_string(),
+    }
+}
+
+/// The shortest `local_api.api_key` accepted.
+pub const MIN_LOCAL_API_KEY_CHARS: usize = 16;
+/// The placeholder of config.example.json (published, so no key at all).
+const EXAMPLE_LOCAL_API_KEY: &str = "change-me-to-a-long-random-key";
+
+/// Why a local API key is not good enough, if it is not. Never repeats it.
+fn local_api_key_problem(key: &str) -> Option<String> {
+    const HOW: &str = "set a long random key, e.g. the output of `openssl rand -hex 24` (Linux) \
+                       or `[guid]::NewGuid().ToString(\"N\")` (PowerShell)";
+    let chars = key.chars().count();
+    if chars < MIN_LOCAL_API_KEY_CHARS {
+        return Some(format!(
+            "is {chars} characters long; it must have at least {MIN_LOCAL_API_KEY_CHARS} so that \
+             it cannot be guessed (it guards the sales intake and the status page): {HOW}"
+        ));
+    }
+    (key == EXAMPLE_LOCAL_API_KEY).then(|| {
+        format!("is the placeholder from config.example.json, which anyone can read: {HOW}")
+    })
+}
+
+/// A DNS name or an IP address, nothing more (no port, path or scheme).
+fn is_host_name(h: &str) -> bool {
+    let h = h.trim_end_matches('.');
+    !h.is_empty()
+        && h.len() <= 253
+        && (h.parse::<IpAddr>().is_ok()
+            || h.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }))
 }
 
 pub fn is_loopback_host(host: &str) -> bool {
@@ -1313,6 +1495,9 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
             "bind": cfg.local_api.bind.to_string(),
             "api_key": cfg.local_api.api_key.as_ref().map(|_| "[REDACTED]"),
             "allow_remote": cfg.local_api.allow_remote,
+            "max_connections": cfg.local_api.max_connections,
+            "header_timeout_seconds": cfg.local_api.header_timeout.as_secs_f64(),
+            "allowed_hosts": cfg.local_api.allowed_hosts,
         }),
     );
     m.insert(
@@ -1323,6 +1508,8 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
             "scan_limit": cfg.pipeline.scan_limit,
             "max_backoff_seconds": cfg.pipeline.max_backoff.as_secs_f64(),
             "shutdown_grace_seconds": cfg.pipeline.shutdown_grace.as_secs_f64(),
+            "submit_settle_seconds": cfg.pipeline.submit_settle.as_secs_f64(),
+            "max_submit_errors": cfg.pipeline.max_submit_errors,
         }),
     );
     m.insert(
@@ -1417,6 +1604,8 @@ mod tests {
         );
         assert_eq!(cfg.local_api.bind.to_string(), DEFAULT_LOCAL_API_BIND);
         assert_eq!(cfg.pipeline.concurrency, 4);
+        assert_eq!(cfg.pipeline.submit_settle, Duration::from_secs(90));
+        assert_eq!(cfg.pipeline.max_submit_errors, 5);
     }
 
     #[test]
@@ -1479,18 +1668,37 @@ mod tests {
         assert!(!cfg.intake.mapping.is_empty());
         assert!(cfg.warnings.iter().any(|w| w.contains("pipeline.colour")));
         assert!(cfg.warnings.iter().any(|w| w.contains("local_api.api_key")));
+        assert!(!cfg
+            .warnings
+            .iter()
+            .any(|w| w.contains("submit_settle_seconds is")));
+        let short = write(
+            dir.path(),
+            r#"{"email": "a@b.co", "pipeline.submit_settle_seconds": 20,
+                "pipeline": {"max_submit_errors": 3}}"#,
+        );
+        let c = load_from(&short, &[]).unwrap();
+        assert_eq!(c.pipeline.submit_settle, Duration::from_secs(20));
+        assert_eq!(c.pipeline.max_submit_errors, 3);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("pipeline.submit_settle_seconds is 20") && w.contains("twice")),
+            "{:?}",
+            c.warnings
+        );
         // The API key comes from the environment too, and is redacted.
         let cfg = load_from(
             &p,
             &[(
                 "POS_CONNECTOR__LOCAL_API__API_KEY".into(),
-                "k3y-from-env".into(),
+                "k3y-from-env-0123456".into(),
             )],
         )
         .unwrap();
         assert_eq!(
             cfg.local_api.api_key.as_ref().unwrap().expose_secret(),
-            "k3y-from-env"
+            "k3y-from-env-0123456"
         );
         assert!(!redacted_view(&cfg, "x")
             .to_string()
@@ -1500,7 +1708,8 @@ mod tests {
         let p = write(
             dir.path(),
             r#"{"email": "a@b.co", "local_api": {"bind": "0.0.0.0:8765"},
-                "pipeline": {"concurrency": 0, "lookup_path": "by-number"},
+                "pipeline": {"concurrency": 0, "lookup_path": "by-number",
+                             "submit_settle_seconds": 0, "max_submit_errors": "many"},
                 "intake": {"mapping": {"colour": "x"}}, "receipts": "yes"}"#,
         );
         let ConfigError::Invalid { problems, .. } = load_from(&p, &[]).unwrap_err() else {
@@ -1511,6 +1720,8 @@ mod tests {
             "local_api.bind",
             "pipeline.concurrency",
             "pipeline.lookup_path",
+            "pipeline.submit_settle_seconds",
+            "pipeline.max_submit_errors",
             "intake.mapping",
             "receipts",
         ] {

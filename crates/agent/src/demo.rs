@@ -376,10 +376,10 @@ pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
 
     let pdf = client
-        .download(created.id, DocumentKind::Pdf, None, &cfg.pdf_dir)
+        .download(created.id, None, DocumentKind::Pdf, None, &cfg.pdf_dir)
         .await?;
     let xml = client
-        .download(created.id, DocumentKind::Xml, None, &cfg.pdf_dir)
+        .download(created.id, None, DocumentKind::Xml, None, &cfg.pdf_dir)
         .await?;
     writeln!(
         out,

@@ -59,6 +59,18 @@ impl AtomicFile {
         self.commit_inner(Some(mode))
     }
 
+    /// Like [`AtomicFile::commit_with_mode`], but never replaces a file:
+    /// if `dest` exists, nothing is written and the error's kind is
+    /// `AlreadyExists` (the caller picks another name).
+    pub fn commit_new_with_mode(self, mode: u32) -> io::Result<PathBuf> {
+        let AtomicFile { temp, dest, .. } = self;
+        set_mode(temp.path(), Some(mode))?;
+        temp.as_file().sync_all()?;
+        temp.persist_noclobber(&dest).map_err(|e| e.error)?;
+        sync_dir(&parent_dir(&dest));
+        Ok(dest)
+    }
+
     fn commit_inner(self, mode: Option<u32>) -> io::Result<PathBuf> {
         let AtomicFile { temp, dest, .. } = self;
         set_mode(temp.path(), mode)?;
@@ -66,6 +78,26 @@ impl AtomicFile {
         temp.persist(&dest).map_err(|e| e.error)?;
         sync_dir(&parent_dir(&dest));
         Ok(dest)
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists: then nothing moves and the
+/// error's kind is `AlreadyExists`. Atomic where the system can (Linux's
+/// `RENAME_NOREPLACE`, a hard link elsewhere on Unix, `MoveFileEx` without
+/// replacing on Windows), so a file is never written over, even by a
+/// racing writer.
+pub fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
+    // tempfile's no-clobber rename is the portable one; its TempPath would
+    // delete `from` when dropped, so it is kept on every path out.
+    match tempfile::TempPath::try_from_path(from)?.persist_noclobber(to) {
+        Ok(()) => {
+            sync_dir(&parent_dir(to));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = e.path.keep();
+            Err(e.error)
+        }
     }
 }
 
@@ -157,6 +189,33 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"old");
         f.commit().unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"new content");
+    }
+
+    #[test]
+    fn no_clobber_rename_and_commit_never_replace_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        let err = rename_no_clobber(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&a).unwrap(), b"a", "the source is kept");
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        let c = dir.path().join("c");
+        rename_no_clobber(&a, &c).unwrap();
+        assert!(!a.exists());
+        assert_eq!(fs::read(&c).unwrap(), b"a");
+
+        let mut f = AtomicFile::create(&b).unwrap();
+        f.write_all(b"new").unwrap();
+        let err = f.commit_new_with_mode(0o644).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
     }
 
     #[cfg(unix)]

@@ -40,8 +40,9 @@ use crate::laravel::connector::{
     ConnectorClient, ConnectorError, HeartbeatAnswer, HeartbeatReport, SystemInfo,
 };
 use crate::laravel::ApiError;
+use crate::logging::untrusted;
 use crate::store::OutboxHandle;
-use crate::sync_interval::SyncInterval;
+use crate::sync_interval::{Origin, SyncInterval};
 
 /// The first beat comes this long after start (or after one interval, if
 /// shorter): late enough that the agent has settled, soon enough that the
@@ -75,6 +76,8 @@ pub struct HeartbeatStatus {
     pub server_time: Option<String>,
     /// The polling interval in force.
     pub sync_interval_seconds: Option<u64>,
+    /// Where it comes from: config.json, or the backend's answer.
+    pub sync_interval_origin: Option<Origin>,
     /// The last `config_updates` the backend sent.
     pub config_updates: Map<String, Value>,
 }
@@ -95,6 +98,7 @@ impl HeartbeatStatus {
             beats_failed: 0,
             server_time: None,
             sync_interval_seconds: None,
+            sync_interval_origin: None,
             config_updates: Map::new(),
         }
     }
@@ -241,6 +245,7 @@ impl Heartbeat {
             beats_failed: st.beats_failed,
             server_time: st.server_time.clone(),
             sync_interval_seconds: Some(self.inner.sync.get().as_secs()),
+            sync_interval_origin: Some(self.inner.sync.origin()),
             config_updates: st.config_updates.clone(),
         }
     }
@@ -402,6 +407,8 @@ impl Heartbeat {
             if key == "sync_interval" {
                 self.apply_sync_interval(value, changed);
             } else if changed {
+                let (key, value) = (untrusted(key), value.to_string());
+                let value = untrusted(&value);
                 tracing::info!(
                     setting = %key,
                     value = %value,
@@ -409,8 +416,10 @@ impl Heartbeat {
                 );
             }
         }
+        // An answer without a setting changes nothing (PHP sends `[]` for
+        // "no updates"): an interval the backend set stays in force.
         for key in previous.keys().filter(|k| !updates.contains_key(*k)) {
-            tracing::info!(setting = %key, "the backend no longer sends the setting {key}");
+            tracing::info!(setting = %untrusted(key), "the backend no longer sends the setting {}", untrusted(key));
         }
     }
 
@@ -421,7 +430,7 @@ impl Heartbeat {
         let Some(requested) = seconds(value) else {
             if changed {
                 tracing::warn!(
-                    value = %value,
+                    value = %untrusted(&value.to_string()),
                     "the backend's config_updates.sync_interval is not a number of seconds above 0; ignored, polling stays every {} s",
                     sync.get().as_secs()
                 );

@@ -27,6 +27,7 @@ pub mod sync_interval;
 pub mod tax;
 pub mod token;
 pub mod token_check;
+pub mod trim;
 
 /// systemd's readiness protocol lives with the other per-OS code.
 pub use platform::notify as systemd;

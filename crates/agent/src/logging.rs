@@ -5,6 +5,14 @@
 //! `SecretString`s (printed `[REDACTED]`), the Authorization header is marked
 //! sensitive, and login answers are parsed, never logged.
 //!
+//! Nothing from outside can forge or hide a log line: text that comes from
+//! a till (file names, invoice numbers, customer names) or a backend (error
+//! messages, settings) may hold line breaks, terminal escapes, NUL or bidi
+//! overrides. [`untrusted`] is the one helper that makes such text safe to
+//! print on one line, and every field and message of every log line goes
+//! through it ([`SafeFields`], installed by [`layer`]), so no call site can
+//! forget it.
+//!
 //! The console gets colours only on a terminal (not in a pipe, a file or
 //! the journal; `NO_COLOR` turns them off everywhere). When the console is
 //! systemd's journal (`JOURNAL_STREAM` names it), each line starts with its
@@ -16,11 +24,13 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::path::Path;
 
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Format, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,6 +52,12 @@ pub enum Console {
 pub struct LogGuard {
     _file: Option<WorkerGuard>,
 }
+
+/// Lines waiting for the log file's writer thread at most (then further
+/// lines are dropped rather than stall the agent). A catch-up after an
+/// outage writes a few lines per sale; the thread writes thousands a
+/// second.
+const LOG_QUEUE_LINES: usize = 8_192;
 
 /// The file name prefix; the appender adds `.YYYY-MM-DD`.
 pub const LOG_FILE_PREFIX: &str = "pos-connector.log";
@@ -130,10 +146,9 @@ where
     ) -> Box<dyn Layer<S> + Send + Sync>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
-        W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+        W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
-        let layer = tracing_subscriber::fmt::layer()
-            .with_writer(writer)
+        let layer = layer(writer)
             .with_target(false)
             .with_ansi(style == ConsoleStyle::Terminal);
         match style {
@@ -179,11 +194,14 @@ pub fn init(
             });
         match appender {
             Ok(appender) => {
-                let (writer, g) = tracing_appender::non_blocking(appender);
+                // Its queue is allocated whole at the start: the default
+                // 128,000 lines are 4 MiB that an idle till never uses.
+                let (writer, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                    .buffered_lines_limit(LOG_QUEUE_LINES)
+                    .finish(appender);
                 guard = Some(g);
                 Some(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(writer)
+                    layer(writer)
                         .with_ansi(false)
                         .with_filter(filter(level))
                         .boxed(),
@@ -203,4 +221,205 @@ pub fn init(
         .with(file_layer)
         .try_init();
     LogGuard { _file: guard }
+}
+
+/// The agent's log line format (the console's and the files'): tracing's
+/// usual one, with every field and message made safe by [`untrusted`].
+pub fn layer<S, W>(writer: W) -> tracing_subscriber::fmt::Layer<S, SafeFields, Format, W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(SafeFields)
+        .with_writer(writer)
+}
+
+/// Text from outside the agent, printed on one line: characters that could
+/// start a line, drive a terminal or reorder what is shown (controls, bidi
+/// overrides, invisible format characters, line separators) are written as
+/// `\u{..}` escapes; everything else, any script included, as it is.
+pub fn untrusted(text: &str) -> Untrusted<'_> {
+    Untrusted(text)
+}
+
+/// See [`untrusted`].
+#[derive(Clone, Copy)]
+pub struct Untrusted<'a>(pub &'a str);
+
+impl fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(is_unsafe_char) {
+            f.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().expect("found there");
+            write!(f, "\\u{{{:x}}}", c as u32)?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
+impl fmt::Debug for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// Characters that must never be printed raw from untrusted text: controls
+/// (C0, DEL, C1: line breaks, ESC, NUL...), the line and paragraph
+/// separators, and Unicode's invisible format characters (category Cf:
+/// bidi embeddings, overrides and isolates, zero-width characters, the BOM,
+/// tags).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{600}'..='\u{605}'
+                | '\u{61c}'
+                | '\u{6dd}'
+                | '\u{70f}'
+                | '\u{890}'..='\u{891}'
+                | '\u{8e2}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0001}'
+                | '\u{e0020}'..='\u{e007f}'
+        )
+}
+
+/// Formats log fields like tracing's default, each value (and the message)
+/// passed through [`untrusted`] first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SafeFields;
+
+impl<'a> MakeVisitor<Writer<'a>> for SafeFields {
+    type Visitor = SafeVisitor<'a>;
+
+    fn make_visitor(&self, target: Writer<'a>) -> SafeVisitor<'a> {
+        SafeVisitor(DefaultVisitor::new(target, true))
+    }
+}
+
+/// [`SafeFields`]' visitor: tracing's default one, fed escaped values.
+pub struct SafeVisitor<'a>(DefaultVisitor<'a>);
+
+impl Visit for SafeVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `%x` fields and the message arrive here with Display as their
+        // Debug: raw. Strings (`x = s`) arrive quoted and escaped by Rust;
+        // escaping them again changes nothing.
+        let text = format!("{value:?}");
+        self.0
+            .record_debug(field, &format_args!("{}", untrusted(&text)));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+}
+
+impl VisitOutput<fmt::Result> for SafeVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.0.finish()
+    }
+}
+
+impl VisitFmt for SafeVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        self.0.writer()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn untrusted_text_is_escaped_and_other_scripts_are_kept() {
+        let shown =
+            untrusted("A\n\u{1b}[31m\u{0}\u{202e}\u{2066}\u{200b}\u{85}\u{2028}Z").to_string();
+        assert_eq!(
+            shown,
+            "A\\u{a}\\u{1b}[31m\\u{0}\\u{202e}\\u{2066}\\u{200b}\\u{85}\\u{2028}Z"
+        );
+        let arabic = "فاتورة رقم ١٧ – Ωmega\ttab";
+        assert_eq!(
+            untrusted(arabic).to_string(),
+            "فاتورة رقم ١٧ – Ωmega\\u{9}tab"
+        );
+        assert_eq!(format!("{:?}", untrusted("a\nb")), "\"a\\u{a}b\"");
+    }
+
+    /// Every way a value reaches a log line: the message's arguments, `%`
+    /// (Display) and `?` (Debug) fields, plain strings, errors.
+    #[test]
+    fn no_field_or_message_can_start_a_line_or_hide_one() {
+        let buf = Buffer::default();
+        let sink = buf.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(layer(move || sink.clone()).with_ansi(false));
+        let evil = "x\n2031-01-01T00:00:00Z ERROR FORGED\u{1b}[2J\u{202e}\u{0}";
+        let err = std::io::Error::other(evil.to_string());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                file = evil,
+                display = %evil,
+                debug = ?evil,
+                error = &err as &(dyn std::error::Error + 'static),
+                "rejected {evil}"
+            );
+            let span = tracing::info_span!("job", number = %evil);
+            let _in = span.enter();
+            tracing::info!("inside");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        for line in text.lines() {
+            assert!(
+                !line.contains("\n2031") && !line.starts_with("2031"),
+                "{line}"
+            );
+        }
+        for c in ['\u{1b}', '\u{202e}', '\u{0}'] {
+            assert!(!text.contains(c), "{text:?}");
+        }
+        assert!(
+            text.matches("FORGED").count() >= 6,
+            "every value is still shown: {text}"
+        );
+    }
 }

@@ -5,23 +5,36 @@
 //! safe to do again:
 //!
 //! - **create** is made safe by the backend's unique `invoice_number`: a 422
-//!   "already been taken" means an earlier attempt got through (its answer
-//!   was lost, or the agent died before recording it). The invoice is then
-//!   found by a configured lookup path or by reading the ids after the
-//!   highest one the agent had seen before its first attempt, and the job
-//!   carries on; it is parked only when neither finds it.
-//! - **submit** is marked in flight before it is sent; after a crash or an
-//!   unknown outcome the status is read before submitting again, so an
-//!   invoice never reaches JoFotara twice.
-//! - **pdf** downloads to a temporary name and renames when complete.
+//!   "already been taken" after an attempt whose answer was lost means that
+//!   attempt got through. The invoice is then found by a configured lookup
+//!   path or by reading the ids after the highest one the agent had seen
+//!   before its first attempt, and adopted only if this agent had sent a
+//!   create that may have reached the backend *and* the invoice is this
+//!   sale line by line (description, quantity, unit price) and customer.
+//!   Otherwise the number belongs to another sale (another till, the old
+//!   connector) and the job is parked with the found id.
+//! - **submit** reaches JoFotara at most once. The backend has no guard
+//!   against resubmitting and finishes a submit after its client has gone,
+//!   so a status read right after a lost answer can say `draft` while the
+//!   first submit is still running. Each attempt's start is written to the
+//!   outbox before it is sent (`store::submits`); after a lost answer the
+//!   job waits until `pipeline.submit_settle_seconds` have passed since
+//!   that start (across restarts), then reads the status, and only a
+//!   status still `draft` allows another submit. Submits answering `error`
+//!   (or 5xx) `pipeline.max_submit_errors` times in a row park the job:
+//!   the backend's JoFotara integration is then probably broken.
+//! - **pdf** downloads to a temporary name and renames when complete, under
+//!   a name no other invoice can have (its number and its backend id).
 //!
-//! Failures are sorted three ways: the backend as a whole is unavailable
-//! (network, 5xx, 429): every worker waits behind one global backoff
-//! instead of each hammering it; this job failed transiently: it gets its
-//! own backoff, forever, capped; a person must act (JoFotara rejected it,
-//! the vendor is disabled, the data is invalid): the job is parked with the
-//! reason. A sign-in that needs a person holds all work without charging
-//! the jobs.
+//! Failures are sorted: the backend as a whole is unavailable (a 429, a
+//! sign-in failing, or a failed call *and* a failed probe): every worker
+//! waits behind one global backoff instead of each hammering it, and a
+//! single probe decides when work resumes; this job failed (its call failed
+//! while the probe answers: a poisoned sale, a slow JoFotara): it gets its
+//! own backoff, forever, capped, and the others go on; a person must act
+//! (JoFotara rejected it, the vendor is disabled, the data is invalid): the
+//! job is parked with the reason. A sign-in that needs a person holds all
+//! work without charging the jobs.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -29,7 +42,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
@@ -37,6 +51,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::intake::sale::Sale;
+use crate::laravel::model::sale_difference;
 use crate::laravel::{ApiError, CreateOutcome, DocumentKind, InvoiceStatus, LaravelClient};
 use crate::retry::RetryPolicy;
 use crate::store::{Job, OutboxHandle, Stage, StepResult, StoreError};
@@ -45,6 +60,10 @@ use crate::token::TokenError;
 /// Attempts at one read of a lost-create scan before the scan gives up
 /// (and the job is retried later like any other).
 const SCAN_READ_ATTEMPTS: usize = 5;
+
+/// A probe's answer is reused this long by jobs failing at the same time,
+/// so a burst of failures costs one probe, not one each.
+const PROBE_FRESH: Duration = Duration::from_secs(2);
 
 /// How the worker behaves; from config.json's `pipeline.*` and neighbours.
 #[derive(Debug, Clone)]
@@ -75,6 +94,12 @@ pub struct PipelineSettings {
     /// The vendor this agent signs in as; an invoice found by the scan that
     /// belongs to another vendor is not ours.
     pub vendor_id: Option<u64>,
+    /// After a submit whose answer was lost, how long from its start the
+    /// backend may still be working on it (`pipeline.submit_settle_seconds`).
+    pub submit_settle: Duration,
+    /// Submits answering `error` (or 5xx) in a row before the job is parked
+    /// (`pipeline.max_submit_errors`).
+    pub max_submit_errors: u32,
 }
 
 impl PipelineSettings {
@@ -95,6 +120,8 @@ impl PipelineSettings {
             idle_poll: Duration::from_secs(30),
             shutdown_grace: cfg.pipeline.shutdown_grace,
             vendor_id: cfg.vendor_id,
+            submit_settle: cfg.pipeline.submit_settle,
+            max_submit_errors: cfg.pipeline.max_submit_errors,
         }
     }
 }
@@ -102,15 +129,41 @@ impl PipelineSettings {
 /// Why a step did not complete.
 #[derive(Debug)]
 enum Failure {
-    /// The backend as a whole is unavailable: everyone waits.
+    /// The backend as a whole is unavailable for sure (429, sign-in
+    /// failing transiently): everyone waits.
     BackendDown {
         error: String,
         retry_after: Option<Duration>,
     },
+    /// A call failed in a way that may be the backend's as a whole (5xx,
+    /// network, unreadable answer) or this job's alone (a sale the backend
+    /// chokes on): a probe decides. `submit_error`: a submit answered 5xx
+    /// (counts towards `max_submit_errors` when it is the job's alone).
+    Unclear {
+        error: String,
+        retry_after: Option<Duration>,
+        submit_error: bool,
+    },
     /// This job failed; retry it later with its own backoff.
     Transient(String),
+    /// This job failed and must not be tried again before `at`.
+    RetryAt { error: String, at: DateTime<Utc> },
+    /// Not a failure: the job waits until `until` without being charged.
+    Wait {
+        reason: String,
+        until: DateTime<Utc>,
+    },
+    /// A submit answered `error` (or a 5xx while the backend answers
+    /// others): retried with the job's backoff, parked at
+    /// `max_submit_errors` in a row. `settles`: the attempt on that backend
+    /// id whose outcome this is, settled once it is recorded (a 5xx leaves
+    /// the attempt unsettled: the status is read before the next submit).
+    SubmitError { error: String, settles: Option<u64> },
     /// A person must act on this job.
     Park(String),
+    /// A person must act; the submit attempt on `laravel_id` is settled
+    /// once this is recorded (its outcome, `rejected`, is known).
+    ParkSubmit { reason: String, laravel_id: u64 },
     /// Signing in needs a person: hold all work, do not charge the job.
     SignIn(String),
     /// The outbox could not record the step.
@@ -129,18 +182,20 @@ fn classify(e: ApiError) -> Failure {
             error: e.to_string(),
             retry_after,
         },
-        ApiError::Server { retry_after, .. } => Failure::BackendDown {
-            error: e.to_string(),
-            retry_after,
-        },
         ApiError::Token(TokenError::Unavailable { retry_after, .. }) => Failure::BackendDown {
             error: e.to_string(),
             retry_after,
         },
+        ApiError::Server { retry_after, .. } => Failure::Unclear {
+            error: e.to_string(),
+            retry_after,
+            submit_error: false,
+        },
         ApiError::Transport { .. } | ApiError::Parse { .. } | ApiError::Unexpected { .. } => {
-            Failure::BackendDown {
+            Failure::Unclear {
                 error: e.to_string(),
                 retry_after: None,
+                submit_error: false,
             }
         }
         ApiError::Token(TokenError::NeedsPerson { .. })
@@ -150,8 +205,12 @@ fn classify(e: ApiError) -> Failure {
         | ApiError::Forbidden { .. }
         | ApiError::NotFound { .. }
         | ApiError::Validation { .. }
-        | ApiError::SubmitUnavailable { .. }
         | ApiError::DuplicateInvoiceNumber { .. } => Failure::Park(e.to_string()),
+        ApiError::SubmitUnavailable { .. } => Failure::Unclear {
+            error: e.to_string(),
+            retry_after: None,
+            submit_error: true,
+        },
         ApiError::NotADocument { .. } | ApiError::File { .. } => Failure::Transient(e.to_string()),
     }
 }
@@ -168,6 +227,7 @@ struct GateState {
     closed_until: Option<Instant>,
     failures: u32,
     down_since: Option<DateTime<Utc>>,
+    last_error: Option<String>,
 }
 
 impl GateState {
@@ -176,10 +236,30 @@ impl GateState {
         let until = Instant::now() + wait;
         self.closed_until = Some(self.closed_until.map_or(until, |u| u.max(until)));
     }
+
+    fn is_closed(&self) -> bool {
+        self.closed_until.is_some_and(|u| u > Instant::now())
+    }
+}
+
+/// The backend gate as people see it (`/api/health`, the status page).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GateView {
+    /// All work waits for the backend.
+    pub closed: bool,
+    /// Since when calls and probes have been failing.
+    pub down_since: DateTime<Utc>,
+    /// Failed probes in a row.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// When the next probe goes out (while closed).
+    pub next_probe_in_seconds: Option<u64>,
 }
 
 impl BackendGate {
     /// Records a backend-wide failure; returns how long the gate is closed.
+    /// Failures while it is already closed belong to the same outage: they
+    /// may lengthen the wait (a `Retry-After`) but do not count again.
     fn close(
         &self,
         policy: &RetryPolicy,
@@ -188,17 +268,19 @@ impl BackendGate {
         error: &str,
     ) -> Duration {
         let mut st = self.state.lock().expect("gate lock");
-        st.failures += 1;
-        let wait = policy
-            .delay_after(st.failures)
-            .max(retry_after.unwrap_or_default().min(policy.max_retry_after));
+        let asked = retry_after.unwrap_or_default().min(policy.max_retry_after);
+        if !st.is_closed() {
+            st.failures += 1;
+        }
+        let wait = policy.delay_after(st.failures.max(1)).max(asked);
         st.extend(wait);
+        st.last_error = Some(error.to_string());
         if st.down_since.is_none() {
             st.down_since = Some(now);
             tracing::warn!(
                 error,
                 wait_secs = wait.as_secs(),
-                "backend unavailable; pausing all work"
+                "backend unavailable (a probe failed too); pausing all work"
             );
         } else {
             tracing::warn!(
@@ -226,20 +308,52 @@ impl BackendGate {
         }
         st.failures = 0;
         st.closed_until = None;
+        st.last_error = None;
     }
 
-    /// After a failure, until a call succeeds again, one job at a time
-    /// probes the backend (half-open), so a recovering backend is not hit
-    /// by the whole concurrency at once, and an outage costs one failed
-    /// call per backoff step rather than one per worker.
-    fn probing(&self) -> bool {
-        self.state.lock().expect("gate lock").failures > 0
+    /// The gate has reopened after an outage and no call has succeeded
+    /// since: one probe must go first (half-open), so a recovering backend
+    /// is not hit by the whole concurrency at once, and an outage costs one
+    /// call per backoff step.
+    fn needs_probe(&self) -> bool {
+        let st = self.state.lock().expect("gate lock");
+        st.failures > 0 && !st.is_closed()
     }
 
     fn closed_until(&self) -> Option<Instant> {
         let st = self.state.lock().expect("gate lock");
         st.closed_until.filter(|u| *u > Instant::now())
     }
+
+    fn view(&self) -> Option<GateView> {
+        let st = self.state.lock().expect("gate lock");
+        let since = st.down_since?;
+        let closed_until = st.closed_until.filter(|u| *u > Instant::now());
+        Some(GateView {
+            closed: closed_until.is_some(),
+            down_since: since,
+            failures: st.failures,
+            last_error: st.last_error.clone(),
+            next_probe_in_seconds: closed_until.map(|u| (u - Instant::now()).as_secs()),
+        })
+    }
+}
+
+/// Whether the backend answers at all: one cheap call, shared by the jobs
+/// failing at the same time (see [`PROBE_FRESH`]).
+#[derive(Debug, Default)]
+struct Probe {
+    /// Held across the call: one probe in flight; the others take its
+    /// result.
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), ProbeFailed>)>>,
+}
+
+#[derive(Debug, Clone)]
+enum ProbeFailed {
+    /// The backend does not answer (for anyone).
+    Down(String),
+    /// Signing in needs a person.
+    SignIn(String),
 }
 
 /// Told of every step the pipeline records, with the job as it now is.
@@ -258,6 +372,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     wake: Notify,
     gate: BackendGate,
+    probe: Probe,
     /// Told after every recorded step (the QuickBooks pusher waits for
     /// jobs to reach its stage).
     on_step: Option<StepHook>,
@@ -280,6 +395,7 @@ impl Pipeline {
                 clock,
                 wake: Notify::new(),
                 gate: BackendGate::default(),
+                probe: Probe::default(),
                 on_step,
             }),
         }
@@ -289,6 +405,12 @@ impl Pipeline {
     /// after committing a sale).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// The backend gate: `Some` while the backend is failing for everyone
+    /// (closed, or reopened and waiting for a probe to succeed).
+    pub fn gate(&self) -> Option<GateView> {
+        self.inner.gate.view()
     }
 
     /// Works until `shutdown` completes: claims due jobs up to the
@@ -310,8 +432,15 @@ impl Pipeline {
             "pipeline started"
         );
         loop {
+            // After an outage, one probe decides whether work resumes.
+            if me.gate.needs_probe() {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    answer = self.probe(true) => self.probed(answer),
+                }
+            }
             // Claim what is due (unless the backend gate is closed).
-            let limit = self.limit();
+            let limit = s.concurrency;
             if busy.len() < limit && me.gate.closed_until().is_none() {
                 let free = limit - busy.len();
                 let ids: Vec<i64> = busy.values().copied().collect();
@@ -368,13 +497,45 @@ impl Pipeline {
         tracing::info!("pipeline stopped");
     }
 
-    /// How many jobs may be worked on now: one while probing a backend
-    /// that was failing, else the configured concurrency.
-    fn limit(&self) -> usize {
-        if self.inner.gate.probing() {
-            1
-        } else {
-            self.inner.settings.concurrency
+    /// Asks the backend whether it answers at all (`GET
+    /// /api/vendors/profile`, cheap). Any answer from the application (even
+    /// a 404 or 403) means it is up; no answer, a 5xx or a throttle means
+    /// it is not. `fresh`: do not reuse a recent answer.
+    async fn probe(&self, fresh: bool) -> Result<(), ProbeFailed> {
+        let me = &self.inner;
+        let mut last = me.probe.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if !fresh && at.elapsed() < PROBE_FRESH {
+                return answer.clone();
+            }
+        }
+        let answer = match me.client.profile().await {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(e) {
+                Failure::SignIn(why) => Err(ProbeFailed::SignIn(why)),
+                Failure::BackendDown { error, .. } | Failure::Unclear { error, .. } => {
+                    Err(ProbeFailed::Down(error))
+                }
+                _ => Ok(()),
+            },
+        };
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+
+    /// Opens or keeps closed the gate after a half-open probe.
+    fn probed(&self, answer: Result<(), ProbeFailed>) {
+        let me = &self.inner;
+        let now = me.clock.now();
+        match answer {
+            Ok(()) => me.gate.opened(now),
+            Err(ProbeFailed::Down(error)) => {
+                me.gate.close(&me.settings.backoff, None, now, &error);
+            }
+            Err(ProbeFailed::SignIn(error)) => {
+                tracing::error!(error = %error, "cannot sign in to the backend; all sales wait until this is fixed");
+                me.gate.hold(Duration::from_secs(60));
+            }
         }
     }
 
@@ -385,7 +546,7 @@ impl Pipeline {
         if let Some(until) = me.gate.closed_until() {
             return until.min(poll);
         }
-        if busy.len() >= self.limit() {
+        if busy.len() >= me.settings.concurrency {
             return poll;
         }
         let ids: Vec<i64> = busy.values().copied().collect();
@@ -432,9 +593,34 @@ impl Pipeline {
 
     async fn failed(&self, job: &Job, failure: Failure) {
         let me = &self.inner;
+        // A call failed in a way that could be the whole backend's: ask.
+        let failure = match failure {
+            Failure::Unclear {
+                error,
+                retry_after,
+                submit_error,
+            } => match self.probe(false).await {
+                // The backend answers others: this job alone fails.
+                Ok(()) if submit_error => Failure::SubmitError {
+                    error,
+                    settles: None,
+                },
+                Ok(()) => Failure::Transient(error),
+                Err(ProbeFailed::Down(_)) => Failure::BackendDown { error, retry_after },
+                Err(ProbeFailed::SignIn(why)) => Failure::SignIn(why),
+            },
+            other => other,
+        };
         let now = me.clock.now();
         let id = job.id;
         let number = job.invoice_number.clone();
+        let backoff = |attempts: u32| {
+            let wait = me.settings.backoff.delay_after(attempts);
+            (
+                wait,
+                now + chrono::Duration::from_std(wait).unwrap_or_default(),
+            )
+        };
         let result = match failure {
             Failure::BackendDown { error, retry_after } => {
                 let wait = me
@@ -446,14 +632,55 @@ impl Pipeline {
                     .await
                     .map(|_| ())
             }
+            Failure::Unclear { .. } => unreachable!("sorted by the probe above"),
             Failure::Transient(error) => {
-                let wait = me.settings.backoff.delay_after(job.attempts + 1);
-                let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
-                tracing::warn!(invoice = %number, error = %error, retry_in_secs = wait.as_secs(), "step failed; will retry");
+                let (wait, next) = backoff(job.attempts + 1);
+                tracing::warn!(invoice = %number, error = %error, retry_in_secs = wait.as_secs(), "step failed (the backend works for others); will retry this sale alone");
                 me.outbox
                     .call(move |o| o.record_retry(id, &error, next, now))
                     .await
                     .map(|_| ())
+            }
+            Failure::RetryAt { error, at } => {
+                tracing::warn!(invoice = %number, error = %error, next = %stamp(at), "step failed; will retry");
+                me.outbox
+                    .call(move |o| o.record_retry(id, &error, at, now))
+                    .await
+                    .map(|_| ())
+            }
+            Failure::Wait { reason, until } => {
+                tracing::info!(invoice = %number, until = %stamp(until), "{reason}");
+                me.outbox
+                    .call(move |o| o.postpone(id, &reason, until, now))
+                    .await
+            }
+            Failure::SubmitError { error, settles } => {
+                let errors = job.submit_errors + 1;
+                let max = me.settings.max_submit_errors;
+                let settle = move |o: &mut crate::store::Outbox| match settles {
+                    Some(lid) => o.settle_submit(lid),
+                    None => Ok(()),
+                };
+                if errors >= max {
+                    let reason = jofotara_broken(job, errors, &error);
+                    tracing::error!(invoice = %number, reason = %reason, "job parked: a person must act");
+                    me.outbox
+                        .call(move |o| {
+                            o.park(id, &reason, now)?;
+                            settle(o)
+                        })
+                        .await
+                } else {
+                    let (wait, next) = backoff(job.attempts + 1);
+                    tracing::warn!(invoice = %number, error = %error, errors, max, retry_in_secs = wait.as_secs(), "submit failed; will submit again");
+                    let error = format!("{error} (submit error {errors} of {max} in a row)");
+                    me.outbox
+                        .call(move |o| {
+                            o.record_submit_error(id, &error, next, now)?;
+                            settle(o)
+                        })
+                        .await
+                }
             }
             Failure::Park(reason) => {
                 tracing::error!(invoice = %number, reason = %reason, "job parked: a person must act (`pos-connector queue show {}`)", number);
@@ -461,6 +688,15 @@ impl Pipeline {
                     .call(move |o| o.park(id, &reason, now))
                     .await
                     .map(|_| ())
+            }
+            Failure::ParkSubmit { reason, laravel_id } => {
+                tracing::error!(invoice = %number, reason = %reason, "job parked: a person must act (`pos-connector queue show {}`)", number);
+                me.outbox
+                    .call(move |o| {
+                        o.park(id, &reason, now)?;
+                        o.settle_submit(laravel_id)
+                    })
+                    .await
             }
             Failure::SignIn(error) => {
                 // Not the job's fault: hold everything, re-check in a minute
@@ -524,7 +760,14 @@ impl Pipeline {
                 let job = me.outbox.call(move |o| o.begin_step(id, "recover")).await?;
                 self.recover_lost_create(&job, &sale, floor).await
             }
-            Err(e) => Err(classify(e)),
+            Err(e) => {
+                if !e.outcome_unknown() {
+                    // Certainly not created (refused, throttled, invalid):
+                    // the next attempt is not over an unknown one.
+                    me.outbox.call(move |o| o.end_step(id)).await?;
+                }
+                Err(classify(e))
+            }
         }
     }
 
@@ -595,15 +838,26 @@ impl Pipeline {
                 )));
             }
         }
-        // Same number, same vendor: make sure it is this sale and not
-        // another one (a second till reusing its counter) before adopting it.
-        if let Some(difference) = differs(sale, &inv) {
-            return Err(Failure::Park(format!(
-                "invoice number {number} is taken at the backend by invoice id {} for a different \
-                 sale ({difference}): two sales share this number (two tills with the same \
-                 counter?). This sale was not sent; give it a unique number and send it again",
-                inv.id
+        // Same number, same vendor. Ours only if an earlier create of this
+        // job may have reached the backend, and the invoice is this sale.
+        let another = |why: String| {
+            Failure::Park(format!(
+                "invoice number {number} is used by another sale (another till or the old \
+                 connector?): the backend has it as invoice id {} ({why}). This sale was not \
+                 sent. Check invoice id {} in the backend: if it is this sale, nothing needs \
+                 sending; otherwise export the sale again under a new number",
+                inv.id, inv.id
+            ))
+        };
+        if !job.lost_create {
+            return Err(another(format!(
+                "customer \"{}\"; this agent never sent a create of this sale that could have \
+                 made it",
+                inv.customer_name.as_deref().unwrap_or("?")
             )));
+        }
+        if let Some(difference) = sale_difference(&sale.to_new_invoice(), &inv) {
+            return Err(another(format!("a different sale: {difference}")));
         }
         let status = inv.status.as_ref().map(|s| s.as_str().to_string());
         let detail = format!(
@@ -758,12 +1012,77 @@ impl Pipeline {
             .and_then(|t| t.vendor_id)
     }
 
+    /// Submits to JoFotara, at most once per invoice (see the module doc):
+    /// an earlier attempt whose outcome is unknown is first left to settle,
+    /// then its status decides.
     async fn submit(&self, job: &Job) -> Result<Job, Failure> {
         let me = &self.inner;
         let lid = laravel_id(job)?;
-        // An earlier submit may have reached JoFotara (crash, lost answer):
-        // read the status first rather than submit twice.
-        if job.in_flight.as_deref() == Some("submit") || job.attempts > 0 {
+        let now = me.clock.now();
+        let pending = me.outbox.call(move |o| o.unsettled_submit(lid)).await?;
+        if let Some(earlier) = pending {
+            let started = stamp(earlier.started_at);
+            if now < earlier.check_after {
+                return Err(Failure::Wait {
+                    reason: format!(
+                        "the submit of invoice id {lid} started at {started} got no answer and \
+                         the backend may still be working on it; its status is read at {} \
+                         (pipeline.submit_settle_seconds after its start) before anything is \
+                         sent again",
+                        stamp(earlier.check_after)
+                    ),
+                    until: earlier.check_after,
+                });
+            }
+            let (status, _) = me.client.status(lid).await.map_err(classify)?;
+            match status {
+                InvoiceStatus::Submitted => {
+                    return self
+                        .record(
+                            job,
+                            Stage::Submitted,
+                            StepResult {
+                                backend_status: Some(status.as_str().into()),
+                                ..Default::default()
+                            },
+                            format!(
+                                "the submit started at {started} went through: invoice id \
+                                 {lid} is submitted (status read after its answer was lost); \
+                                 not submitting again"
+                            ),
+                        )
+                        .await
+                }
+                InvoiceStatus::Rejected => {
+                    return Err(Failure::ParkSubmit {
+                        reason: rejected(job, lid),
+                        laravel_id: lid,
+                    })
+                }
+                InvoiceStatus::Error => {
+                    return Err(Failure::SubmitError {
+                        error: format!(
+                            "JoFotara reported an error for invoice id {lid} (status \"error\" \
+                             after the submit started at {started}); submitting again later"
+                        ),
+                        settles: Some(lid),
+                    })
+                }
+                InvoiceStatus::Draft => {
+                    // Settled and still a draft: that attempt never took
+                    // effect. Only now may another go out.
+                    tracing::info!(invoice = %job.invoice_number, id = lid, started = %started, "the earlier submit did not take effect (status still draft after the settle window); submitting again");
+                }
+                InvoiceStatus::Other(other) => {
+                    return Err(Failure::Transient(format!(
+                        "invoice id {lid} has status \"{other}\" after the submit started at \
+                         {started}; checking again later"
+                    )))
+                }
+            }
+        } else if me.outbox.call(move |o| o.submitted_before(lid)).await? {
+            // Submitted from here before (an `error`, a `rejected` released
+            // by a person): what is it now?
             let (status, _) = me.client.status(lid).await.map_err(classify)?;
             match status {
                 InvoiceStatus::Submitted => {
@@ -781,29 +1100,98 @@ impl Pipeline {
                         )
                         .await
                 }
-                InvoiceStatus::Rejected => return Err(Failure::Park(rejected(job, lid))),
+                InvoiceStatus::Rejected => {
+                    return Err(Failure::ParkSubmit {
+                        reason: rejected(job, lid),
+                        laravel_id: lid,
+                    })
+                }
                 _ => {}
             }
         }
         let id = job.id;
-        me.outbox.call(move |o| o.begin_step(id, "submit")).await?;
-        let out = me.client.submit(lid).await.map_err(classify)?;
+        let check_after = now + settle_window(me.settings.submit_settle);
+        // Durably before sending: whatever happens to the answer or to this
+        // process, the next attempt knows this one may be running.
+        me.outbox
+            .call(move |o| o.begin_submit(Some(id), lid, "service", now, check_after))
+            .await?;
+        let out = match me.client.submit(lid).await {
+            Ok(out) => out,
+            Err(e) if e.may_still_be_running() => {
+                return Err(Failure::RetryAt {
+                    error: format!(
+                        "{e}; the backend may still be submitting invoice id {lid}: its status \
+                         is read at {} before anything is sent again",
+                        stamp(check_after)
+                    ),
+                    at: check_after,
+                })
+            }
+            Err(e) if e.outcome_unknown() || matches!(e, ApiError::SubmitUnavailable { .. }) => {
+                // The application answered without an outcome: the request
+                // is over, so the status may be read at once (but must be).
+                let answered = me.clock.now();
+                me.outbox
+                    .call(move |o| o.submit_answered(lid, answered))
+                    .await?;
+                return Err(match classify(e) {
+                    Failure::Unclear {
+                        error, retry_after, ..
+                    } => Failure::Unclear {
+                        error,
+                        retry_after,
+                        submit_error: true,
+                    },
+                    other => other,
+                });
+            }
+            Err(e) => {
+                // Certainly not submitted (refused, throttled, not found).
+                me.outbox
+                    .call(move |o| {
+                        o.settle_submit(lid)?;
+                        o.end_step(id)
+                    })
+                    .await?;
+                return Err(classify(e));
+            }
+        };
         match out.status {
             InvoiceStatus::Submitted => {
-                self.record(job, Stage::Submitted, StepResult {
-                    backend_status: Some(out.status.as_str().into()),
-                    ..Default::default()
-                }, format!("submitted to JoFotara (invoice id {lid})"))
+                self.record(
+                    job,
+                    Stage::Submitted,
+                    StepResult {
+                        backend_status: Some(out.status.as_str().into()),
+                        ..Default::default()
+                    },
+                    format!("submitted to JoFotara (invoice id {lid})"),
+                )
                 .await
             }
-            InvoiceStatus::Rejected => Err(Failure::Park(rejected(job, lid))),
-            InvoiceStatus::Error => Err(Failure::Transient(format!(
-                "JoFotara reported an error for invoice id {lid} (status \"error\"); submitting again later"
-            ))),
-            other => Err(Failure::Transient(format!(
-                "after submit the backend reports status \"{}\" for invoice id {lid}; checking again later",
-                other.as_str()
-            ))),
+            InvoiceStatus::Rejected => Err(Failure::ParkSubmit {
+                reason: rejected(job, lid),
+                laravel_id: lid,
+            }),
+            InvoiceStatus::Error => Err(Failure::SubmitError {
+                error: format!(
+                    "JoFotara reported an error for invoice id {lid} (status \"error\"); \
+                     submitting again later"
+                ),
+                settles: Some(lid),
+            }),
+            other => {
+                let answered = me.clock.now();
+                me.outbox
+                    .call(move |o| o.submit_answered(lid, answered))
+                    .await?;
+                Err(Failure::Transient(format!(
+                    "after submit the backend reports status \"{}\" for invoice id {lid}; \
+                     checking again later",
+                    other.as_str()
+                )))
+            }
         }
     }
 
@@ -812,7 +1200,13 @@ impl Pipeline {
         let lid = laravel_id(job)?;
         let saved = me
             .client
-            .download(lid, DocumentKind::Pdf, None, &me.settings.pdf_dir)
+            .download(
+                lid,
+                Some(&job.invoice_number),
+                DocumentKind::Pdf,
+                None,
+                &me.settings.pdf_dir,
+            )
             .await
             .map_err(classify)?;
         let path = saved.path.display().to_string();
@@ -845,39 +1239,39 @@ fn laravel_id(job: &Job) -> Result<u64, Failure> {
     })
 }
 
-/// How a backend invoice differs from our sale (customer or total), if it
-/// does. Fields the backend did not send are not held against it.
-fn differs(sale: &Sale, inv: &crate::laravel::model::Invoice) -> Option<String> {
-    if let Some(theirs) = &inv.customer_name {
-        if !theirs
-            .trim()
-            .eq_ignore_ascii_case(sale.customer_name.trim())
-        {
-            return Some(format!(
-                "customer \"{theirs}\" there, \"{}\" here",
-                sale.customer_name
-            ));
-        }
-    }
-    let ours = crate::tax::totals(
-        sale.lines
-            .iter()
-            .map(|l| (rust_decimal::Decimal::from(l.quantity), l.unit_price)),
-    )?;
-    match inv.total_amount {
-        Some(theirs) if crate::tax::round_money(theirs) != ours.total => {
-            Some(format!("total {theirs} there, {} here", ours.total))
-        }
-        _ => None,
-    }
-}
-
 fn rejected(job: &Job, lid: u64) -> String {
     format!(
         "JoFotara rejected invoice {} (backend id {lid}, status \"rejected\"): it cannot be \
          submitted again as it is; correct it in the backend or issue a new invoice",
         job.invoice_number
     )
+}
+
+/// Why a job whose submits keep failing is parked: most likely the
+/// backend's JoFotara integration (every submit of every invoice answers
+/// `error` while it is misconfigured).
+fn jofotara_broken(job: &Job, errors: u32, last: &str) -> String {
+    format!(
+        "JoFotara submission of invoice {} (backend id {}) failed {errors} times in a row (last: \
+         {last}). The backend's JoFotara integration is probably misconfigured (a missing \
+         supplier income source, an SDK mismatch...): then every submit fails until the backend \
+         administrator fixes it. After the fix, `pos-connector queue retry {}` (or Retry on the \
+         status page) submits it again",
+        job.invoice_number,
+        job.laravel_id
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "?".into()),
+        job.invoice_number
+    )
+}
+
+/// The settle window as a wall-clock duration.
+fn settle_window(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(90))
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Percent-encodes an invoice number for use as one path segment.

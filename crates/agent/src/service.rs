@@ -244,7 +244,9 @@ pub async fn run_with(
             outbox.clone(),
             laravel_for_api,
             on_retry,
-        );
+        )
+        .with_sync_interval(sync.clone())
+        .with_pipeline(pipeline.clone());
         if let Some(hb) = heartbeat.clone() {
             local = local.with_heartbeat(Arc::new(move || {
                 serde_json::to_value(hb.status()).expect("serialises")
@@ -262,8 +264,9 @@ pub async fn run_with(
                 c.clone(),
             ));
         }
-        let app = server::app(local, intake.clone(), cfg.local_api.api_key.clone());
-        tasks.spawn(server::serve(listener, app, stopped()));
+        let app = server::app(local, intake.clone(), &cfg.local_api);
+        let options = server::ServeOptions::from_config(cfg);
+        tasks.spawn(server::serve(listener, app, options, stopped()));
     }
     if let Some(c) = cache {
         let s = stopped();

@@ -19,9 +19,12 @@ use serde_json::Value;
 use crate::call_stats::Reachability;
 use crate::config::Config;
 use crate::laravel::LaravelClient;
+use crate::pipeline::GateView;
+use crate::quickbooks::limiter::LimiterStatus;
 use crate::quickbooks::oauth::RefreshOutcome;
 use crate::quickbooks::{ConnectionStore, QboClient};
 use crate::store::{Job, ListFilter, OutboxHandle, QueueStats, StoreError};
+use crate::sync_interval::{Origin, SyncInterval};
 use crate::token::RefreshRecord;
 
 /// How many recent jobs the page lists.
@@ -34,9 +37,51 @@ pub struct StatusReport {
     pub laravel: LaravelLink,
     pub quickbooks: QuickbooksLink,
     pub queue: QueueView,
+    /// The inbox folder and how often it is looked at, and why.
+    #[serde(default)]
+    pub inbox: InboxView,
     pub health: Health,
     /// One line per thing a person should do, most urgent first.
     pub attention: Vec<String>,
+}
+
+/// The inbox folder's polling: the interval in force and where it comes
+/// from (config.json, or the backend's heartbeat answer).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InboxView {
+    pub folder: PathBuf,
+    pub interval_seconds: u64,
+    pub interval_origin: Origin,
+    /// config.json's `sync_interval`.
+    pub configured_interval_seconds: u64,
+}
+
+impl InboxView {
+    fn read(cfg: &Config, sync: Option<&SyncInterval>) -> InboxView {
+        let configured = cfg.sync_interval.as_secs();
+        let (interval, origin) = match sync {
+            Some(s) => (s.get().as_secs(), s.origin()),
+            None => (configured, Origin::Config),
+        };
+        InboxView {
+            folder: cfg.invoice_folder.clone(),
+            interval_seconds: interval,
+            interval_origin: origin,
+            configured_interval_seconds: configured,
+        }
+    }
+
+    /// "every 45 s (the backend's heartbeat answer; config.json says 30 s)".
+    pub fn describe(&self) -> String {
+        let mut why = self.interval_origin.describe().to_string();
+        if self.interval_origin != Origin::Config {
+            why.push_str(&format!(
+                "; config.json says {} s",
+                self.configured_interval_seconds
+            ));
+        }
+        format!("every {} s ({why})", self.interval_seconds)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +158,10 @@ pub struct QuickbooksLink {
     pub pushes: BTreeMap<String, u64>,
     /// The local copy of the company's lists (when the service runs it).
     pub cache: Option<Value>,
+    /// This agent's learned share of the company's request limits and the
+    /// 429s met (when the service runs: it is learned while pushing).
+    #[serde(default)]
+    pub limiter: Option<LimiterStatus>,
 }
 
 impl QuickbooksLink {
@@ -138,6 +187,7 @@ impl QuickbooksLink {
             warnings: Vec::new(),
             pushes,
             cache: None,
+            limiter: None,
         };
         let conn = match ConnectionStore::new(&cfg.data_dir).load() {
             Ok(c) => c,
@@ -233,6 +283,10 @@ pub struct Health {
     pub quickbooks: Option<Reachability>,
     /// The fleet heartbeat (when `api_key` is configured).
     pub heartbeat: Option<Value>,
+    /// The pipeline's backend gate while the backend fails for everyone
+    /// (all sales wait; a probe decides when they resume).
+    #[serde(default)]
+    pub backend_gate: Option<GateView>,
 }
 
 /// The live parts of a running service; absent when a command reads the
@@ -242,6 +296,9 @@ pub struct Live {
     pub started_at: Option<DateTime<Utc>>,
     pub heartbeat: Option<Value>,
     pub cache: Option<Value>,
+    /// The inbox's live polling interval.
+    pub sync: Option<SyncInterval>,
+    pub backend_gate: Option<GateView>,
 }
 
 /// Collects a report. `live` is `None` when no service is running.
@@ -272,17 +329,21 @@ pub async fn collect(
     let laravel_link = LaravelLink::read(cfg, laravel, now);
     let mut quickbooks = QuickbooksLink::read(cfg, now, pushes);
     quickbooks.cache = live.cache;
+    // A command's fresh client knows nothing yet: only the service's.
+    quickbooks.limiter = qbo.filter(|_| running).map(|c| c.limiter().status());
 
     let health = Health {
         backend: running.then(|| laravel.stats().reachability()).flatten(),
         quickbooks: qbo.and_then(|c| c.stats().reachability()),
         heartbeat: live.heartbeat,
+        backend_gate: live.backend_gate,
     };
     let queue = QueueView {
         stats,
         recent: recent.iter().map(JobLine::from).collect(),
         parked_jobs: parked.iter().map(JobLine::from).collect(),
     };
+    let inbox = InboxView::read(cfg, live.sync.as_ref());
     let attention = attention(&laravel_link, &quickbooks, &queue, &health);
     Ok(StatusReport {
         generated_at: now,
@@ -299,6 +360,7 @@ pub async fn collect(
         laravel: laravel_link,
         quickbooks,
         queue,
+        inbox,
         health,
         attention,
     })
@@ -319,6 +381,38 @@ fn attention(l: &LaravelLink, q: &QuickbooksLink, queue: &QueueView, h: &Health)
             "The invoicing backend has not been reachable since {}: {}. Sales wait in the queue and go out when it answers.",
             short_time(r.since),
             r.last_error.as_deref().unwrap_or("no answer")
+        ));
+    }
+    if let Some(g) = &h.backend_gate {
+        out.push(format!(
+            "The invoicing backend is failing for every sale since {} ({}): all sales wait; {}",
+            short_time(g.down_since),
+            g.last_error.as_deref().unwrap_or("no answer"),
+            match g.next_probe_in_seconds {
+                Some(s) => format!("the next check is in {s} s."),
+                None => "checking it now.".to_string(),
+            }
+        ));
+    }
+    if queue.stats.failing > 0 {
+        out.push(format!(
+            "{} sale(s) keep failing although the backend answers others (last error: {}). They are retried on their own schedule; see `pos-connector queue list --state retrying`.",
+            queue.stats.failing,
+            queue.stats.failing_error.as_deref().unwrap_or("-")
+        ));
+    }
+    let jofotara = queue
+        .parked_jobs
+        .iter()
+        .filter(|j| {
+            j.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("JoFotara integration is probably misconfigured"))
+        })
+        .count();
+    if jofotara > 0 {
+        out.push(format!(
+            "{jofotara} sale(s) parked because every submit to JoFotara failed: the backend's JoFotara integration is probably misconfigured. Ask the backend administrator to fix it, then \"Retry all parked\" (or `pos-connector queue retry --all-parked`)."
         ));
     }
     if queue.stats.parked > 0 {
@@ -507,6 +601,9 @@ impl StatusReport {
                         pushes.join(", ")
                     }
                 );
+                if let Some(l) = &q.limiter {
+                    let _ = writeln!(s, "  rate budget: {}", limiter_line(l));
+                }
                 if let Some(c) = &q.cache {
                     let _ = writeln!(s, "  cache: {}", cache_line(c));
                 }
@@ -548,6 +645,12 @@ impl StatusReport {
             );
         }
 
+        let _ = writeln!(
+            s,
+            "\nInbox  {}: looked at {}",
+            self.inbox.folder.display(),
+            self.inbox.describe()
+        );
         if let Some(hb) = &self.health.heartbeat {
             let _ = writeln!(s, "\nHeartbeat: {}", heartbeat_line(hb));
         }
@@ -561,6 +664,39 @@ impl StatusReport {
         }
         s
     }
+}
+
+/// This agent's share of the company's limits and its 429s, on one line
+/// (`pos-connector status`, `qbo status`).
+pub fn limiter_line(l: &LimiterStatus) -> String {
+    let budget = if l.share >= 1.0 {
+        format!(
+            "the full limits ({}/s, {}/min, {} batches/min)",
+            l.per_second_limit, l.per_minute_limit, l.batch_per_minute_limit
+        )
+    } else {
+        format!(
+            "{:.1}/s of {}, {:.0}/min of {}, {:.1} batches/min of {} ({:.0}% of the company's limits; other tills use the rest)",
+            l.per_second,
+            l.per_second_limit,
+            l.per_minute,
+            l.per_minute_limit,
+            l.batch_per_minute,
+            l.batch_per_minute_limit,
+            l.share * 100.0
+        )
+    };
+    let throttled = match (l.throttled, l.last_throttled_at) {
+        (0, _) => "no 429 yet".to_string(),
+        (n, Some(at)) => format!("429s {n}, the last at {}", short_time(at)),
+        (n, None) => format!("429s {n}"),
+    };
+    let paused = if l.paused_ms > 0 {
+        format!(", paused for {:.1} s", l.paused_ms as f64 / 1000.0)
+    } else {
+        String::new()
+    };
+    format!("{budget}; {throttled}{paused}")
 }
 
 fn cache_line(c: &Value) -> String {

@@ -6,12 +6,38 @@
 //! at once instead of finishing a sleep of the old length: a shop whose
 //! backend lowers the interval from an hour to a minute must not wait up to
 //! an hour for it to apply, and nothing has to restart.
+//!
+//! It also remembers where the value in force comes from ([`Origin`]):
+//! `sync_interval` in config.json, or the backend's heartbeat answer, so
+//! `status` can say why the inbox is looked at as often as it is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// Where the interval in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `sync_interval` in config.json (or its default).
+    #[default]
+    Config,
+    /// `config_updates.sync_interval` of the backend's heartbeat answer.
+    BackendHeartbeat,
+}
+
+impl Origin {
+    /// For people: "sync_interval in config.json", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            Origin::Config => "sync_interval in config.json",
+            Origin::BackendHeartbeat => "the backend's heartbeat answer",
+        }
+    }
+}
 
 /// A shared, changeable interval. Clones share the value.
 #[derive(Clone)]
@@ -19,7 +45,9 @@ pub struct SyncInterval {
     // The sender is kept (in an Arc so clones share it) rather than a
     // receiver: `send_replace` works whether or not anyone is waiting, and
     // `subscribe` gives each waiter its own view of changes.
-    tx: Arc<watch::Sender<Duration>>,
+    tx: Arc<watch::Sender<(Duration, Origin)>>,
+    /// The configured value, to go back to.
+    configured: Duration,
 }
 
 impl std::fmt::Debug for SyncInterval {
@@ -29,30 +57,48 @@ impl std::fmt::Debug for SyncInterval {
 }
 
 impl SyncInterval {
+    /// The configured interval (its origin is [`Origin::Config`]).
     pub fn new(every: Duration) -> SyncInterval {
         SyncInterval {
-            tx: Arc::new(watch::Sender::new(every)),
+            tx: Arc::new(watch::Sender::new((every, Origin::Config))),
+            configured: every,
         }
     }
 
     /// The current interval.
     pub fn get(&self) -> Duration {
-        *self.tx.borrow()
+        self.tx.borrow().0
     }
 
-    /// Changes the interval for every holder; waiters in [`sleep`]
-    /// re-measure at once. Returns the previous value. Setting the same
-    /// value wakes nobody.
+    /// Where the current interval comes from.
+    pub fn origin(&self) -> Origin {
+        self.tx.borrow().1
+    }
+
+    /// The configured interval (config.json's `sync_interval`).
+    pub fn configured(&self) -> Duration {
+        self.configured
+    }
+
+    /// Changes the interval for every holder, as the backend's heartbeat
+    /// asks; waiters in [`sleep`] re-measure at once. Returns the previous
+    /// value. Setting the same value wakes nobody (the origin becomes the
+    /// backend's all the same: it is what the backend asks for now).
     ///
     /// [`sleep`]: SyncInterval::sleep
     pub fn set(&self, every: Duration) -> Duration {
+        self.set_from(every, Origin::BackendHeartbeat)
+    }
+
+    fn set_from(&self, every: Duration, origin: Origin) -> Duration {
         let mut previous = every;
         self.tx.send_if_modified(|current| {
-            previous = *current;
-            if *current == every {
+            previous = current.0;
+            current.1 = origin;
+            if current.0 == every {
                 false
             } else {
-                *current = every;
+                current.0 = every;
                 true
             }
         });
@@ -68,7 +114,7 @@ impl SyncInterval {
         let start = Instant::now();
         let mut rx = self.tx.subscribe();
         loop {
-            let every = *rx.borrow_and_update();
+            let every = rx.borrow_and_update().0;
             let deadline = start.checked_add(every).unwrap_or_else(far_future);
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
@@ -116,6 +162,18 @@ mod tests {
         let c: SyncInterval = secs(5).into();
         assert_eq!(c.get(), secs(5));
         assert_eq!(format!("{c:?}"), "SyncInterval(5s)");
+    }
+
+    #[test]
+    fn the_origin_follows_who_set_the_value() {
+        let s = SyncInterval::new(secs(60));
+        assert_eq!((s.get(), s.origin()), (secs(60), Origin::Config));
+        // The backend asking for the configured value is still the backend.
+        s.set(secs(60));
+        assert_eq!(s.origin(), Origin::BackendHeartbeat);
+        s.set(secs(300));
+        assert_eq!((s.get(), s.origin()), (secs(300), Origin::BackendHeartbeat));
+        assert_eq!(s.configured(), secs(60));
     }
 
     #[tokio::test(start_paused = true)]

@@ -277,7 +277,10 @@ async fn round_trip(client: &LaravelClient, pdf_dir: &Path) -> Vec<CheckResult> 
         Err(e) => CheckResult::from_error("invoice status", &e),
     });
     out.push(
-        match client.download(id, DocumentKind::Pdf, None, pdf_dir).await {
+        match client
+            .download(id, None, DocumentKind::Pdf, None, pdf_dir)
+            .await
+        {
             Ok(d) => CheckResult::pass(
                 "download PDF",
                 format!("{} bytes saved to {}", d.bytes, d.path.display()),

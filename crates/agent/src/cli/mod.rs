@@ -15,7 +15,7 @@ use crate::clock::SystemClock;
 use crate::config::{self, Config, LogLevel};
 use crate::laravel::auth::{PasswordStore, SetupError};
 use crate::laravel::{
-    self, auth, ApiError, CreateOutcome, DocumentKind, InvoiceStatus, LaravelClient, NewInvoice,
+    self, auth, ApiError, CreateOutcome, DocumentKind, LaravelClient, NewInvoice,
 };
 use crate::logging::{self, Console, LogGuard};
 use crate::retry::RetryPolicy;
@@ -26,6 +26,7 @@ mod install;
 mod qbo;
 mod queue;
 mod status;
+mod submit;
 
 pub use install::ServiceCommand;
 
@@ -147,21 +148,28 @@ pub enum InvoiceCommand {
         #[arg(long, value_enum, default_value_t = IfExists::Fail)]
         if_exists: IfExists,
     },
-    /// Submit invoice ID to JoFotara
-    Submit { id: u64 },
+    /// Submit invoice ID to JoFotara (reads its status first: a submitted
+    /// invoice is not sent again)
+    Submit {
+        id: u64,
+        /// Send a rejected invoice to JoFotara again (after correcting it in
+        /// the backend)
+        #[arg(long)]
+        resubmit: bool,
+    },
     /// Show the status of invoice ID
     Status { id: u64 },
     /// Download the official PDF of invoice ID
     Pdf {
         id: u64,
-        /// File or folder to save to [default: <pdf_dir>/invoice_<number>.pdf]
+        /// File or folder to save to [default: <pdf_dir>/invoice_<number>_<id>.pdf]
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
     },
     /// Download the UBL XML sent to JoFotara for invoice ID
     Xml {
         id: u64,
-        /// File or folder to save to [default: <pdf_dir>/invoice_<number>.xml]
+        /// File or folder to save to [default: <pdf_dir>/invoice_<number>_<id>.xml]
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
     },
@@ -277,6 +285,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    crate::trim::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -396,6 +405,10 @@ async fn dispatch(cli: Cli) -> Outcome {
         if wants_setup {
             setup_password(&cli, &cfg).await?;
         }
+        // A till idles most of the day: memory goes back after each busy
+        // spell (here, not in `service::run`, which tests and benches
+        // embed in processes of their own).
+        tokio::spawn(crate::trim::run(std::future::pending::<()>()));
         return service::run(&cfg, Arc::new(SystemClock), service::shutdown_signal())
             .await
             .map_err(|e| {
@@ -671,28 +684,8 @@ async fn invoice(cli: &Cli, cfg: &Config, client: &LaravelClient, cmd: &InvoiceC
                 }
             }
         }
-        InvoiceCommand::Submit { id } => {
-            let outcome = client.submit(*id).await?;
-            if cli.json {
-                print_json(&outcome.raw);
-            }
-            match outcome.status {
-                InvoiceStatus::Submitted => {
-                    if !cli.json {
-                        println!("invoice {id} submitted to JoFotara: status submitted");
-                    }
-                    Ok(())
-                }
-                InvoiceStatus::Rejected => Err(Failure::failed(format!(
-                    "JoFotara rejected invoice {id} (status rejected): it cannot be submitted again as it is; correct the sale in the backend or issue a new invoice"
-                ))),
-                InvoiceStatus::Error => Err(Failure::failed(format!(
-                    "the tax system call failed for invoice {id} (status error); try `pos-connector invoice submit {id}` again later"
-                ))),
-                other => Err(Failure::failed(format!(
-                    "submit of invoice {id} ended with status {other}"
-                ))),
-            }
+        InvoiceCommand::Submit { id, resubmit } => {
+            submit::submit(cli, cfg, client, *id, *resubmit).await
         }
         InvoiceCommand::Status { id } => {
             let (status, raw) = client.status(*id).await?;
@@ -753,7 +746,7 @@ async fn download(
     kind: DocumentKind,
     out: Option<&Path>,
 ) -> Outcome {
-    let d = client.download(id, kind, out, &cfg.pdf_dir).await?;
+    let d = client.download(id, None, kind, out, &cfg.pdf_dir).await?;
     if cli.json {
         print_json(&json!({"id": id, "path": d.path, "bytes": d.bytes}));
     } else {

@@ -199,7 +199,7 @@ pub async fn qbo(cli: &Cli, cfg: &Config, cmd: &QboCommand) -> Outcome {
             }
             Ok(())
         }
-        QboCommand::Status => status(cli, cfg, &*clock),
+        QboCommand::Status => status(cli, cfg, &*clock).await,
         QboCommand::Disconnect { force } => {
             let oauth = oauth_client(cfg)?;
             match oauth::disconnect(&oauth, &store, *force)
@@ -280,19 +280,22 @@ fn tokens_from_json(
     })
 }
 
-fn status(cli: &Cli, cfg: &Config, clock: &dyn Clock) -> Outcome {
+async fn status(cli: &Cli, cfg: &Config, clock: &dyn Clock) -> Outcome {
     let pushes = tokio::task::block_in_place(|| {
         crate::store::Outbox::open(&cfg.data_dir).and_then(|o| o.qbo_counts())
     })
     .unwrap_or_default();
-    let link = QuickbooksLink::read(cfg, clock.now(), pushes);
+    let mut link = QuickbooksLink::read(cfg, clock.now(), pushes);
+    // The rate budget is learned by the running service: ask it.
+    let running = super::status::from_service(cfg).await;
+    link.limiter = running.as_ref().and_then(|r| r.quickbooks.limiter.clone());
     if cli.json {
         let mut v = serde_json::to_value(&link).expect("serialises");
         v["connected"] = json!(link.is_connected());
         v["reconnect_needed"] = json!(link.reason.as_ref().filter(|_| !link.is_connected()));
         print_json(&v);
     } else {
-        print!("{}", link_text(&link));
+        print!("{}", link_text(&link, running.is_some()));
     }
     let connected = link.is_connected();
     match link.reason.filter(|_| !connected) {
@@ -306,7 +309,7 @@ fn status(cli: &Cli, cfg: &Config, clock: &dyn Clock) -> Outcome {
 
 /// `qbo status` for a person (local times; `pos-connector status` renders
 /// the same `QuickbooksLink` in its own, UTC, layout).
-fn link_text(link: &QuickbooksLink) -> String {
+fn link_text(link: &QuickbooksLink, service_running: bool) -> String {
     let mut s = String::new();
     use std::fmt::Write as _;
     let Some(realm) = &link.realm_id else {
@@ -369,6 +372,18 @@ fn link_text(link: &QuickbooksLink) -> String {
             summary.join(", ")
         }
     );
+    match &link.limiter {
+        Some(l) => {
+            let _ = writeln!(s, "  rate budget: {}", crate::status::limiter_line(l));
+        }
+        None if service_running => {}
+        None => {
+            let _ = writeln!(
+                s,
+                "  rate budget: learned by the running service (not running here); it starts at Intuit's limits and shrinks on 429s"
+            );
+        }
+    }
     for w in &link.warnings {
         let _ = writeln!(s, "  warning: {w}");
     }

@@ -35,7 +35,7 @@ pub async fn status(cli: &Cli, cfg: &Config) -> Outcome {
 }
 
 /// The running service's report, if one answers on `local_api.bind`.
-async fn from_service(cfg: &Config) -> Option<StatusReport> {
+pub(super) async fn from_service(cfg: &Config) -> Option<StatusReport> {
     let api = &cfg.local_api;
     let key = api.api_key.as_ref()?;
     if !api.enabled || api.bind.port() == 0 {

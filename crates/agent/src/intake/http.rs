@@ -137,7 +137,14 @@ async fn post_sales(State(intake): State<Intake>, headers: HeaderMap, body: Byte
         .collect();
     if single {
         let job = results[0].job();
-        let location = format!("/v1/sales/{}", job.invoice_number);
+        // The number is one path segment, percent-encoded (it may hold
+        // spaces, slashes or non-ASCII letters).
+        let mut url = reqwest::Url::parse("http://localhost/v1/sales/").expect("static URL");
+        url.path_segments_mut()
+            .expect("an http URL has segments")
+            .pop_if_empty()
+            .push(&job.invoice_number);
+        let location = url.path().to_string();
         let mut resp = (
             StatusCode::ACCEPTED,
             Json(jobs.into_iter().next().expect("one")),

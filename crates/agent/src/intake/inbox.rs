@@ -8,6 +8,20 @@
 //! `rejected/` with `<name>.error.txt` beside it saying why and where.
 //! Nothing is ever deleted.
 //!
+//! A till may still be writing a file that looked settled (it paused
+//! longer than `intake.settle_seconds`, keeping the file open: the handle
+//! follows the file into `processing/`). So after its sales are committed,
+//! the file is checked against what was read (the open handle's length, the
+//! path's size and modification time); if it changed, it is read again and
+//! committed again (the sales already queued are duplicates, a no-op)
+//! before it is archived. A file that grew and is not complete yet (half a
+//! sale at its end) stays in `processing/` and is read again at the next
+//! pass rather than being rejected.
+//!
+//! Nothing in `archive/` or `rejected/` is ever written over: a file or a
+//! note whose name is taken gets `-2`, `-3`..., and every move is a
+//! no-clobber rename.
+//!
 //! Crash safety: a file left in `processing/` by a crash is processed
 //! again at the next start; its sales that were already committed are
 //! duplicates in the outbox (a no-op), so nothing is lost or doubled.
@@ -15,7 +29,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,6 +47,9 @@ pub const ARCHIVE: &str = "archive";
 pub const REJECTED: &str = "rejected";
 /// Larger files are rejected rather than read into memory.
 pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+/// Reads of one file in one pass while it keeps changing; then it waits in
+/// `processing/` for the next pass.
+const MAX_READS_PER_PASS: u32 = 5;
 
 /// What one pass over the inbox did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -178,56 +195,97 @@ impl Inbox {
         report
     }
 
-    /// Reads a claimed file, commits its sales and files it away.
+    /// Reads a claimed file, commits its sales and files it away; reads it
+    /// again while it changes (a till still writing it).
     async fn process(&self, claimed: &Path, name: &str, report: &mut PassReport) {
-        let path = claimed.to_path_buf();
-        let file_name = name.to_string();
-        let options = self.intake.options().clone();
-        let parsed =
-            tokio::task::spawn_blocking(move || read_and_parse(&path, &file_name, &options))
-                .await
-                .unwrap_or_else(|e| Err(format!("the reader crashed: {e}")));
-        let sales = match parsed {
-            Ok(sales) => sales,
-            Err(reason) => {
-                self.reject(claimed, name, &reason, report);
-                return;
-            }
-        };
-        let count = sales.len();
-        match self.intake.accept(sales, format!("inbox:{name}")).await {
-            Ok(results) => {
-                let conflicts: Vec<String> = results
-                    .iter()
-                    .filter_map(|r| match r {
-                        Enqueued::Conflict(j) => Some(conflict_message(j)),
-                        _ => None,
-                    })
-                    .collect();
-                if !conflicts.is_empty() {
-                    let text = format!(
-                        "Nothing from this file was queued: {} of its {count} sale(s) reuse an \
-                         invoice number already taken by a different sale:\n  {}",
-                        conflicts.len(),
-                        conflicts.join("\n  ")
-                    );
-                    self.reject(claimed, name, &text, report);
+        let mut committed = false;
+        for round in 1..=MAX_READS_PER_PASS {
+            let path = claimed.to_path_buf();
+            let file_name = name.to_string();
+            let options = self.intake.options().clone();
+            let reading =
+                tokio::task::spawn_blocking(move || Reading::take(&path, &file_name, &options))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the reader crashed: {e}")));
+            let (reading, parsed) = match reading {
+                Ok(r) => r,
+                Err(reason) => {
+                    self.reject(claimed, name, &reason, report);
                     return;
                 }
-                for r in &results {
-                    match r {
-                        Enqueued::New(_) => report.sales_new += 1,
-                        _ => report.sales_duplicate += 1,
+            };
+            let sales = match parsed {
+                Ok(sales) => sales,
+                Err(reason) => {
+                    if reading.changed(claimed) && round < MAX_READS_PER_PASS {
+                        continue;
                     }
+                    if committed || reading.changed(claimed) {
+                        // Grew after its sales were taken, and its end is not
+                        // a whole sale yet: the till is still writing.
+                        tracing::info!(
+                            file = name,
+                            "the file changed after it was read and is not complete yet; it stays in processing/ and is read again at the next look"
+                        );
+                        report.files_deferred += 1;
+                        return;
+                    }
+                    self.reject(claimed, name, &reason, report);
+                    return;
                 }
+            };
+            let count = sales.len();
+            match self.intake.accept(sales, format!("inbox:{name}")).await {
+                Ok(results) => {
+                    let conflicts: Vec<String> = results
+                        .iter()
+                        .filter_map(|r| match r {
+                            Enqueued::Conflict(j) => Some(conflict_message(j)),
+                            _ => None,
+                        })
+                        .collect();
+                    if !conflicts.is_empty() {
+                        let text = format!(
+                            "Nothing from this file was queued: {} of its {count} sale(s) reuse an \
+                             invoice number already taken by a different sale:\n  {}",
+                            conflicts.len(),
+                            conflicts.join("\n  ")
+                        );
+                        self.reject(claimed, name, &text, report);
+                        return;
+                    }
+                    for r in &results {
+                        match r {
+                            Enqueued::New(_) => report.sales_new += 1,
+                            // A second read finds the first one's sales.
+                            _ if !committed => report.sales_duplicate += 1,
+                            _ => {}
+                        }
+                    }
+                    committed = true;
+                }
+                Err(e) => {
+                    // The file stays claimed; the next pass tries again.
+                    tracing::error!(file = name, error = %e, "cannot commit the file's sales; it stays in processing/ and is tried again");
+                    report.files_deferred += 1;
+                    return;
+                }
+            }
+            if !reading.changed(claimed) {
                 self.archive(claimed, name, report);
+                return;
             }
-            Err(e) => {
-                // The file stays claimed; the next pass tries again.
-                tracing::error!(file = name, error = %e, "cannot commit the file's sales; it stays in processing/ and is tried again");
-                report.files_deferred += 1;
-            }
+            tracing::info!(
+                file = name,
+                read = reading.len,
+                "the file changed while its sales were being taken (the till is still writing it); reading it again"
+            );
         }
+        tracing::info!(
+            file = name,
+            "the file keeps changing; it stays in processing/ and is read again at the next look"
+        );
+        report.files_deferred += 1;
     }
 
     fn archive(&self, claimed: &Path, name: &str, report: &mut PassReport) {
@@ -252,25 +310,19 @@ impl Inbox {
 
     fn reject(&self, claimed: &Path, name: &str, reason: &str, report: &mut PassReport) {
         let folder = self.dir.join(REJECTED);
-        let moved = fs::create_dir_all(&folder).and_then(|_| move_unique(claimed, &folder, name));
-        match moved {
-            Ok(to) => {
-                let final_name = to
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| name.to_string());
-                let note = folder.join(format!("{final_name}.error.txt"));
+        let placed =
+            fs::create_dir_all(&folder).and_then(|_| place_rejected(claimed, &folder, name));
+        match placed {
+            Ok((to, note)) => {
                 let text = format!(
-                    "pos-connector could not take the file {name}\nreceived: {}\n\n{reason}\n\n\
+                    "pos-connector could not take the file {}\nreceived: {}\n\n{reason}\n\n\
                      Nothing from this file was queued. Fix it and drop it into {} again: sales \
                      that were already queued are never sent twice.\n",
+                    crate::logging::untrusted(name),
                     self.clock.now().with_timezone(&Local).to_rfc3339(),
                     self.dir.display()
                 );
-                if let Err(e) = crate::fsutil::AtomicFile::create(&note).and_then(|mut f| {
-                    f.write_all(text.as_bytes())?;
-                    f.commit_with_mode(0o644)
-                }) {
+                if let Err(e) = write_note(&note, &text) {
                     tracing::error!(file = %note.display(), error = %e, "cannot write the rejection note");
                 }
                 tracing::warn!(file = name, to = %to.display(), reason = %first_line(reason), "file rejected");
@@ -284,29 +336,117 @@ impl Inbox {
     }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+/// One read of a claimed file: what was read, and the open handle, to
+/// tell afterwards whether the till has written more since.
+struct Reading {
+    file: fs::File,
+    /// Bytes read.
+    len: u64,
+    /// The modification time before the read.
+    modified: Option<SystemTime>,
 }
 
-/// The file's sales, or why it is rejected (the text of its `.error.txt`).
-fn read_and_parse(
-    path: &Path,
-    name: &str,
-    options: &sale::IntakeOptions,
-) -> Result<Vec<sale::Sale>, String> {
-    let size = fs::metadata(path)
-        .map_err(|e| format!("cannot read the file: {e}"))?
-        .len();
-    if size > MAX_FILE_BYTES {
-        return Err(format!(
-            "the file is {:.1} MB; the limit is {} MB: export fewer sales per file",
-            size as f64 / 1e6,
-            MAX_FILE_BYTES / (1024 * 1024)
-        ));
+/// The sales of a file, or why it is rejected (its `.error.txt`).
+type Parsed = Result<Vec<sale::Sale>, String>;
+
+impl Reading {
+    /// Opens, reads and parses the file; `Err` when it cannot be read at
+    /// all.
+    fn take(
+        path: &Path,
+        name: &str,
+        options: &sale::IntakeOptions,
+    ) -> Result<(Reading, Parsed), String> {
+        let cannot = |e: io::Error| format!("cannot read the file: {e}");
+        let mut file = fs::File::open(path).map_err(cannot)?;
+        let meta = file.metadata().map_err(cannot)?;
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(too_large(meta.len()));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        (&mut file)
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large(bytes.len() as u64));
+        }
+        let parsed = sale::parse_file(name, &bytes, options)
+            .map_err(|e| format!("Problems found ({}):\n{e}", e.problems.len()));
+        let reading = Reading {
+            file,
+            len: bytes.len() as u64,
+            modified: meta.modified().ok(),
+        };
+        Ok((reading, parsed))
     }
-    let bytes = fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    sale::parse_file(name, &bytes, options)
-        .map_err(|e| format!("Problems found ({}):\n{e}", e.problems.len()))
+
+    /// Whether the file differs from what was read: the open handle is
+    /// longer (a writer that kept it open), or the path's size or time
+    /// changed. A file that cannot be looked at counts as unchanged (its
+    /// move then says what is wrong).
+    fn changed(&self, path: &Path) -> bool {
+        let handle_len = self.file.metadata().map(|m| m.len()).unwrap_or(self.len);
+        let (len, modified) = match fs::metadata(path) {
+            Ok(m) => (m.len(), m.modified().ok()),
+            Err(_) => (self.len, self.modified),
+        };
+        handle_len != self.len || len != self.len || modified != self.modified
+    }
+}
+
+fn too_large(bytes: u64) -> String {
+    format!(
+        "the file is {:.1} MB; the limit is {} MB: export fewer sales per file",
+        bytes as f64 / 1e6,
+        MAX_FILE_BYTES / (1024 * 1024)
+    )
+}
+
+/// Moves a rejected file into `folder` under a name that is free together
+/// with its note's (`<name>.error.txt`), so neither replaces anything: the
+/// file and the note paths.
+fn place_rejected(from: &Path, folder: &Path, name: &str) -> io::Result<(PathBuf, PathBuf)> {
+    for n in 1..10_000 {
+        let candidate = numbered(name, n);
+        let note = folder.join(format!("{candidate}.error.txt"));
+        if fs::symlink_metadata(&note).is_ok() {
+            continue;
+        }
+        let to = folder.join(&candidate);
+        match crate::fsutil::rename_no_clobber(from, &to) {
+            Ok(()) => return Ok((to, note)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "too many files named {name} in {}",
+        folder.display()
+    )))
+}
+
+/// Writes a rejection note; never over another file (a note that appeared
+/// meanwhile, or a file named like one): then beside it, numbered.
+fn write_note(note: &Path, text: &str) -> io::Result<PathBuf> {
+    let name = note
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let folder = note.parent().unwrap_or(Path::new("."));
+    for n in 1..100 {
+        let mut f = crate::fsutil::AtomicFile::create(&folder.join(numbered(&name, n)))?;
+        f.write_all(text.as_bytes())?;
+        match f.commit_new_with_mode(0o644) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            other => return other,
+        }
+    }
+    Err(io::Error::other("too many notes of that name"))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
 }
 
 /// Regular files directly in `dir` (not hidden), with size and mtime.
@@ -353,11 +493,11 @@ pub fn is_in_progress_name(name: &str) -> bool {
 fn move_unique(from: &Path, folder: &Path, name: &str) -> io::Result<PathBuf> {
     for n in 1..10_000 {
         let candidate = folder.join(numbered(name, n));
-        if candidate.exists() {
-            continue;
+        match crate::fsutil::rename_no_clobber(from, &candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
-        fs::rename(from, &candidate)?;
-        return Ok(candidate);
     }
     Err(io::Error::other(format!(
         "too many files named {name} in {}",

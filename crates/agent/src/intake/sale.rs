@@ -119,6 +119,11 @@ pub const MAX_CSV_LINE_BYTES: usize = 64 * 1024;
 pub const MAX_SALES: usize = 10_000;
 /// Most lines accepted in one sale.
 pub const MAX_LINES_PER_SALE: usize = 1_000;
+/// The largest amount the backend's `decimal(15,2)` columns hold (unit
+/// price, line tax and total, the invoice's tax and total).
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_319, 232_830, 0, false, 2);
+/// The largest quantity the backend's integer column holds.
+pub const MAX_QUANTITY: u32 = i32::MAX as u32;
 /// Problems listed in one error; the rest are counted.
 const MAX_PROBLEMS: usize = 100;
 /// Where a problem about a whole JSON document is reported.
@@ -1019,6 +1024,9 @@ struct SaleFields {
 fn read_sale_fields<S: Source + ?Sized>(src: &S, p: &mut Problems) -> SaleFields {
     let number_slot = src.slot(Field::InvoiceNumber);
     let number = text_of(p, &number_slot).value();
+    if let Some(problem) = number.as_deref().and_then(number_problem) {
+        p.push(&number_slot.loc, problem);
+    }
     let customer_name = text_of(p, &src.slot(Field::CustomerName))
         .value()
         .or_else(|| src.name_parts());
@@ -1076,9 +1084,123 @@ fn looks_like_email(s: &str) -> bool {
         })
 }
 
+/// Why an invoice number cannot be sent, if it cannot: a control or
+/// invisible format character (a line break, ESC, NUL, a bidi override)
+/// would forge log lines, drive a terminal or show another number than the
+/// one stored. The number is quoted escaped.
+fn number_problem(number: &str) -> Option<String> {
+    let (at, c) = number
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| crate::logging::is_unsafe_char(c))?;
+    let what = match c {
+        '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => "a line break",
+        '\t' => "a tab",
+        '\u{0}' => "NUL",
+        '\u{1b}' => "ESC, which starts terminal escape codes",
+        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+            "a bidirectional control, which changes the order text is shown in"
+        }
+        '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' => "a zero-width character",
+        c if c.is_control() => "a control character",
+        _ => "an invisible format character",
+    };
+    Some(format!(
+        "\"{}\" holds U+{:04X}, {what}, at character {}: an invoice number is printed on the \
+         legal invoice and in logs and must be plain text; correct it in the till's export",
+        crate::logging::untrusted(&shorten(number)),
+        c as u32,
+        at + 1
+    ))
+}
+
+/// One line, checked and converted (the fraction rule) and within what the
+/// backend can store, or None with the problems reported.
+fn read_line<S: Source + ?Sized>(src: &S, p: &mut Problems) -> Option<SaleLine> {
+    let line = convert_line(src, p)?;
+    storable_line(src, &line, p).then_some(line)
+}
+
+/// Whether the backend can store `line`: its unit price, and its total
+/// with the 16% tax, within `decimal(15,2)`. One absurd sale must be
+/// refused here: at the backend it fails with a 500 forever, which looks
+/// like the backend being down.
+fn storable_line<S: Source + ?Sized>(src: &S, line: &SaleLine, p: &mut Problems) -> bool {
+    let price_loc = || {
+        let u = src.slot(Field::UnitPrice);
+        if u.val.is_some() {
+            u.loc
+        } else {
+            src.slot(Field::LineTotal).loc
+        }
+    };
+    if crate::tax::round_money(line.unit_price) > MAX_AMOUNT {
+        let how = match &line.converted_from {
+            Some(o) if o.line_total.is_none() => {
+                format!(
+                    "{} x {} = {}",
+                    o.quantity.normalize(),
+                    o.unit_price,
+                    line.unit_price
+                )
+            }
+            _ => line.unit_price.to_string(),
+        };
+        p.push(
+            price_loc(),
+            format!(
+                "{how} is too large: the backend stores amounts up to {MAX_AMOUNT}; \
+                 is this the right column? Otherwise split the sale"
+            ),
+        );
+        return false;
+    }
+    match line_total_with_tax(line) {
+        Some(total) if total <= MAX_AMOUNT => true,
+        total => {
+            p.push(
+                src.here(),
+                format!(
+                    "the line's total with the 16% sales tax would be {}, more than the backend \
+                     can store ({MAX_AMOUNT}): split it into several lines or invoices",
+                    shown_total(total)
+                ),
+            );
+            false
+        }
+    }
+}
+
+/// `quantity x unit price` plus the 16% tax, as the backend stores it
+/// (rounded to cents); `None` beyond what a decimal holds.
+fn line_total_with_tax(line: &SaleLine) -> Option<Decimal> {
+    Decimal::from(line.quantity)
+        .checked_mul(line.unit_price)?
+        .checked_mul(Decimal::ONE + crate::tax::RATE)
+        .map(crate::tax::round_money)
+}
+
+/// The invoice's total with tax as the backend computes it (the tax is
+/// rounded once, on the sum).
+fn invoice_total_with_tax(lines: &[SaleLine]) -> Option<Decimal> {
+    let mut net = Decimal::ZERO;
+    for l in lines {
+        net = net.checked_add(Decimal::from(l.quantity).checked_mul(l.unit_price)?)?;
+    }
+    net.checked_mul(Decimal::ONE + crate::tax::RATE)
+        .map(crate::tax::round_money)
+}
+
+fn shown_total(total: Option<Decimal>) -> String {
+    match total {
+        Some(t) => format!("{t:.2}"),
+        None => "beyond any amount".into(),
+    }
+}
+
 /// One line, checked and converted (the fraction rule), or None with the
 /// problems reported.
-fn read_line<S: Source + ?Sized>(src: &S, p: &mut Problems) -> Option<SaleLine> {
+fn convert_line<S: Source + ?Sized>(src: &S, p: &mut Problems) -> Option<SaleLine> {
     let before = p.count();
     let d_slot = src.slot(Field::Description);
     let description = match text_of(p, &d_slot) {
@@ -1194,10 +1316,12 @@ fn read_line<S: Source + ?Sized>(src: &S, p: &mut Problems) -> Option<SaleLine> 
     };
 
     if q.fract().is_zero() {
-        let Some(whole) = q.to_u32() else {
+        let Some(whole) = q.to_u32().filter(|n| *n <= MAX_QUANTITY) else {
             p.push(
                 &q_slot.loc,
-                format!("is {q}: too large, at most {} units per line", u32::MAX),
+                format!(
+                    "is {q}: too large, the backend stores at most {MAX_QUANTITY} units per line"
+                ),
             );
             return None;
         };
@@ -1433,6 +1557,19 @@ fn finish(
 ) -> Result<Vec<Sale>, IntakeError> {
     if drafts.is_empty() && p.is_empty() {
         p.push(here, "holds no sales: export at least one sale");
+    }
+    for d in &drafts {
+        let total = invoice_total_with_tax(&d.lines);
+        if total.is_none_or(|t| t > MAX_AMOUNT) {
+            p.push(
+                &d.fields.here,
+                format!(
+                    "the invoice total with the 16% sales tax would be {}, more than the backend \
+                     can store ({MAX_AMOUNT}): split the sale into several invoices",
+                    shown_total(total)
+                ),
+            );
+        }
     }
     if !p.is_empty() {
         return Err(p.into_error());

@@ -36,7 +36,10 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub struct LaravelToken {
     pub secret: SecretString,
     pub expires_at: DateTime<Utc>,
-    pub obtained_at: DateTime<Utc>,
+    /// When this agent signed in for it; `None` for a token the old
+    /// connector wrote into config.json (its issue time is unknown, so the
+    /// keeper gives it the whole refresh window).
+    pub obtained_at: Option<DateTime<Utc>>,
     pub vendor_id: Option<u64>,
 }
 
@@ -48,7 +51,7 @@ impl TokenValue for LaravelToken {
         self.expires_at
     }
     fn issued_at(&self) -> Option<DateTime<Utc>> {
-        Some(self.obtained_at)
+        self.obtained_at
     }
 }
 
@@ -224,7 +227,7 @@ impl LaravelLogin {
         Some(LaravelToken {
             secret: stored.secret,
             expires_at: stored.expires_at,
-            obtained_at: stored.obtained_at,
+            obtained_at: Some(stored.obtained_at),
             vendor_id: stored.meta.get("vendor_id").and_then(Value::as_u64),
         })
     }
@@ -261,7 +264,7 @@ impl TokenSource for LaravelLogin {
                 Ok(LaravelToken {
                     secret: answer.token,
                     expires_at: answer.expires_at.unwrap_or(now + lifetime),
-                    obtained_at: now,
+                    obtained_at: Some(now),
                     vendor_id: answer.vendor.id,
                 })
             }
@@ -291,7 +294,8 @@ impl TokenSource for LaravelLogin {
                 &StoredToken {
                     secret: token.secret.clone(),
                     expires_at: token.expires_at,
-                    obtained_at: token.obtained_at,
+                    // Only tokens this agent obtained are persisted.
+                    obtained_at: token.obtained_at.unwrap_or_else(|| self.clock.now()),
                     refresh: None,
                     meta,
                 },
@@ -388,7 +392,7 @@ pub async fn verify_and_store_password(
     let token = LaravelToken {
         secret: answer.token,
         expires_at: answer.expires_at.unwrap_or(now + lifetime),
-        obtained_at: now,
+        obtained_at: Some(now),
         vendor_id: answer.vendor.id,
     };
     if let Err(e) = source.persist(&token) {

@@ -9,9 +9,11 @@
 //! Operations retry transient failures with the client's [`RetryPolicy`],
 //! and are safe to retry: create relies on the backend's unique
 //! `invoice_number` (a 422 "already taken" after a lost answer means our
-//! earlier attempt got through), submit checks the status before submitting
-//! again when an earlier attempt's outcome is unknown, and downloads write
-//! to a temporary file that only becomes the final file when complete.
+//! earlier attempt got through), downloads write to a temporary file that
+//! only becomes the final file when complete. Submit is the exception: it
+//! is repeated only when its request certainly had no effect (the backend
+//! has no resubmission guard); what to do after a lost answer is decided
+//! by the caller, with the status and a settle window.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +28,7 @@ use super::error::{classify, excerpt, transport, ApiError};
 use super::model::{status_from_json, CreatedInvoice, Invoice, InvoiceStatus, NewInvoice, Vendor};
 use crate::call_stats::CallStats;
 use crate::fsutil::AtomicFile;
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryHint, RetryPolicy, Retryable};
 use crate::secret;
 use crate::token::{Lease, TokenKeeper, TokenValue};
 
@@ -50,10 +52,27 @@ pub enum CreateOutcome {
 #[derive(Debug)]
 pub struct SubmitOutcome {
     pub status: InvoiceStatus,
-    /// True when the status was read after a submit whose answer was lost,
-    /// rather than from a submit answer.
-    pub from_status_check: bool,
     pub raw: Value,
+}
+
+/// An error retried only when its request certainly had no effect (for
+/// requests that must not be repeated blindly: submit).
+struct OnlyUnsent(ApiError);
+
+impl std::fmt::Display for OnlyUnsent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Retryable for OnlyUnsent {
+    fn retry_hint(&self) -> RetryHint {
+        if self.0.outcome_unknown() || matches!(self.0, ApiError::SubmitUnavailable { .. }) {
+            RetryHint::Never
+        } else {
+            self.0.retry_hint()
+        }
+    }
 }
 
 /// Which document to download.
@@ -293,52 +312,38 @@ impl LaravelClient {
             .await
     }
 
-    /// `POST /api/invoices/{id}/submit`. A 200 is not success: read the
-    /// status (`rejected` is final, `error` may be retried later). If an
-    /// attempt's answer is lost, the status is checked before submitting
-    /// again so the tax system never gets the same invoice twice.
+    /// `POST /api/invoices/{id}/submit`, **one submission at most**. A 200
+    /// is not success: read the status (`rejected` is final, `error` may be
+    /// retried later). The request is repeated only when it certainly did
+    /// not reach the backend (connection refused, 429, the 401 replay);
+    /// after a lost answer (timeout, dropped connection, 5xx) the error is
+    /// returned: the backend has no guard against resubmitting and keeps
+    /// working after its client has gone, so whether to submit again is the
+    /// caller's decision, after a settle window (see `store::submits`).
     pub async fn submit(&self, id: u64) -> Result<SubmitOutcome, ApiError> {
         let path = format!("/api/invoices/{id}/submit");
         let path = &path;
-        let lost_answer = AtomicBool::new(false);
-        let lost_answer = &lost_answer;
         self.retry
             .run("submit invoice", |_| async move {
-                if lost_answer.load(Ordering::SeqCst) {
-                    let (status, raw) = self.status_once(id).await?;
-                    if matches!(status, InvoiceStatus::Submitted | InvoiceStatus::Rejected) {
-                        tracing::info!(id, status = %status, "an earlier submit went through although its answer was lost");
-                        return Ok(SubmitOutcome {
-                            status,
-                            from_status_check: true,
-                            raw,
-                        });
-                    }
-                }
                 match self.call_json(Method::POST, path, None).await {
                     Ok(raw) => {
                         let status = status_from_json(&raw)
-                            .map_err(|d| Self::parse_err("POST", path, d, &raw))?;
-                        Ok(SubmitOutcome {
-                            status,
-                            from_status_check: false,
-                            raw,
-                        })
+                            .map_err(|d| Self::parse_err("POST", path, d, &raw))
+                            .map_err(OnlyUnsent)?;
+                        Ok(SubmitOutcome { status, raw })
                     }
                     Err(ApiError::Server {
                         status: 500,
                         message: Some(message),
                         ..
-                    }) if message != "Server Error" => Err(ApiError::SubmitUnavailable { message }),
-                    Err(e) => {
-                        if e.outcome_unknown() {
-                            lost_answer.store(true, Ordering::SeqCst);
-                        }
-                        Err(e)
+                    }) if message != "Server Error" => {
+                        Err(OnlyUnsent(ApiError::SubmitUnavailable { message }))
                     }
+                    Err(e) => Err(OnlyUnsent(e)),
                 }
             })
             .await
+            .map_err(|OnlyUnsent(e)| e)
     }
 
     /// `GET /api/vendors/profile`: the signed-in vendor.
@@ -355,12 +360,14 @@ impl LaravelClient {
 
     /// Downloads the official PDF or XML of invoice `id`, streaming it to a
     /// temporary file that is renamed into place only when complete and
-    /// checked. `out`: an explicit file or folder; else `default_dir` with
-    /// the backend's file name (`invoice_<number>.pdf`), or
-    /// `invoice_<id>.pdf` when it sends none.
+    /// checked. `out`: an explicit file or folder; else `default_dir`. The
+    /// file is named by [`document_file_name`] (the invoice number, known
+    /// as `number` or from the backend's `Content-Disposition`, and the
+    /// backend id), so two invoices never share a file.
     pub async fn download(
         &self,
         id: u64,
+        number: Option<&str>,
         kind: DocumentKind,
         out: Option<&Path>,
         default_dir: &Path,
@@ -369,7 +376,8 @@ impl LaravelClient {
         let path = &path;
         self.retry
             .run("download document", |_| async move {
-                self.download_once(id, kind, path, out, default_dir).await
+                self.download_once(id, number, kind, path, out, default_dir)
+                    .await
             })
             .await
     }
@@ -377,6 +385,7 @@ impl LaravelClient {
     async fn download_once(
         &self,
         id: u64,
+        number: Option<&str>,
         kind: DocumentKind,
         path: &str,
         out: Option<&Path>,
@@ -389,8 +398,10 @@ impl LaravelClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let file_name =
-            file_name_from(&headers).unwrap_or_else(|| format!("invoice_{id}.{}", kind.segment()));
+        let named = number
+            .map(str::to_string)
+            .or_else(|| number_from_disposition(&headers));
+        let file_name = document_file_name(named.as_deref(), id, kind);
         let dest = match out {
             Some(p) if p.is_dir() || p.as_os_str().to_string_lossy().ends_with(['/', '\\']) => {
                 p.join(&file_name)
@@ -495,9 +506,9 @@ fn looks_like(kind: DocumentKind, content_type: &str, head: &[u8]) -> bool {
     }
 }
 
-/// The file name from `Content-Disposition`, made safe: no folders, no
-/// `..`, only ordinary characters.
-fn file_name_from(headers: &HeaderMap) -> Option<String> {
+/// The invoice number in the backend's `Content-Disposition`
+/// (`attachment; filename="invoice_<number>.pdf"`), as sent.
+fn number_from_disposition(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(CONTENT_DISPOSITION)?.to_str().ok()?;
     let raw = v.split(';').map(str::trim).find_map(|part| {
         let (k, val) = part.split_once('=')?;
@@ -505,19 +516,40 @@ fn file_name_from(headers: &HeaderMap) -> Option<String> {
             .eq_ignore_ascii_case("filename")
             .then(|| val.trim().trim_matches('"').to_string())
     })?;
-    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let safe: String = base
+    let stem = raw
+        .strip_suffix(".pdf")
+        .or_else(|| raw.strip_suffix(".xml"))
+        .unwrap_or(&raw);
+    let number = stem.strip_prefix("invoice_").unwrap_or(stem);
+    (!number.is_empty()).then(|| number.to_string())
+}
+
+/// The file name of invoice `id`'s document: `invoice_<number>_<id>.pdf`,
+/// the number kept readable (letters, digits and `-`; anything else becomes
+/// `_`; long numbers are cut) and the backend id last. The id makes it unique:
+/// it follows the last `_`, so two invoices with different ids never map to
+/// one name, whatever their numbers ("COLL 1" and "COLL_1", "A/X" and
+/// "B/X"), even on a case-insensitive file system. Without a number (a
+/// backend that does not name the file): `invoice_<id>.pdf`.
+pub fn document_file_name(number: Option<&str>, id: u64, kind: DocumentKind) -> String {
+    let readable: String = number
+        .unwrap_or("")
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+            if c.is_ascii_alphanumeric() || c == '-' {
                 c
             } else {
                 '_'
             }
         })
+        .take(80)
         .collect();
-    let safe = safe.trim_start_matches('.').to_string();
-    (!safe.is_empty()).then_some(safe)
+    let readable = readable.trim_start_matches('-');
+    if readable.is_empty() {
+        format!("invoice_{id}.{}", kind.segment())
+    } else {
+        format!("invoice_{readable}_{id}.{}", kind.segment())
+    }
 }
 
 #[cfg(test)]
@@ -552,7 +584,34 @@ mod tests {
     }
 
     #[test]
-    fn content_disposition_names_are_sanitised() {
+    fn document_names_never_collide_between_invoices() {
+        use DocumentKind::*;
+        assert_eq!(
+            document_file_name(Some("INV-1"), 7, Pdf),
+            "invoice_INV-1_7.pdf"
+        );
+        assert_eq!(document_file_name(None, 7, Xml), "invoice_7.xml");
+        // Numbers that read alike get different names (different ids).
+        let names = [
+            document_file_name(Some("COLL 1"), 11, Pdf),
+            document_file_name(Some("COLL_1"), 12, Pdf),
+            document_file_name(Some("A/X"), 13, Pdf),
+            document_file_name(Some("B/X"), 14, Pdf),
+            document_file_name(Some("../../etc/passwd"), 15, Pdf),
+            document_file_name(Some(&"x".repeat(500)), 16, Pdf),
+        ];
+        let unique: std::collections::HashSet<String> =
+            names.iter().map(|n| n.to_lowercase()).collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for n in &names {
+            assert!(!n.contains('/') && !n.contains(".."), "{n}");
+            assert!(n.len() < 120, "{n}");
+        }
+        assert_eq!(names[2], "invoice_A_X_13.pdf");
+    }
+
+    #[test]
+    fn the_number_is_read_from_content_disposition() {
         let mut h = HeaderMap::new();
         h.insert(
             CONTENT_DISPOSITION,
@@ -560,16 +619,15 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        assert_eq!(file_name_from(&h).as_deref(), Some("invoice_INV-1.pdf"));
+        assert_eq!(number_from_disposition(&h).as_deref(), Some("INV-1"));
         h.insert(
             CONTENT_DISPOSITION,
-            "attachment; filename=\"../../etc/passwd\"".parse().unwrap(),
+            "attachment; filename=\"invoice_A/X.pdf\"".parse().unwrap(),
         );
-        assert_eq!(file_name_from(&h).as_deref(), Some("passwd"));
-        h.insert(
-            CONTENT_DISPOSITION,
-            "attachment; filename=\"inv 7/a b;c.pdf\"".parse().unwrap(),
+        assert_eq!(number_from_disposition(&h).as_deref(), Some("A/X"));
+        assert_eq!(
+            document_file_name(number_from_disposition(&h).as_deref(), 3, DocumentKind::Pdf),
+            "invoice_A_X_3.pdf"
         );
-        assert_eq!(file_name_from(&h).as_deref(), Some("a_b"));
     }
 }

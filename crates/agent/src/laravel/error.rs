@@ -177,6 +177,20 @@ impl ApiError {
         }
     }
 
+    /// True when the request may still be running at the backend: the
+    /// client gave up or lost the connection (timeout, reset), or a proxy
+    /// answered for the application (502, 504: PHP-FPM behind nginx goes on
+    /// working after nginx has given up). A status read now cannot tell
+    /// "not done" from "not finished". Other failed answers came from the
+    /// application itself, so its request is over.
+    pub fn may_still_be_running(&self) -> bool {
+        match self {
+            ApiError::Transport { maybe_sent, .. } => *maybe_sent,
+            ApiError::Server { status, .. } => matches!(status, 502 | 504),
+            _ => false,
+        }
+    }
+
     /// The CLI's exit code: 3 needs a person, 1 any other failure.
     pub fn exit_code(&self) -> u8 {
         if self.needs_person() {

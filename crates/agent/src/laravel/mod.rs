@@ -12,7 +12,9 @@ pub mod model;
 use std::sync::Arc;
 
 pub use auth::{LaravelLogin, LaravelToken, PasswordProvider};
-pub use client::{CreateOutcome, DocumentKind, Download, LaravelClient, SubmitOutcome};
+pub use client::{
+    document_file_name, CreateOutcome, DocumentKind, Download, LaravelClient, SubmitOutcome,
+};
 pub use connector::{
     ConnectionTest, ConnectorClient, ConnectorError, HeartbeatAnswer, HeartbeatReport, SystemInfo,
 };
@@ -90,7 +92,9 @@ pub fn connect(cfg: &Config, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Larav
             cfg.legacy_token.as_ref().map(|t| LaravelToken {
                 secret: t.token.clone(),
                 expires_at: t.expires_at,
-                obtained_at: now,
+                // Unknown: the keeper then refreshes it a whole
+                // `refresh_before_minutes` ahead of its expiry.
+                obtained_at: None,
                 vendor_id: cfg.vendor_id,
             })
         })

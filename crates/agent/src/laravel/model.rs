@@ -237,6 +237,104 @@ impl Invoice {
     }
 }
 
+/// How an invoice read back from the backend differs from the one we send
+/// for a sale, if it does: its customer (name, and email and phone where
+/// the backend shows them) and its lines (description, quantity, unit
+/// price), compared as a set of lines in any order. Totals are not
+/// compared: the backend computes them its own way (in floating point),
+/// while the lines are what the sale is. `None`: they are the same.
+pub fn sale_difference(sent: &NewInvoice, found: &Invoice) -> Option<String> {
+    let text = |v: Option<&str>| {
+        v.map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    match text(found.customer_name.as_deref()) {
+        Some(theirs) if theirs == sent.customer_name.trim() => {}
+        Some(theirs) => {
+            return Some(format!(
+                "customer \"{theirs}\" there, \"{}\" here",
+                sent.customer_name
+            ))
+        }
+        None => return Some("the backend shows no customer for it".into()),
+    }
+    for (field, ours) in [
+        ("customer_email", &sent.customer_email),
+        ("customer_phone", &sent.customer_phone),
+    ] {
+        // Only when the backend shows the field (null counts as shown).
+        let Some(v) = found.raw.get(field) else {
+            continue;
+        };
+        let fold = |s: Option<String>| s.map(|s| s.to_lowercase());
+        let theirs = fold(text(v.as_str()));
+        if theirs != fold(text(ours.as_deref())) {
+            return Some(format!(
+                "{field} {} there, {} here",
+                theirs.as_deref().unwrap_or("(none)"),
+                ours.as_deref().unwrap_or("(none)")
+            ));
+        }
+    }
+    if found.items.is_empty() {
+        return Some("the backend shows no lines for it".into());
+    }
+    let money = crate::tax::round_money;
+    let show = |d: &str, q: Option<Decimal>, p: Option<Decimal>| {
+        format!(
+            "\"{d}\" {} x {}",
+            q.map(|q| q.normalize().to_string())
+                .unwrap_or_else(|| "?".into()),
+            p.map(|p| format!("{:.2}", money(p)))
+                .unwrap_or_else(|| "?".into())
+        )
+    };
+    let mut theirs: Vec<Option<(String, Decimal, Decimal)>> = found
+        .items
+        .iter()
+        .map(|l| {
+            Some((
+                l.item_name.trim().to_string(),
+                l.quantity?.normalize(),
+                money(l.unit_price?),
+            ))
+        })
+        .collect();
+    for ours in &sent.items {
+        let key = (
+            ours.description.trim().to_string(),
+            Decimal::from(ours.quantity),
+            money(ours.price),
+        );
+        match theirs.iter().position(|t| t.as_ref() == Some(&key)) {
+            Some(i) => {
+                theirs.remove(i);
+            }
+            None => {
+                let there = found
+                    .items
+                    .iter()
+                    .map(|l| show(&l.item_name, l.quantity, l.unit_price))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Some(format!(
+                    "line {} here is not there (there: {there})",
+                    show(&ours.description, Some(key.1), Some(key.2))
+                ));
+            }
+        }
+    }
+    if !theirs.is_empty() {
+        return Some(format!(
+            "{} line(s) there, {} here",
+            found.items.len(),
+            sent.items.len()
+        ));
+    }
+    None
+}
+
 /// The signed-in vendor (`user` of the login answer, or the profile).
 #[derive(Debug, Clone)]
 pub struct Vendor {
@@ -313,6 +411,73 @@ mod tests {
         assert_eq!(decimal_of(&json!(0.1)).unwrap().to_string(), "0.1");
         assert_eq!(decimal_of(&json!("116.00")).unwrap().to_string(), "116.00");
         assert_eq!(decimal_of(&json!(8.99)).unwrap().to_string(), "8.99");
+    }
+
+    #[test]
+    fn item_amounts_are_read_as_numbers_or_strings() {
+        // SQLite backends send unrounded numbers, MySQL two-decimal strings.
+        let inv = Invoice::from_json(json!({"id": 5, "invoice_number": "N", "items": [
+            {"item_name": "A", "quantity": 3, "unit_price": 1.03, "tax": 0.16480000000000003, "total": 1.1948},
+            {"item_name": "B", "quantity": "2", "unit_price": "4.50", "tax": "1.44", "total": "10.44"},
+            {"item_name": "C", "quantity": 1.0, "unit_price": 1e-5, "tax": "0", "total": 2.5e1}
+        ]}))
+        .unwrap();
+        let l = &inv.items;
+        assert_eq!(l[0].quantity, Some(Decimal::from(3)));
+        assert_eq!(l[0].unit_price.unwrap().to_string(), "1.03");
+        assert_eq!(l[0].tax.unwrap().to_string(), "0.16480000000000003");
+        assert_eq!(l[1].quantity, Some(Decimal::from(2)));
+        assert_eq!(l[1].unit_price.unwrap().to_string(), "4.50");
+        assert_eq!(l[2].quantity.unwrap().normalize(), Decimal::from(1));
+        assert_eq!(l[2].unit_price.unwrap().to_string(), "0.00001");
+        assert_eq!(l[2].total.unwrap().normalize().to_string(), "25");
+    }
+
+    #[test]
+    fn a_found_invoice_is_compared_line_by_line() {
+        let sent = NewInvoice::from_json(&json!({
+            "invoice_number": "T-1", "customer_name": "Amal", "customer_email": "a@x.jo",
+            "items": [{"description": "Tea", "quantity": 2, "price": "1.03"},
+                      {"description": "Cake", "quantity": 1, "price": 3.5}]
+        }))
+        .unwrap();
+        let found = |items: Value, extra: Value| {
+            let mut v = json!({"id": 9, "invoice_number": "T-1", "customer_name": " Amal ",
+                               "customer_email": "A@x.jo", "total_amount": "9.99", "items": items});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            Invoice::from_json(v).unwrap()
+        };
+        let ours = json!([
+            {"item_name": "Cake", "quantity": 1, "unit_price": "3.50", "tax": 0.56, "total": 4.06},
+            {"item_name": "Tea", "quantity": 2, "unit_price": 1.03, "tax": 0.3296, "total": 2.3896}
+        ]);
+        // Same lines in another order, any totals, amounts as numbers: the same sale.
+        assert_eq!(
+            sale_difference(&sent, &found(ours.clone(), json!({}))),
+            None
+        );
+        // Same customer and the same total, other lines: another sale.
+        let other = json!([{"item_name": "Tea", "quantity": 1, "unit_price": 2.06},
+                           {"item_name": "Cake", "quantity": 1, "unit_price": 3.5}]);
+        let d = sale_difference(&sent, &found(other, json!({}))).unwrap();
+        assert!(d.contains("\"Tea\" 2 x 1.03 here is not there"), "{d}");
+        let d = sale_difference(
+            &sent,
+            &found(ours.clone(), json!({"customer_name": "Omar"})),
+        )
+        .unwrap();
+        assert!(d.contains("customer \"Omar\" there"), "{d}");
+        let d =
+            sale_difference(&sent, &found(ours.clone(), json!({"customer_email": null}))).unwrap();
+        assert!(d.contains("customer_email"), "{d}");
+        let mut more = ours.as_array().unwrap().clone();
+        more.push(json!({"item_name": "Tip", "quantity": 1, "unit_price": 1}));
+        let d = sale_difference(&sent, &found(Value::Array(more), json!({}))).unwrap();
+        assert!(d.contains("3 line(s) there, 2 here"), "{d}");
+        let d = sale_difference(&sent, &found(json!([]), json!({}))).unwrap();
+        assert!(d.contains("no lines"), "{d}");
     }
 
     #[test]

@@ -176,7 +176,8 @@ pub async fn wait_for_callback(
         .route(&path, axum::routing::get(on_callback))
         .with_state(shared);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::serve(listener, app, async move {
+    let options = crate::server::ServeOptions::for_redirect(redirect_uri);
+    let server = tokio::spawn(crate::server::serve(listener, app, options, async move {
         let _ = stop_rx.await;
     }));
     listening(addr);

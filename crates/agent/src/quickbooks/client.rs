@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::QboError;
-use super::limiter::{throttle_wait, RateLimiter, RateLimits};
+use super::limiter::{RateLimiter, RateLimits};
 use super::model::{self, BatchItemResult, BatchRequest, CdcChanges, Entity, QueryResponse};
 use super::oauth::{intuit_tid, QboKeeper};
 use crate::call_stats::CallStats;
@@ -46,7 +46,6 @@ pub struct QboClient {
     api_base: Url,
     keeper: Arc<QboKeeper>,
     limiter: Arc<RateLimiter>,
-    limits: RateLimits,
     stats: Arc<CallStats>,
 }
 
@@ -87,7 +86,6 @@ impl QboClient {
             api_base,
             keeper,
             limiter: Arc::new(RateLimiter::new(limits)),
-            limits,
             stats: CallStats::new("quickbooks"),
         }
     }
@@ -187,6 +185,8 @@ impl QboClient {
                 .await
                 .map_err(|e| transport(e, tid.as_deref()))?;
             if (200..300).contains(&status) {
+                // The company took the request (whatever the body says).
+                self.limiter.admitted();
                 match serde_json::from_slice::<Value>(&bytes) {
                     Ok(v) if v.get("Fault").is_none() && v.get("fault").is_none() => {
                         return Ok(Answer { value: v, tid })
@@ -209,6 +209,9 @@ impl QboClient {
                 }
             }
             let err = QboError::from_response(status, wait, tid.clone(), &bytes);
+            if !matches!(err, QboError::Throttled { .. }) {
+                self.limiter.admitted();
+            }
             match &err {
                 QboError::Auth { .. } if !replayed => {
                     // The same request (same requestid) after one refresh.
@@ -234,9 +237,22 @@ impl QboClient {
                     continue;
                 }
                 QboError::Throttled { retry_after, .. } => {
-                    let pause = throttle_wait(*retry_after, &self.limits);
-                    self.limiter
-                        .pause_until(tokio::time::Instant::now() + pause);
+                    // Other tills may share the company: learn from it (a
+                    // smaller budget) and pause everyone here briefly.
+                    let pause = self.limiter.throttled(*retry_after, batch);
+                    let st = self.limiter.status();
+                    tracing::warn!(
+                        backend = "quickbooks",
+                        path,
+                        status,
+                        intuit_tid = tid.as_deref(),
+                        pause_ms = pause.as_millis() as u64,
+                        budget_per_second = st.per_second,
+                        budget_per_minute = st.per_minute,
+                        throttled = st.throttled,
+                        "QuickBooks throttled the request (429); pausing, then going on with a smaller share"
+                    );
+                    return Err(err);
                 }
                 _ => {}
             }

@@ -28,6 +28,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::laravel::auth::VAULT_TOKEN_NAME;
 use crate::laravel::LaravelClient;
+use crate::pipeline::{GateView, Pipeline};
 use crate::quickbooks::callback::{self, CallbackError};
 use crate::quickbooks::model::{Entity, Query as QboQuery};
 use crate::quickbooks::{
@@ -56,6 +57,9 @@ pub struct LocalApi {
     on_retry: Arc<dyn Fn() + Send + Sync>,
     qbo: Option<QboSide>,
     heartbeat: Option<Arc<dyn Fn() -> Value + Send + Sync>>,
+    sync: Option<crate::sync_interval::SyncInterval>,
+    /// The pipeline, for its backend gate (health).
+    pipeline: Option<Pipeline>,
 }
 
 /// The QuickBooks side, when `quickbooks.enabled`.
@@ -142,7 +146,25 @@ impl LocalApi {
             on_retry,
             qbo: None,
             heartbeat: None,
+            sync: None,
+            pipeline: None,
         }
+    }
+
+    /// The inbox's live polling interval, for the report.
+    pub fn with_sync_interval(mut self, sync: crate::sync_interval::SyncInterval) -> LocalApi {
+        self.sync = Some(sync);
+        self
+    }
+
+    /// The pipeline whose backend gate `/api/health` and the report show.
+    pub fn with_pipeline(mut self, pipeline: Pipeline) -> LocalApi {
+        self.pipeline = Some(pipeline);
+        self
+    }
+
+    fn backend_gate(&self) -> Option<GateView> {
+        self.pipeline.as_ref().and_then(Pipeline::gate)
     }
 
     pub fn with_quickbooks(mut self, side: QboSide) -> LocalApi {
@@ -171,6 +193,8 @@ impl LocalApi {
             started_at: Some(self.started_at),
             heartbeat: self.heartbeat.as_ref().map(|f| f()),
             cache,
+            sync: self.sync.clone(),
+            backend_gate: self.backend_gate(),
         };
         status::collect(
             &self.cfg,
@@ -273,10 +297,16 @@ async fn health(State(api): State<LocalApi>) -> Response {
     let k = api.laravel.keeper().status();
     let reach = api.laravel.stats().reachability();
     let qbo_state = api.qbo.as_ref().map(|_| api.qbo_link().state);
+    let gate = api.backend_gate();
+    // Degraded too while all sales wait behind the pipeline's backend gate,
+    // or some sales keep failing although the backend answers others.
+    let failing = stats.as_ref().map(|s| s.failing).unwrap_or(0);
     let degraded = k.needs_person.is_some()
         || reach.as_ref().is_some_and(|r| !r.reachable)
         || qbo_state.as_deref() == Some("reconnect_needed")
-        || stats.is_err();
+        || stats.is_err()
+        || gate.is_some()
+        || failing > 0;
     let (depth, parked) = match &stats {
         Ok(s) => (Some(s.pending), Some(s.parked)),
         Err(_) => (None, None),
@@ -290,6 +320,8 @@ async fn health(State(api): State<LocalApi>) -> Response {
         "backend_reachable": reach.as_ref().map(|r| r.reachable),
         "queue_depth": depth,
         "parked": parked,
+        "failing": failing,
+        "backend_gate": gate,
         "quickbooks": qbo_state,
         "cache_age_seconds": api
             .qbo

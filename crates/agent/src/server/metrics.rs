@@ -14,6 +14,7 @@ use axum::response::Response;
 
 use super::api::{error, text, LocalApi, PROMETHEUS_TEXT};
 use crate::call_stats::CallStats;
+use crate::quickbooks::limiter::LimiterStatus;
 use crate::token::KeeperStatus;
 
 /// One metric family: its header, then its samples.
@@ -132,6 +133,9 @@ pub async fn metrics(State(api): State<LocalApi>) -> Response {
             f.sample("pos_connector_quickbooks_pushes", &[("state", state)], n);
         }
     }
+    if let Some(c) = api.qbo_client() {
+        quickbooks_limiter(&mut out, &c.limiter().status());
+    }
 
     let backends: Vec<(&CallStats, KeeperStatus)> = std::iter::once((
         api.laravel().stats().as_ref(),
@@ -221,6 +225,75 @@ pub async fn metrics(State(api): State<LocalApi>) -> Response {
         );
     }
     text(PROMETHEUS_TEXT, out)
+}
+
+/// The QuickBooks limiter: this agent's learned share of the company's
+/// limits and the 429s that taught it.
+fn quickbooks_limiter(out: &mut String, st: &LimiterStatus) {
+    let windows = [
+        ("second", st.per_second, st.per_second_limit),
+        ("minute", st.per_minute, st.per_minute_limit),
+        (
+            "batch_minute",
+            st.batch_per_minute,
+            st.batch_per_minute_limit,
+        ),
+    ];
+    let mut f = Family::new(
+        out,
+        "pos_connector_quickbooks_rate_budget",
+        "gauge",
+        "Requests this agent allows itself per window now (learned from 429s when other tills share the company).",
+    );
+    for (window, budget, _) in windows {
+        f.sample(
+            "pos_connector_quickbooks_rate_budget",
+            &[("window", window)],
+            budget,
+        );
+    }
+    let mut f = Family::new(
+        out,
+        "pos_connector_quickbooks_rate_limit",
+        "gauge",
+        "Intuit's published limit per company and window.",
+    );
+    for (window, _, limit) in windows {
+        f.sample(
+            "pos_connector_quickbooks_rate_limit",
+            &[("window", window)],
+            limit,
+        );
+    }
+    let mut f = Family::new(
+        out,
+        "pos_connector_quickbooks_rate_share",
+        "gauge",
+        "This agent's budget as a fraction of the limits (1 alone on the company).",
+    );
+    f.sample("pos_connector_quickbooks_rate_share", &[], st.share);
+    let mut f = Family::new(
+        out,
+        "pos_connector_quickbooks_throttled_total",
+        "counter",
+        "429 (throttled) answers from QuickBooks since the service started.",
+    );
+    f.sample(
+        "pos_connector_quickbooks_throttled_total",
+        &[],
+        st.throttled,
+    );
+    let mut f = Family::new(
+        out,
+        "pos_connector_quickbooks_paused_seconds",
+        "gauge",
+        "Seconds left of the pause after a 429 (0 when none).",
+    );
+    f.sample(
+        "pos_connector_quickbooks_paused_seconds",
+        &[],
+        st.paused_ms as f64 / 1000.0,
+    );
 }
 
 #[cfg(test)]

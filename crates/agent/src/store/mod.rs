@@ -30,9 +30,11 @@ use serde_json::Value;
 mod qbo_cache;
 mod qbo_pushes;
 mod queue_stats;
+mod submits;
 pub use qbo_cache::{CacheApplied, CacheChanges, CacheKind, CacheRow, CacheState, CacheSynced};
 pub use qbo_pushes::{QboPush, QboUpdate};
 pub use queue_stats::QueueStats;
+pub use submits::SubmitAttempt;
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "outbox.sqlite3";
@@ -167,6 +169,27 @@ const MIGRATIONS: &[&str] = &[
         last_error          TEXT
     );
     INSERT INTO qbo_cache_state (id) VALUES (1);",
+    // v4: exactly once at the edges. Each submit attempt's start, written
+    // before it is sent, so an attempt whose answer was lost is not sent
+    // again while the backend may still be working on it (across restarts,
+    // and between the service and `invoice submit`); per job, the submits
+    // that answered `error` (or 5xx) in a row; and whether an earlier create
+    // of this job may have reached the backend (only then can an invoice
+    // found under its number be this job's own).
+    "CREATE TABLE submit_attempts (
+        laravel_id      INTEGER PRIMARY KEY,
+        started_at      INTEGER NOT NULL,
+        check_after     INTEGER NOT NULL,
+        settled         INTEGER NOT NULL DEFAULT 0,
+        started_by      TEXT NOT NULL
+    );
+    ALTER TABLE jobs ADD COLUMN submit_errors INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN lost_create INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET lost_create = 1 WHERE in_flight IN ('create', 'recover');
+    INSERT OR IGNORE INTO submit_attempts (laravel_id, started_at, check_after, started_by)
+        SELECT laravel_id, CAST(strftime('%s', 'now') AS INTEGER) * 1000,
+               (CAST(strftime('%s', 'now') AS INTEGER) + 90) * 1000, 'service'
+        FROM jobs WHERE in_flight = 'submit' AND laravel_id IS NOT NULL;",
 ];
 
 /// Where a job is in the life of a sale (design.md). `stage` is how far it
@@ -279,6 +302,14 @@ pub struct Job {
     /// earlier create made is being looked for.
     pub in_flight: Option<String>,
     pub attempts: u32,
+    /// Submits in a row that answered `error` (or failed with a 5xx while
+    /// the backend otherwise worked); at `pipeline.max_submit_errors` the
+    /// job is parked.
+    pub submit_errors: u32,
+    /// An earlier create of this job may have reached the backend (its
+    /// answer was lost, or the agent stopped mid-call): only then may an
+    /// invoice found under its number be adopted as this job's own.
+    pub lost_create: bool,
     #[serde(serialize_with = "ser_ms")]
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -348,7 +379,7 @@ const JOB_COLUMNS: &str =
     "id, invoice_number, state, stage, laravel_id, backend_status, id_floor, \
      in_flight, attempts, next_attempt_at, last_error, pdf_path, receipt_path, source, created_at, \
      updated_at, content_hash, sale_json, uuid, push_state, qbo_id, push_attempts, push_next_at, \
-     push_error, pushed_at";
+     push_error, pushed_at, submit_errors, lost_create";
 
 /// Jobs with their QuickBooks push, if any (column names do not clash).
 const JOB_FROM: &str = "jobs LEFT JOIN qbo_pushes ON qbo_pushes.job_id = jobs.id";
@@ -375,6 +406,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         content_hash: row.get(16)?,
         sale_json: row.get(17)?,
         uuid: row.get(18)?,
+        submit_errors: row.get::<_, i64>(25)? as u32,
+        lost_create: row.get::<_, i64>(26)? != 0,
         qbo: match row.get::<_, Option<String>>(19)? {
             None => None,
             Some(state) => Some(QboPush {
@@ -676,7 +709,8 @@ impl Outbox {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
             "UPDATE jobs SET stage = ?2, state = ?2, attempts = 0, next_attempt_at = 0, \
-             last_error = NULL, in_flight = NULL, laravel_id = COALESCE(?3, laravel_id), \
+             last_error = NULL, in_flight = NULL, submit_errors = 0, \
+             laravel_id = COALESCE(?3, laravel_id), \
              backend_status = COALESCE(?4, backend_status), pdf_path = COALESCE(?5, pdf_path), \
              updated_at = ?6, uuid = COALESCE(?7, uuid) WHERE id = ?1",
             params![
@@ -694,6 +728,11 @@ impl Outbox {
         }
         if let Some(lid) = result.laravel_id {
             raise_max_seen_id(&tx, lid)?;
+        }
+        if stage == Stage::Submitted {
+            // The submit's outcome is known, settled in the step's own
+            // transaction: never "settled" without the step recorded.
+            submits::settle_job(&tx, id)?;
         }
         add_event(&tx, id, now, stage.as_str(), Some(detail))?;
         if self.qbo_push_after.is_some_and(|after| stage >= after) {
@@ -714,11 +753,40 @@ impl Outbox {
         next_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Job, StoreError> {
+        self.record_failure(id, error, next_at, now, false)
+    }
+
+    /// [`Outbox::record_retry`] for a submit that answered `error` (or a
+    /// 5xx): also counts it in [`Job::submit_errors`].
+    pub fn record_submit_error(
+        &mut self,
+        id: i64,
+        error: &str,
+        next_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        self.record_failure(id, error, next_at, now, true)
+    }
+
+    fn record_failure(
+        &mut self,
+        id: i64,
+        error: &str,
+        next_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        submit_error: bool,
+    ) -> Result<Job, StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "UPDATE jobs SET state = 'retrying', attempts = attempts + 1, next_attempt_at = ?2, \
-             last_error = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, next_at.timestamp_millis(), error, stamp(now)],
+             last_error = ?3, updated_at = ?4, submit_errors = submit_errors + ?5 WHERE id = ?1",
+            params![
+                id,
+                next_at.timestamp_millis(),
+                error,
+                stamp(now),
+                submit_error as i64
+            ],
         )?;
         let job = job_by_id(&tx, id)?;
         add_event(
@@ -779,6 +847,7 @@ impl Outbox {
             // create again (the person may have freed the number); a submit
             // in flight keeps its mark, so its status is still checked first.
             "UPDATE jobs SET state = stage, attempts = 0, next_attempt_at = 0, updated_at = ?2, \
+             submit_errors = 0, \
              in_flight = CASE WHEN in_flight = 'recover' THEN NULL ELSE in_flight END \
              WHERE id = ?1 AND state != 'done'",
             params![id, stamp(now)],
@@ -815,12 +884,17 @@ impl Outbox {
     /// Marks `step` as begun, durably, before its request is sent, so a
     /// crash mid-call leaves a trace the next attempt checks. Before the
     /// first create it also remembers the highest backend id seen so far
-    /// (see [`Job::id_floor`]). Returns the job as it now is.
+    /// (see [`Job::id_floor`]); a create begun while an earlier one is still
+    /// marked (its outcome never learnt) sets [`Job::lost_create`]. Returns
+    /// the job as it now is.
     pub fn begin_step(&mut self, id: i64, step: &str) -> Result<Job, StoreError> {
         let tx = self.conn.transaction()?;
         let floor = max_seen_id(&tx)?;
         tx.execute(
-            "UPDATE jobs SET in_flight = ?2, \
+            "UPDATE jobs SET \
+             lost_create = CASE WHEN ?2 = 'create' AND in_flight = 'create' THEN 1 \
+                           ELSE lost_create END, \
+             in_flight = ?2, \
              id_floor = CASE WHEN ?2 = 'create' THEN COALESCE(id_floor, ?3) ELSE id_floor END \
              WHERE id = ?1",
             params![id, step, floor as i64],

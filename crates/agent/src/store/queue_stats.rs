@@ -23,7 +23,17 @@ pub struct QueueStats {
     pub oldest_pending_since: Option<DateTime<Utc>>,
     /// The last time a step succeeded at the backend (create, submit, PDF).
     pub last_success_at: Option<DateTime<Utc>>,
+    /// Jobs that failed [`FAILING_AFTER`] times or more in a row and are
+    /// still retrying: the agent is degraded even if the backend answers.
+    #[serde(default)]
+    pub failing: u64,
+    /// The last error of the job failing longest, to say why.
+    #[serde(default)]
+    pub failing_error: Option<String>,
 }
+
+/// Failed attempts in a row after which a retrying job counts as failing.
+pub const FAILING_AFTER: u32 = 3;
 
 /// The states of a job still on its way; listed (rather than "not done,
 /// not parked") so SQLite can use the state index.
@@ -61,7 +71,16 @@ impl Outbox {
                 |r| r.get(0),
             )
             .optional()?;
+        let (failing, failing_error): (i64, Option<String>) = self.conn.query_row(
+            "SELECT COUNT(*), (SELECT last_error FROM jobs WHERE state = 'retrying' \
+             AND attempts >= ?1 ORDER BY attempts DESC, id LIMIT 1) \
+             FROM jobs WHERE state = 'retrying' AND attempts >= ?1",
+            [FAILING_AFTER],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(QueueStats {
+            failing: failing as u64,
+            failing_error,
             counts,
             pending,
             parked,
@@ -113,6 +132,7 @@ mod tests {
         o.park(b, "rejected", at(40)).unwrap();
         let s = o.queue_stats().unwrap();
         assert_eq!((s.pending, s.parked), (2, 1));
+        assert_eq!((s.failing, s.failing_error.as_deref()), (0, None));
         assert_eq!(s.counts["created"], 1);
         assert_eq!(s.counts["queued"], 1);
         assert_eq!(s.oldest_pending_since, Some(at(0)));
@@ -123,5 +143,18 @@ mod tests {
         let s = o.queue_stats().unwrap();
         assert_eq!(s.oldest_pending_since, Some(at(20)));
         assert_eq!(s.last_success_at, Some(at(50)));
+
+        // A job failing again and again counts as failing, with its error.
+        let c = o.find("C").unwrap().unwrap().id;
+        for i in 0..FAILING_AFTER {
+            let s = o.queue_stats().unwrap();
+            assert_eq!(s.failing, 0, "after {i} failures");
+            o.record_retry(c, "HTTP 500", at(60), at(55)).unwrap();
+        }
+        let s = o.queue_stats().unwrap();
+        assert_eq!(
+            (s.failing, s.failing_error.as_deref()),
+            (1, Some("HTTP 500"))
+        );
     }
 }

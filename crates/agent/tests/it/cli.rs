@@ -61,7 +61,7 @@ async fn invoice_commands_end_to_end_with_json_output() {
 
     let r = run_bin(dir, &["--config", c, "invoice", "pdf", &id], &[PW], None).await;
     assert_eq!(r.code, 0, "{r:?}");
-    let pdf = fx.path("pdfs/invoice_CLI-1.pdf");
+    let pdf = fx.path(&format!("pdfs/invoice_CLI-1_{id}.pdf"));
     assert_eq!(
         std::fs::read(&pdf).unwrap(),
         fx.sandbox.pdf_bytes(id.parse().unwrap()).unwrap()
@@ -399,6 +399,50 @@ async fn legacy_token_from_the_old_connector_is_used_without_a_login() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("404"), "{}", r.stderr);
     assert_eq!(fx.sandbox.logins_ok(), before, "no login needed");
+}
+
+/// Issue 10, point 11: the old connector's token carries no issue time, so
+/// the half-life rule (meant for tokens the backend says are short-lived)
+/// must not shrink the 30-minute window: one expiring in 10 minutes is
+/// refreshed before use, one expiring in 40 is used as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_token_near_expiry_is_refreshed_not_used() {
+    let fx = Fixture::start().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let answer: Value = http
+        .post(format!("{}/api/vendors/login", fx.sandbox.base_url()))
+        .header("Accept", "application/json")
+        .json(&json!({"email": SANDBOX_EMAIL, "password": SANDBOX_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (minutes_left, logins) in [(10, 1), (40, 0)] {
+        let _ = std::fs::remove_dir_all(fx.path("data"));
+        let expiry = chrono::Utc::now() + chrono::Duration::minutes(minutes_left);
+        let cfg = fx.write_config(json!({
+            "token": answer["token"],
+            "token_expiry": expiry.to_rfc3339(),
+            "password": SANDBOX_PASSWORD,
+        }));
+        let before = fx.sandbox.logins_ok();
+        let r = run_bin(
+            fx.dir.path(),
+            &["--config", cfg.to_str().unwrap(), "invoice", "status", "1"],
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("404"), "{}", r.stderr);
+        assert_eq!(
+            fx.sandbox.logins_ok() - before,
+            logins,
+            "a legacy token with {minutes_left} minutes left: {r:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -605,6 +605,82 @@ async fn the_backends_sync_interval_is_applied_within_bounds() {
     assert_eq!(sync.get(), secs(45));
 }
 
+/// Issue 10, point 14: a change by the backend's answer is logged once with
+/// the old and the new value, and `status` (the report the page, the API
+/// and `pos-connector status` show) says where the interval in force comes
+/// from.
+#[tokio::test]
+async fn the_interval_in_force_and_its_origin_are_in_the_status() {
+    use pos_connector::status::{self, Live};
+    use pos_connector::sync_interval::Origin;
+    let (logs, _guard) = Logs::capture();
+    let fx = Fixture::start().await;
+    let cfg = hb_config(&fx, json!({}));
+    let sync = SyncInterval::new(cfg.sync_interval);
+    let outbox = seeded_outbox(&cfg);
+    let hb = heartbeat(&cfg, outbox.clone(), &sync);
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let client = fx.client(&cfg, clock.clone());
+    let report = || async {
+        let live = Live {
+            sync: Some(sync.clone()),
+            ..Live::default()
+        };
+        status::collect(&cfg, clock.now(), &outbox, &client, None, Some(live))
+            .await
+            .unwrap()
+    };
+    let r = report().await;
+    assert_eq!(r.inbox.interval_seconds, 30);
+    assert_eq!(r.inbox.interval_origin, Origin::Config);
+    assert!(r
+        .render_text()
+        .contains("every 30 s (sync_interval in config.json)"));
+
+    fx.sandbox
+        .set_config_updates(json!({"sync_interval": 45}))
+        .unwrap();
+    for _ in 0..3 {
+        hb.beat().await.unwrap();
+    }
+    let r = report().await;
+    assert_eq!(
+        (
+            r.inbox.interval_seconds,
+            r.inbox.interval_origin,
+            r.inbox.configured_interval_seconds
+        ),
+        (45, Origin::BackendHeartbeat, 30)
+    );
+    let shown = serde_json::to_value(&r).unwrap();
+    assert_eq!(shown["inbox"]["interval_origin"], "backend_heartbeat");
+    let text = r.render_text();
+    assert!(
+        text.contains("every 45 s (the backend's heartbeat answer; config.json says 30 s)"),
+        "{text}"
+    );
+    assert_eq!(
+        hb.status().sync_interval_origin,
+        Some(Origin::BackendHeartbeat)
+    );
+    let changed = logs.lines("INFO", "sync interval changed by the backend");
+    assert_eq!(changed.len(), 1, "once for three answers: {changed:?}");
+    assert!(
+        changed[0].contains("every 45 s (was 30 s)"),
+        "{}",
+        changed[0]
+    );
+
+    // An answer without it keeps it (PHP's `[]`): still the backend's.
+    fx.sandbox.set_config_updates(json!({})).unwrap();
+    hb.beat().await.unwrap();
+    let r = report().await;
+    assert_eq!(
+        (r.inbox.interval_seconds, r.inbox.interval_origin),
+        (45, Origin::BackendHeartbeat)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_inbox_polls_on_the_interval_the_backend_sets() {
     let (_logs, _guard) = Logs::capture();

@@ -275,16 +275,20 @@ async fn create_submit_status_pdf_xml_round_trip() {
     );
 
     let pdf = client
-        .download(c.id, DocumentKind::Pdf, None, &cfg.pdf_dir)
+        .download(c.id, None, DocumentKind::Pdf, None, &cfg.pdf_dir)
         .await
         .unwrap();
-    assert_eq!(pdf.path, cfg.pdf_dir.join("invoice_INV-100.pdf"));
+    assert_eq!(
+        pdf.path,
+        cfg.pdf_dir.join(format!("invoice_INV-100_{}.pdf", c.id))
+    );
     let saved = std::fs::read(&pdf.path).unwrap();
     assert_eq!(saved, fx.sandbox.pdf_bytes(c.id).unwrap(), "PDF intact");
     assert!(saved.len() > 2000);
     let xml = client
         .download(
             c.id,
+            None,
             DocumentKind::Xml,
             Some(&fx.path("out.xml")),
             &cfg.pdf_dir,
@@ -326,7 +330,7 @@ async fn a_create_whose_answer_is_lost_is_not_duplicated() {
 }
 
 #[tokio::test]
-async fn a_dropped_connection_on_submit_is_retried_without_submitting_twice() {
+async fn a_submit_whose_answer_is_lost_is_never_sent_again_by_the_client() {
     let fx = Fixture::start().await;
     let cfg = fx.config(json!({}));
     let client = fx.client(&cfg, Arc::new(SystemClock));
@@ -336,17 +340,30 @@ async fn a_dropped_connection_on_submit_is_retried_without_submitting_twice() {
     let CreateOutcome::Created(b) = client.create_invoice(&sale("S-2")).await.unwrap() else {
         panic!()
     };
-    // Dropped before the backend acted: submitted again.
+    // The connection drops with no answer: the backend may have acted (or
+    // may still be acting), so the client does not submit again; the
+    // caller decides after a settle window (the pipeline, the CLI).
     fx.sandbox.inject(SUBMIT, Fault::Drop, 1);
+    let err = client.submit(a.id).await.unwrap_err();
+    assert!(err.may_still_be_running(), "{err}");
+    assert_eq!(fx.sandbox.requests(SUBMIT), 1);
+    fx.sandbox.inject(SUBMIT, Fault::DropAfter, 1);
+    let err = client.submit(b.id).await.unwrap_err();
+    assert!(err.may_still_be_running(), "{err}");
+    assert_eq!(fx.sandbox.requests(SUBMIT), 2, "not submitted twice");
+    // A request that certainly never reached the backend is repeated.
+    fx.sandbox.inject(
+        SUBMIT,
+        Fault::Status {
+            status: 429,
+            retry_after: Some(0),
+            html: false,
+        },
+        1,
+    );
     let s = client.submit(a.id).await.unwrap();
     assert_eq!(s.status, InvoiceStatus::Submitted);
-    assert_eq!(fx.sandbox.requests(SUBMIT), 2);
-    // Dropped after the backend acted: the status check finds it done.
-    fx.sandbox.inject(SUBMIT, Fault::DropAfter, 1);
-    let s = client.submit(b.id).await.unwrap();
-    assert_eq!(s.status, InvoiceStatus::Submitted);
-    assert!(s.from_status_check);
-    assert_eq!(fx.sandbox.requests(SUBMIT), 3, "not submitted twice");
+    assert_eq!(fx.sandbox.requests(SUBMIT), 4);
 }
 
 #[tokio::test]
@@ -400,7 +417,7 @@ async fn an_html_error_page_never_lands_as_a_pdf_and_a_cut_download_is_retried()
         5,
     );
     let err = client
-        .download(c.id, DocumentKind::Pdf, None, &cfg.pdf_dir)
+        .download(c.id, None, DocumentKind::Pdf, None, &cfg.pdf_dir)
         .await
         .unwrap_err();
     assert!(matches!(err, ApiError::Server { status: 500, .. }), "{err}");
@@ -411,7 +428,7 @@ async fn an_html_error_page_never_lands_as_a_pdf_and_a_cut_download_is_retried()
     // A connection dropped mid-way is retried and the file is whole.
     fx.sandbox.inject(PDF, Fault::Drop, 2);
     let d = client
-        .download(c.id, DocumentKind::Pdf, None, &cfg.pdf_dir)
+        .download(c.id, None, DocumentKind::Pdf, None, &cfg.pdf_dir)
         .await
         .unwrap();
     assert_eq!(

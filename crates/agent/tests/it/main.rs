@@ -6,11 +6,16 @@
 mod common;
 
 mod cli;
+mod config_rules;
+mod exactly_once;
 mod heartbeat;
+mod inbox;
 mod install;
 mod laravel_client;
 mod local_api;
+mod local_api_limits;
 mod qbo_cache;
+mod qbo_share;
 mod quickbooks;
 mod receipt_images;
 mod resilience;

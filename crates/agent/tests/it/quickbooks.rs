@@ -733,7 +733,7 @@ async fn a_failing_token_endpoint_keeps_the_stored_token_and_recovers() {
 async fn throttling_holds_pushes_without_charging_them_and_clashes_are_parked() {
     let q = Qbo::start(sim_options()).await;
     let mut cfg = q.config(json!({}));
-    // Scaled: the ~60 s wait after a 429 without Retry-After is ~0.6 s.
+    // Scaled: the 1 s pause after a 429 without Retry-After is 10 ms.
     cfg.quickbooks.limits = RateLimits {
         time_scale: 0.01,
         ..RateLimits::default()

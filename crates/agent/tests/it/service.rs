@@ -220,6 +220,19 @@ async fn local_http_intake_answers_as_documented() {
     changed["items"][0]["quantity"] = json!(3);
     assert_eq!(agent.post(Some(API_KEY), &changed).await.status(), 409);
 
+    // A number with a space and a slash is one path segment in Location,
+    // and that Location finds the job.
+    let odd = json!({"invoice_number": "WEB 3/فاتورة", "customer_name": "Web Customer",
+                     "items": [{"description": "Tea", "quantity": 1, "price": 1}]});
+    let ok = agent.post(Some(API_KEY), &odd).await;
+    assert_eq!(ok.status(), 202);
+    let location = ok.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/v1/sales/WEB%203%2F"), "{location}");
+    let found = agent.get(&location).await;
+    assert_eq!(found.status(), 200);
+    let found: Value = found.json().await.unwrap();
+    assert_eq!(found["invoice_number"], "WEB 3/فاتورة");
+
     let bad = agent
         .post(
             Some(API_KEY),
@@ -354,7 +367,7 @@ async fn a_number_taken_by_another_sale_parks_the_job_with_the_reason() {
     let job = outbox(&cfg).find("TAKEN-1").unwrap().unwrap();
     let why = job.last_error.unwrap();
     assert!(
-        why.contains("different sale") && why.contains("Somebody Else"),
+        why.contains("used by another sale") && why.contains("Somebody Else"),
         "{why}"
     );
     assert_eq!(fx.sandbox.invoices_with_number("TAKEN-1"), 1);
@@ -464,7 +477,8 @@ async fn shutdown_lets_an_in_flight_submit_finish_and_a_restart_never_submits_tw
     let fx = Fixture::start().await;
     let cfg = service_config(
         &fx,
-        json!({"pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 0}}),
+        json!({"pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 0,
+                            "submit_settle_seconds": 4}}),
     );
     // The backend submits to JoFotara, then takes 3 s to answer; the agent
     // is stopped during that wait with no grace.
@@ -483,7 +497,8 @@ async fn shutdown_lets_an_in_flight_submit_finish_and_a_restart_never_submits_tw
     let job = outbox(&cfg).find("STOP-1").unwrap().unwrap();
     assert_eq!(job.stage.as_str(), "created", "the submit was abandoned");
     assert_eq!(job.in_flight.as_deref(), Some("submit"));
-    // Restart: the agent reads the status and does not submit again.
+    // Restart: once the settle window has passed since the submit began,
+    // the agent reads the status and does not submit again.
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
     wait_state(&cfg, "done", 1, 20).await;
     assert_eq!(fx.sandbox.requests("POST /api/invoices/{id}/submit"), 1);

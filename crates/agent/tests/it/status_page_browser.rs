@@ -240,6 +240,15 @@ async fn walk_through(a: &LiveAgent, c: &Client) -> Result<(), String> {
     if a.qbo.token_grants().codes_exchanged != 1 {
         return Err("exactly one code exchange".into());
     }
+    // The rate budget: alone on the company, the full limits.
+    wait_page("the rate budget on the page", || async {
+        text(c, "#qbo-budget").await.contains("full limits")
+    })
+    .await;
+    let budget = text(c, "#qbo-budget").await;
+    if !budget.contains("no 429") {
+        return Err(format!("rate budget shown: {budget}"));
+    }
     let url = c.current_url().await.map_err(|e| e.to_string())?;
     if url.as_str() != a.url("/") {
         return Err(format!("back on the page without the query: {url}"));

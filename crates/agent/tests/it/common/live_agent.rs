@@ -77,6 +77,11 @@ impl LiveAgent {
             time_scale: 0.001,
             ..RateLimits::default()
         };
+        // Wrong keys are slowed down; the tests that send many need not wait.
+        cfg.local_api.wrong_key_delay = pos_connector::config::WrongKeyDelay {
+            first: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        };
         LiveAgent {
             fx,
             qbo,

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 pub mod live_agent;
 pub mod qbo;
+pub mod slow_submits;
 
 /// A free loopback port (bound, then released for the code under test to
 /// take).
