@@ -18,10 +18,12 @@ use reqwest::Url;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+pub mod keys;
 pub mod paths;
 
-/// Prefix of the environment overrides: `POS_CONNECTOR__BASE_URL`, ...
-pub const ENV_PREFIX: &str = "POS_CONNECTOR";
+use keys::{Key, Kind};
+pub use keys::{ENV_CONNECTOR_API_KEY, ENV_PREFIX, ENV_QB_CLIENT_SECRET};
+
 pub const ENV_CONFIG_PATH: &str = "POS_CONNECTOR_CONFIG";
 
 /// The validated configuration. Secrets it carries (the legacy plain-text
@@ -217,10 +219,6 @@ impl PushAfter {
     }
 }
 
-/// The environment variable whose client secret wins over config.json.
-pub const ENV_QB_CLIENT_SECRET: &str = "POS_CONNECTOR_QB_CLIENT_SECRET";
-/// The environment variable that wins over `api_key`.
-pub const ENV_CONNECTOR_API_KEY: &str = "POS_CONNECTOR_API_KEY";
 /// The default `quickbooks.redirect_uri`: the local API's port, so the
 /// status page can take the callback too.
 pub const DEFAULT_QB_REDIRECT_URI: &str = "http://localhost:8765/callback";
@@ -358,26 +356,20 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
 pub fn load_from(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let file = read_json_object(path)?;
     let mut merged = layer_environment(&file, env)?;
-    // The QuickBooks client secret from the environment wins (kept out of
-    // config files and backups); a flat key is read before the section.
-    let qb_secret = env
-        .iter()
-        .find(|(k, v)| k == ENV_QB_CLIENT_SECRET && !v.trim().is_empty());
-    if let Some((_, secret)) = qb_secret {
-        merged.insert(
-            "quickbooks.client_secret".into(),
-            Value::from(secret.clone()),
-        );
-    }
-    let api_key = env
-        .iter()
-        .find(|(k, v)| k == ENV_CONNECTOR_API_KEY && !v.trim().is_empty());
-    if let Some((_, key)) = api_key {
-        merged.insert("api_key".into(), Value::from(key.clone()));
+    // A key's own variable (the QuickBooks client secret, the connector
+    // key: kept out of config files and backups) wins; a flat key is read
+    // before the section.
+    let mut from_env = Vec::new();
+    for key in keys::KEYS {
+        let Some(var) = key.env_wins else { continue };
+        if let Some((_, value)) = env.iter().find(|(k, v)| k == var && !v.trim().is_empty()) {
+            merged.insert(key.name.into(), Value::from(value.clone()));
+            from_env.push(key.name);
+        }
     }
     let mut cfg = validate(path, merged)?;
-    cfg.quickbooks.client_secret_from_env = qb_secret.is_some();
-    cfg.connector.api_key_from_env = api_key.is_some();
+    cfg.quickbooks.client_secret_from_env = from_env.contains(&"quickbooks.client_secret");
+    cfg.connector.api_key_from_env = from_env.contains(&"api_key");
     Ok(cfg)
 }
 
@@ -470,106 +462,35 @@ fn layer_environment(
     }
 }
 
-/// Keys this version reads; anything else lands in `Config::extra`.
-const KNOWN_KEYS: &[&str] = &[
-    "base_url",
-    "email",
-    "password",
-    "vendor_id",
-    "token",
-    "token_expiry",
-    "sync_interval",
-    "auto_submit_jofotara",
-    "invoice_folder",
-    "log_level",
-    "token_lifetime_hours",
-    "refresh_before_minutes",
-    "request_timeout_secs",
-    "data_dir",
-    "log_dir",
-    "log_keep_files",
-    "pdf_dir",
-    "allow_insecure_http",
-    "intake",
-    "local_api",
-    "pipeline",
-    "receipts",
-    "quickbooks",
-    "api_key",
-    "heartbeat_minutes",
-    "pos_systems",
-];
-
-/// The keys inside each section (also accepted flat: `"local_api.bind"`).
-const SECTION_KEYS: &[(&str, &[&str])] = &[
-    ("intake", &["mapping", "default_customer", "settle_seconds"]),
-    (
-        "local_api",
-        &[
-            "enabled",
-            "bind",
-            "api_key",
-            "allow_remote",
-            "max_connections",
-            "header_timeout_seconds",
-            "allowed_hosts",
-        ],
-    ),
-    (
-        "pipeline",
-        &[
-            "concurrency",
-            "lookup_path",
-            "scan_limit",
-            "max_backoff_seconds",
-            "shutdown_grace_seconds",
-            "submit_settle_seconds",
-            "max_submit_errors",
-        ],
-    ),
-    ("receipts", &["enabled", "dir", "shop_name", "paper"]),
-    (
-        "quickbooks",
-        &[
-            "enabled",
-            "environment",
-            "auth_base",
-            "api_base",
-            "client_id",
-            "client_secret",
-            "redirect_uri",
-            "realm_id",
-            "push_after",
-            "income_account_id",
-            "item_id",
-            "tax_code",
-            "global_tax_calculation",
-            "batch_threshold",
-            "cache_refresh_minutes",
-        ],
-    ),
-];
-
-fn is_known_key(k: &str) -> bool {
-    if KNOWN_KEYS.contains(&k) {
-        return true;
-    }
-    match k.split_once('.') {
-        Some((section, key)) => SECTION_KEYS
-            .iter()
-            .any(|(s, keys)| *s == section && keys.contains(&key)),
-        None => false,
-    }
-}
-
 /// Reads typed values out of the merged JSON map, collecting every problem
 /// instead of stopping at the first, so a shop owner fixes the file once.
 struct Reader<'a> {
     map: &'a Map<String, Value>,
     problems: Vec<KeyProblem>,
+    /// The keys read, to check that the table and the reader agree.
+    read: Vec<&'static str>,
 }
 
 impl<'a> Reader<'a> {
+    /// The table's entry for `key`; reading a key that is not in the table
+    /// is a bug.
+    fn key(&mut self, key: &str) -> &'static Key {
+        let Some(found) = keys::find(key) else {
+            panic!("config key {key} is read but not in config::keys::KEYS")
+        };
+        if !self.read.contains(&found.name) {
+            self.read.push(found.name);
+        }
+        found
+    }
+
+    /// The table's default of `key`, which must have one.
+    fn default_of(&mut self, key: &str) -> &'static str {
+        let k = self.key(key);
+        k.default_value()
+            .unwrap_or_else(|| panic!("config key {key} has no default in config::keys::KEYS"))
+    }
+
     fn problem(&mut self, key: &str, problem: impl Into<String>) {
         self.problems.push(KeyProblem {
             key: key.to_string(),
@@ -579,7 +500,8 @@ impl<'a> Reader<'a> {
 
     /// A key's value; `section.key` is looked up flat first, then inside
     /// the `section` object.
-    fn present(&self, key: &str) -> Option<&'a Value> {
+    fn present(&mut self, key: &str) -> Option<&'a Value> {
+        self.key(key);
         let found = self.map.get(key).or_else(|| {
             let (section, inner) = key.split_once('.')?;
             self.map.get(section)?.as_object()?.get(inner)
@@ -603,7 +525,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn number(&mut self, key: &str, min: f64, max: f64, unit: &str) -> Option<f64> {
+    /// A number within the table's range for `key`.
+    fn number(&mut self, key: &str) -> Option<f64> {
+        let Kind::Number { min, max, unit } = self.key(key).kind else {
+            panic!("config key {key} is not a number in config::keys::KEYS")
+        };
         let v = self.present(key)?;
         let parsed = match v {
             Value::Number(n) => n.as_f64(),
@@ -649,6 +575,23 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn number_or_default(&mut self, key: &str) -> f64 {
+        let default = self.default_of(key);
+        self.number(key)
+            .unwrap_or_else(|| default.parse().expect("the table's defaults are numbers"))
+    }
+
+    fn string_or_default(&mut self, key: &str) -> String {
+        let default = self.default_of(key);
+        self.string(key).unwrap_or_else(|| default.to_string())
+    }
+
+    /// A boolean, or the table's default.
+    fn flag(&mut self, key: &str) -> bool {
+        let default = self.default_of(key) == "true";
+        self.boolean(key).unwrap_or(default)
+    }
+
     fn boolean(&mut self, key: &str) -> Option<bool> {
         let v = self.present(key)?;
         match v {
@@ -675,13 +618,12 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
     let mut r = Reader {
         map: &map,
         problems: Vec::new(),
+        read: Vec::new(),
     };
     let mut warnings = Vec::new();
 
-    let allow_insecure_http = r.boolean("allow_insecure_http").unwrap_or(false);
-    let base_url_text = r
-        .string("base_url")
-        .unwrap_or_else(|| "http://127.0.0.1:8000".to_string());
+    let allow_insecure_http = r.flag("allow_insecure_http");
+    let base_url_text = r.string_or_default("base_url");
     let base_url = match parse_base_url(&base_url_text, allow_insecure_http) {
         Ok(url) => Some(url),
         Err(problem) => {
@@ -717,9 +659,7 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         );
     }
 
-    let vendor_id = r
-        .number("vendor_id", 0.0, u64::MAX as f64, "(a vendor id)")
-        .map(|n| n as u64);
+    let vendor_id = r.number("vendor_id").map(|n| n as u64);
 
     let legacy_token = match (r.string("token"), r.string("token_expiry")) {
         (Some(token), Some(expiry)) => match parse_legacy_expiry(&expiry) {
@@ -746,13 +686,9 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         _ => None,
     };
 
-    let sync_interval = r
-        .number("sync_interval", 1.0, 86_400.0, "seconds")
-        .unwrap_or(60.0);
-    let auto_submit_jofotara = r.boolean("auto_submit_jofotara").unwrap_or(true);
-    let invoice_folder = r
-        .string("invoice_folder")
-        .unwrap_or_else(|| "invoices".into());
+    let sync_interval = r.number_or_default("sync_interval");
+    let auto_submit_jofotara = r.flag("auto_submit_jofotara");
+    let invoice_folder = r.string_or_default("invoice_folder");
 
     let log_level = match r.string("log_level") {
         None => LogLevel::Info,
@@ -765,12 +701,8 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         }),
     };
 
-    let token_lifetime_hours = r
-        .number("token_lifetime_hours", 0.1, 24.0 * 366.0, "hours")
-        .unwrap_or(24.0);
-    let refresh_before_minutes = r
-        .number("refresh_before_minutes", 0.0, 24.0 * 60.0, "minutes")
-        .unwrap_or(30.0);
+    let token_lifetime_hours = r.number_or_default("token_lifetime_hours");
+    let refresh_before_minutes = r.number_or_default("refresh_before_minutes");
     if refresh_before_minutes >= token_lifetime_hours * 60.0 {
         r.problem(
             "refresh_before_minutes",
@@ -780,26 +712,23 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
             ),
         );
     }
-    let request_timeout_secs = r
-        .number("request_timeout_secs", 1.0, 3600.0, "seconds")
-        .unwrap_or(30.0);
+    let request_timeout_secs = r.number_or_default("request_timeout_secs");
 
     // Relative paths are beside the config file, never the working
     // directory (a Windows service starts in System32): see config::paths.
     let base = paths::base_folder(path);
     let folder = |text: String| paths::resolve(&base, Path::new(&text));
-    let data_dir = folder(r.string("data_dir").unwrap_or_else(|| "data".into()));
-    let log_dir = folder(r.string("log_dir").unwrap_or_else(|| "logs".into()));
-    let log_keep_files = r
-        .number("log_keep_files", 1.0, 3650.0, "files")
-        .unwrap_or(14.0) as usize;
+    let data_dir = folder(r.string_or_default("data_dir"));
+    let log_dir = folder(r.string_or_default("log_dir"));
+    let log_keep_files = r.number_or_default("log_keep_files") as usize;
     let pdf_dir = r
         .string("pdf_dir")
         .map(folder)
         .unwrap_or_else(|| data_dir.join("pdfs"));
 
-    for (section, keys) in SECTION_KEYS {
-        match map.get(*section) {
+    for section in keys::sections() {
+        let keys = keys::keys_of(section);
+        match map.get(section) {
             None | Some(Value::Null) => {}
             Some(Value::Object(inner)) => {
                 for k in inner.keys() {
@@ -831,19 +760,12 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
     };
     let intake = IntakeSettings {
         mapping,
-        default_customer: r
-            .string("intake.default_customer")
-            .unwrap_or_else(|| DEFAULT_CUSTOMER.into()),
-        settle: Duration::from_secs_f64(
-            r.number("intake.settle_seconds", 0.0, 3600.0, "seconds")
-                .unwrap_or(2.0),
-        ),
+        default_customer: r.string_or_default("intake.default_customer"),
+        settle: Duration::from_secs_f64(r.number_or_default("intake.settle_seconds")),
     };
 
-    let allow_remote = r.boolean("local_api.allow_remote").unwrap_or(false);
-    let bind_text = r
-        .string("local_api.bind")
-        .unwrap_or_else(|| DEFAULT_LOCAL_API_BIND.into());
+    let allow_remote = r.flag("local_api.allow_remote");
+    let bind_text = r.string_or_default("local_api.bind");
     let bind = match bind_text.parse::<std::net::SocketAddr>() {
         Ok(addr) if !addr.ip().is_loopback() && !allow_remote => {
             r.problem(
@@ -889,16 +811,13 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         }
     }
     let local_api = LocalApiSettings {
-        enabled: r.boolean("local_api.enabled").unwrap_or(true),
+        enabled: r.flag("local_api.enabled"),
         bind: bind.unwrap_or_else(|| DEFAULT_LOCAL_API_BIND.parse().expect("valid default")),
         api_key: api_key.map(SecretString::from),
         allow_remote,
-        max_connections: r
-            .number("local_api.max_connections", 1.0, 4096.0, "connections")
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS as f64) as usize,
+        max_connections: r.number_or_default("local_api.max_connections") as usize,
         header_timeout: Duration::from_secs_f64(
-            r.number("local_api.header_timeout_seconds", 1.0, 300.0, "seconds")
-                .unwrap_or(DEFAULT_HEADER_TIMEOUT.as_secs_f64()),
+            r.number_or_default("local_api.header_timeout_seconds"),
         ),
         allowed_hosts,
         wrong_key_delay: WrongKeyDelay::default(),
@@ -924,28 +843,17 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         }
     }
     let pipeline = PipelineConfig {
-        concurrency: r
-            .number("pipeline.concurrency", 1.0, 64.0, "jobs at once")
-            .unwrap_or(4.0) as usize,
+        concurrency: r.number_or_default("pipeline.concurrency") as usize,
         lookup_path,
-        scan_limit: r
-            .number("pipeline.scan_limit", 1.0, 100_000.0, "reads")
-            .unwrap_or(500.0) as u32,
-        max_backoff: Duration::from_secs_f64(
-            r.number("pipeline.max_backoff_seconds", 1.0, 86_400.0, "seconds")
-                .unwrap_or(900.0),
-        ),
+        scan_limit: r.number_or_default("pipeline.scan_limit") as u32,
+        max_backoff: Duration::from_secs_f64(r.number_or_default("pipeline.max_backoff_seconds")),
         shutdown_grace: Duration::from_secs_f64(
-            r.number("pipeline.shutdown_grace_seconds", 0.0, 600.0, "seconds")
-                .unwrap_or(10.0),
+            r.number_or_default("pipeline.shutdown_grace_seconds"),
         ),
         submit_settle: Duration::from_secs_f64(
-            r.number("pipeline.submit_settle_seconds", 1.0, 3600.0, "seconds")
-                .unwrap_or(DEFAULT_SUBMIT_SETTLE_SECS),
+            r.number_or_default("pipeline.submit_settle_seconds"),
         ),
-        max_submit_errors: r
-            .number("pipeline.max_submit_errors", 1.0, 1000.0, "submits")
-            .unwrap_or(5.0) as u32,
+        max_submit_errors: r.number_or_default("pipeline.max_submit_errors") as u32,
     };
     if pipeline.submit_settle < Duration::from_secs(60) {
         warnings.push(format!(
@@ -958,11 +866,8 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
     }
 
     let receipts = ReceiptSettings {
-        enabled: r.boolean("receipts.enabled").unwrap_or(true),
-        dir: r
-            .string("receipts.dir")
-            .map(folder)
-            .unwrap_or_else(|| folder("receipts".into())),
+        enabled: r.flag("receipts.enabled"),
+        dir: folder(r.string_or_default("receipts.dir")),
         shop_name: r.string("receipts.shop_name"),
         paper: match r.string("receipts.paper") {
             None => crate::receipt::Paper::default(),
@@ -990,9 +895,7 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
         api_key: r.string("api_key").map(SecretString::from),
         api_key_from_env: false,
         heartbeat_interval: Duration::from_secs_f64(
-            r.number("heartbeat_minutes", 1.0, 1440.0, "minutes")
-                .unwrap_or(5.0)
-                * 60.0,
+            r.number_or_default("heartbeat_minutes") * 60.0,
         ),
         pos_systems: r.string_list("pos_systems").unwrap_or_default(),
     };
@@ -1021,10 +924,19 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
 
     let extra: Map<String, Value> = map
         .iter()
-        .filter(|(k, _)| !is_known_key(k))
+        .filter(|(k, _)| !keys::is_known(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
 
+    debug_assert!(
+        keys::KEYS.iter().all(|k| r.read.contains(&k.name)),
+        "config keys in config::keys::KEYS that validate never reads: {:?}",
+        keys::KEYS
+            .iter()
+            .filter(|k| !r.read.contains(&k.name))
+            .map(|k| k.name)
+            .collect::<Vec<_>>()
+    );
     if !r.problems.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -1076,7 +988,7 @@ fn quickbooks_settings(
     auto_submit: bool,
     allow_insecure_http: bool,
 ) -> QuickbooksConfig {
-    let enabled = r.boolean("quickbooks.enabled").unwrap_or(false);
+    let enabled = r.flag("quickbooks.enabled");
     let url = |r: &mut Reader<'_>, key: &str, text: &str| -> Option<Url> {
         match parse_base_url(text, allow_insecure_http) {
             Ok(u) => Some(u),
@@ -1092,7 +1004,10 @@ fn quickbooks_settings(
         .map(|e| e.to_ascii_lowercase());
     let auth_base = r.string("quickbooks.auth_base");
     let api_base = r.string("quickbooks.api_base");
-    let mut env_name = environment.clone().unwrap_or_else(|| "production".into());
+    let default_environment = r.default_of("quickbooks.environment");
+    let mut env_name = environment
+        .clone()
+        .unwrap_or_else(|| default_environment.into());
     match env_name.as_str() {
         "production" | "sandbox" | "custom" => {}
         other => {
@@ -1143,9 +1058,7 @@ fn quickbooks_settings(
     }
     let client_id = r.string("quickbooks.client_id");
     let client_secret = r.string("quickbooks.client_secret").map(SecretString::from);
-    let redirect_text = r
-        .string("quickbooks.redirect_uri")
-        .unwrap_or_else(|| DEFAULT_QB_REDIRECT_URI.into());
+    let redirect_text = r.string_or_default("quickbooks.redirect_uri");
     let shown = without_userinfo(&redirect_text);
     let redirect_uri = match Url::parse(&redirect_text) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
@@ -1216,13 +1129,9 @@ fn quickbooks_settings(
         item_id: r.string("quickbooks.item_id"),
         tax_code: r.string("quickbooks.tax_code"),
         global_tax_calculation,
-        batch_threshold: r
-            .number("quickbooks.batch_threshold", 1.0, 1000.0, "invoices")
-            .unwrap_or(3.0) as usize,
+        batch_threshold: r.number_or_default("quickbooks.batch_threshold") as usize,
         cache_refresh: Duration::from_secs_f64(
-            r.number("quickbooks.cache_refresh_minutes", 1.0, 10_080.0, "minutes")
-                .unwrap_or(60.0)
-                * 60.0,
+            r.number_or_default("quickbooks.cache_refresh_minutes") * 60.0,
         ),
         limits: crate::quickbooks::limiter::RateLimits::default(),
     };
@@ -1426,144 +1335,49 @@ pub fn write_password_to_file(path: &Path, password: Option<&str>) -> Result<(),
 }
 
 /// The effective configuration as JSON with every secret replaced by
-/// `[REDACTED]` (for `check-config` and the status page).
+/// `[REDACTED]` (for `check-config` and the status page): every key of the
+/// table, in its order, nested by section.
 pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
     let mut m = Map::new();
     m.insert(
         "config_file".into(),
         paths::absolute(&cfg.path).display().to_string().into(),
     );
-    m.insert("base_url".into(), cfg.base_url.as_str().into());
-    m.insert("email".into(), cfg.email.clone().into());
-    m.insert(
-        "password".into(),
-        format!("[REDACTED] ({password_origin})").into(),
-    );
-    m.insert(
-        "vendor_id".into(),
-        cfg.vendor_id.map(Value::from).unwrap_or(Value::Null),
-    );
-    m.insert(
-        "token".into(),
-        match &cfg.legacy_token {
-            Some(t) => format!("[REDACTED] (legacy, expires {})", t.expires_at.to_rfc3339()).into(),
-            None => Value::Null,
-        },
-    );
-    m.insert(
-        "sync_interval".into(),
-        cfg.sync_interval.as_secs_f64().into(),
-    );
-    m.insert(
-        "auto_submit_jofotara".into(),
-        cfg.auto_submit_jofotara.into(),
-    );
-    m.insert(
-        "invoice_folder".into(),
-        cfg.invoice_folder.display().to_string().into(),
-    );
-    m.insert("log_level".into(), cfg.log_level.as_str().into());
-    m.insert(
-        "token_lifetime_hours".into(),
-        (cfg.token_lifetime.as_secs_f64() / 3600.0).into(),
-    );
-    m.insert(
-        "refresh_before_minutes".into(),
-        (cfg.refresh_before.as_secs_f64() / 60.0).into(),
-    );
-    m.insert(
-        "request_timeout_secs".into(),
-        cfg.request_timeout.as_secs_f64().into(),
-    );
-    m.insert("data_dir".into(), cfg.data_dir.display().to_string().into());
-    m.insert("log_dir".into(), cfg.log_dir.display().to_string().into());
-    m.insert("log_keep_files".into(), cfg.log_keep_files.into());
-    m.insert("pdf_dir".into(), cfg.pdf_dir.display().to_string().into());
-    m.insert("allow_insecure_http".into(), cfg.allow_insecure_http.into());
-    m.insert(
-        "intake".into(),
-        serde_json::json!({
-            "mapping": cfg.intake.mapping.to_json(),
-            "default_customer": cfg.intake.default_customer,
-            "settle_seconds": cfg.intake.settle.as_secs_f64(),
-        }),
-    );
-    m.insert(
-        "local_api".into(),
-        serde_json::json!({
-            "enabled": cfg.local_api.enabled,
-            "bind": cfg.local_api.bind.to_string(),
-            "api_key": cfg.local_api.api_key.as_ref().map(|_| "[REDACTED]"),
-            "allow_remote": cfg.local_api.allow_remote,
-            "max_connections": cfg.local_api.max_connections,
-            "header_timeout_seconds": cfg.local_api.header_timeout.as_secs_f64(),
-            "allowed_hosts": cfg.local_api.allowed_hosts,
-        }),
-    );
-    m.insert(
-        "pipeline".into(),
-        serde_json::json!({
-            "concurrency": cfg.pipeline.concurrency,
-            "lookup_path": cfg.pipeline.lookup_path,
-            "scan_limit": cfg.pipeline.scan_limit,
-            "max_backoff_seconds": cfg.pipeline.max_backoff.as_secs_f64(),
-            "shutdown_grace_seconds": cfg.pipeline.shutdown_grace.as_secs_f64(),
-            "submit_settle_seconds": cfg.pipeline.submit_settle.as_secs_f64(),
-            "max_submit_errors": cfg.pipeline.max_submit_errors,
-        }),
-    );
-    m.insert(
-        "receipts".into(),
-        serde_json::json!({
-            "enabled": cfg.receipts.enabled,
-            "dir": cfg.receipts.dir.display().to_string(),
-            "shop_name": cfg.receipts.shop_name,
-            "paper": cfg.receipts.paper.name(),
-        }),
-    );
-    let qb = &cfg.quickbooks;
-    m.insert(
-        "quickbooks".into(),
-        serde_json::json!({
-            "enabled": qb.enabled,
-            "environment": qb.environment,
-            "authorize_url": qb.authorize_url.as_str(),
-            "token_url": qb.token_url.as_str(),
-            "revoke_url": qb.revoke_url.as_str(),
-            "api_base": qb.api_base.as_str(),
-            "client_id": qb.client_id,
-            "client_secret": qb.client_secret.as_ref().map(|_| if qb.client_secret_from_env {
-                format!("[REDACTED] (from {ENV_QB_CLIENT_SECRET})")
-            } else {
-                "[REDACTED] (config.json)".to_string()
-            }),
-            "redirect_uri": qb.redirect_uri.as_str(),
-            "realm_id": qb.realm_id,
-            "push_after": qb.push_after.as_str(),
-            "income_account_id": qb.income_account_id,
-            "item_id": qb.item_id,
-            "tax_code": qb.tax_code,
-            "global_tax_calculation": qb.global_tax_calculation,
-            "batch_threshold": qb.batch_threshold,
-            "cache_refresh_minutes": qb.cache_refresh.as_secs_f64() / 60.0,
-        }),
-    );
-    m.insert(
-        "api_key".into(),
-        match (&cfg.connector.api_key, cfg.connector.api_key_from_env) {
-            (None, _) => Value::Null,
-            (Some(_), true) => format!("[REDACTED] (from {ENV_CONNECTOR_API_KEY})").into(),
-            (Some(_), false) => "[REDACTED] (config.json)".into(),
-        },
-    );
-    m.insert(
-        "heartbeat_minutes".into(),
-        (cfg.connector.heartbeat_interval.as_secs_f64() / 60.0).into(),
-    );
-    m.insert(
-        "pos_systems".into(),
-        cfg.connector.pos_systems.clone().into(),
-    );
+    for key in keys::KEYS {
+        let fields = match shown(cfg, key.name, password_origin) {
+            // A secret is never shown, even if its view forgot that.
+            Shown::Value(_) if key.secret => {
+                debug_assert!(false, "{} is a secret: show its origin", key.name);
+                vec![(key.name, "[REDACTED]".into())]
+            }
+            Shown::Value(value) => vec![(key.name, value)],
+            Shown::Secret(origin) => {
+                let value = match origin {
+                    None => Value::Null,
+                    Some(o) if o.is_empty() => "[REDACTED]".into(),
+                    Some(o) => format!("[REDACTED] ({o})").into(),
+                };
+                vec![(key.name, value)]
+            }
+            Shown::Fields(fields) => fields,
+        };
+        for (name, value) in fields {
+            match name.split_once('.') {
+                None => {
+                    m.insert(name.into(), value);
+                }
+                Some((section, inner)) => {
+                    let entry = m
+                        .entry(section)
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    entry
+                        .as_object_mut()
+                        .expect("a section")
+                        .insert(inner.into(), value);
+                }
+            }
+        }
+    }
     if !cfg.extra.is_empty() {
         let ignored: BTreeMap<&String, &str> =
             cfg.extra.keys().map(|k| (k, "(not used, kept)")).collect();
@@ -1573,6 +1387,111 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
         );
     }
     Value::Object(m)
+}
+
+/// How a key's effective value is shown.
+enum Shown {
+    Value(Value),
+    /// A secret: unset, or where it came from (`""`: nothing to say).
+    Secret(Option<String>),
+    /// Shown as other, derived fields (or with another key: none).
+    Fields(Vec<(&'static str, Value)>),
+}
+
+/// The effective value of `key` (a name of [`keys::KEYS`]).
+fn shown(cfg: &Config, key: &str, password_origin: &str) -> Shown {
+    use Shown::{Fields, Secret};
+    fn v(value: impl Into<Value>) -> Shown {
+        Shown::Value(value.into())
+    }
+    let path = |p: &Path| v(p.display().to_string());
+    let origin = |from_env: bool, var: &str| {
+        if from_env {
+            format!("from {var}")
+        } else {
+            "config.json".to_string()
+        }
+    };
+    let qb = &cfg.quickbooks;
+    let api = &cfg.local_api;
+    match key {
+        "base_url" => v(cfg.base_url.as_str()),
+        "email" => v(cfg.email.clone()),
+        "password" => Secret(Some(password_origin.to_string())),
+        "vendor_id" => v(cfg.vendor_id),
+        "token" => Secret(
+            cfg.legacy_token
+                .as_ref()
+                .map(|t| format!("legacy, expires {}", t.expires_at.to_rfc3339())),
+        ),
+        "token_expiry" => Fields(vec![]),
+        "sync_interval" => v(cfg.sync_interval.as_secs_f64()),
+        "auto_submit_jofotara" => v(cfg.auto_submit_jofotara),
+        "invoice_folder" => path(&cfg.invoice_folder),
+        "log_level" => v(cfg.log_level.as_str()),
+        "token_lifetime_hours" => v(cfg.token_lifetime.as_secs_f64() / 3600.0),
+        "refresh_before_minutes" => v(cfg.refresh_before.as_secs_f64() / 60.0),
+        "request_timeout_secs" => v(cfg.request_timeout.as_secs_f64()),
+        "data_dir" => path(&cfg.data_dir),
+        "log_dir" => path(&cfg.log_dir),
+        "log_keep_files" => v(cfg.log_keep_files),
+        "pdf_dir" => path(&cfg.pdf_dir),
+        "allow_insecure_http" => v(cfg.allow_insecure_http),
+        "intake.mapping" => v(cfg.intake.mapping.to_json()),
+        "intake.default_customer" => v(cfg.intake.default_customer.clone()),
+        "intake.settle_seconds" => v(cfg.intake.settle.as_secs_f64()),
+        "local_api.enabled" => v(api.enabled),
+        "local_api.bind" => v(api.bind.to_string()),
+        "local_api.api_key" => Secret(api.api_key.as_ref().map(|_| String::new())),
+        "local_api.allow_remote" => v(api.allow_remote),
+        "local_api.max_connections" => v(api.max_connections),
+        "local_api.header_timeout_seconds" => v(api.header_timeout.as_secs_f64()),
+        "local_api.allowed_hosts" => v(api.allowed_hosts.clone()),
+        "api_key" => Secret(
+            cfg.connector
+                .api_key
+                .as_ref()
+                .map(|_| origin(cfg.connector.api_key_from_env, ENV_CONNECTOR_API_KEY)),
+        ),
+        "heartbeat_minutes" => v(cfg.connector.heartbeat_interval.as_secs_f64() / 60.0),
+        "pos_systems" => v(cfg.connector.pos_systems.clone()),
+        "pipeline.concurrency" => v(cfg.pipeline.concurrency),
+        "pipeline.lookup_path" => v(cfg.pipeline.lookup_path.clone()),
+        "pipeline.scan_limit" => v(cfg.pipeline.scan_limit),
+        "pipeline.max_backoff_seconds" => v(cfg.pipeline.max_backoff.as_secs_f64()),
+        "pipeline.shutdown_grace_seconds" => v(cfg.pipeline.shutdown_grace.as_secs_f64()),
+        "pipeline.submit_settle_seconds" => v(cfg.pipeline.submit_settle.as_secs_f64()),
+        "pipeline.max_submit_errors" => v(cfg.pipeline.max_submit_errors),
+        "receipts.enabled" => v(cfg.receipts.enabled),
+        "receipts.dir" => path(&cfg.receipts.dir),
+        "receipts.shop_name" => v(cfg.receipts.shop_name.clone()),
+        "receipts.paper" => v(cfg.receipts.paper.name()),
+        "quickbooks.enabled" => v(qb.enabled),
+        "quickbooks.environment" => v(qb.environment.clone()),
+        // The OAuth addresses in force, Intuit's or the simulator's.
+        "quickbooks.auth_base" => Fields(vec![
+            ("quickbooks.authorize_url", qb.authorize_url.as_str().into()),
+            ("quickbooks.token_url", qb.token_url.as_str().into()),
+            ("quickbooks.revoke_url", qb.revoke_url.as_str().into()),
+        ]),
+        "quickbooks.api_base" => v(qb.api_base.as_str()),
+        "quickbooks.client_id" => v(qb.client_id.clone()),
+        "quickbooks.client_secret" => Secret(
+            qb.client_secret
+                .as_ref()
+                .map(|_| origin(qb.client_secret_from_env, ENV_QB_CLIENT_SECRET)),
+        ),
+        "quickbooks.redirect_uri" => v(qb.redirect_uri.as_str()),
+        "quickbooks.realm_id" => v(qb.realm_id.clone()),
+        "quickbooks.push_after" => v(qb.push_after.as_str()),
+        "quickbooks.income_account_id" => v(qb.income_account_id.clone()),
+        "quickbooks.item_id" => v(qb.item_id.clone()),
+        "quickbooks.tax_code" => v(qb.tax_code.clone()),
+        "quickbooks.global_tax_calculation" => v(qb.global_tax_calculation.clone()),
+        "quickbooks.batch_threshold" => v(qb.batch_threshold),
+        "quickbooks.cache_refresh_minutes" => v(qb.cache_refresh.as_secs_f64() / 60.0),
+        other => panic!("config key {other} has no view in config::redacted_view"),
+    }
 }
 
 impl fmt::Display for KeyProblem {
@@ -1746,6 +1665,42 @@ mod tests {
             err.contains("invoice_folder") && err.contains("config file"),
             "{err}"
         );
+    }
+
+    /// The defaults the reader applies are the table's (and so the README's).
+    #[test]
+    fn an_empty_file_gets_the_table_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), r#"{"email": "v@shop.jo"}"#);
+        let view = redacted_view(&load_from(&p, &[]).unwrap(), "x");
+        for key in keys::KEYS {
+            let Some(default) = key.default_value() else {
+                continue;
+            };
+            let shown = match key.section() {
+                None => &view[key.name],
+                Some((section, inner)) => &view[section][inner],
+            };
+            let name = key.name;
+            match key.kind {
+                Kind::Number { .. } => {
+                    assert_eq!(shown.as_f64(), default.parse().ok(), "{name}")
+                }
+                Kind::Bool => assert_eq!(shown.as_bool(), Some(default == "true"), "{name}"),
+                Kind::Folder => assert_eq!(
+                    shown.as_str().map(PathBuf::from),
+                    Some(d.path().join(default)),
+                    "{name}"
+                ),
+                Kind::List => assert_eq!(shown, &serde_json::json!([]), "{name}"),
+                Kind::Url => assert_eq!(
+                    shown.as_str().map(|s| s.trim_end_matches('/')),
+                    Some(default),
+                    "{name}"
+                ),
+                _ => assert_eq!(shown.as_str(), Some(default), "{name}"),
+            }
+        }
     }
 
     #[test]
