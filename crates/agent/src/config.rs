@@ -446,7 +446,9 @@ fn layer_environment(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true)
+                // Every value stays text: the reader types it by its key
+                // (a shop name "0795551234" keeps its zero).
+                .try_parsing(false)
                 .source(Some(overrides)),
         )
         .build()
@@ -1804,6 +1806,59 @@ mod tests {
         assert_eq!(c.base_url.as_str(), "https://inv.example.com/");
         assert_eq!(c.request_timeout, Duration::from_secs(90));
         assert!(c.password.is_none());
+    }
+
+    /// Environment values are text: the key's type in the table decides
+    /// whether one is read as a number or a boolean, so text keys keep
+    /// leading zeros, plus signs and long digit strings.
+    #[test]
+    fn environment_overrides_keep_text_as_text_and_type_the_rest_by_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), r#"{"email": "v@shop.jo"}"#);
+        let digits24 = "123456789012345678901234";
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = load_from(
+            &p,
+            &env(&[
+                ("POS_CONNECTOR__RECEIPTS__SHOP_NAME", "0795551234"),
+                ("POS_CONNECTOR__INTAKE__DEFAULT_CUSTOMER", "+962"),
+                ("POS_CONNECTOR__LOCAL_API__API_KEY", digits24),
+                (
+                    "POS_CONNECTOR__QUICKBOOKS__REALM_ID",
+                    "0012345678901234567890",
+                ),
+                ("POS_CONNECTOR__PIPELINE__CONCURRENCY", "8"),
+                ("POS_CONNECTOR__RECEIPTS__ENABLED", "false"),
+                ("POS_CONNECTOR__SYNC_INTERVAL", "2.5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.receipts.shop_name.as_deref(), Some("0795551234"));
+        assert_eq!(c.intake.default_customer, "+962");
+        assert_eq!(
+            c.local_api.api_key.as_ref().unwrap().expose_secret(),
+            digits24
+        );
+        assert_eq!(
+            c.quickbooks.realm_id.as_deref(),
+            Some("0012345678901234567890")
+        );
+        assert_eq!(c.pipeline.concurrency, 8);
+        assert!(!c.receipts.enabled);
+        assert_eq!(c.sync_interval, Duration::from_millis(2500));
+        // A number key given text is a problem named by its key.
+        let err = load_from(
+            &p,
+            &env(&[("POS_CONNECTOR__PIPELINE__CONCURRENCY", "many")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pipeline.concurrency"), "{err}");
     }
 
     #[test]
