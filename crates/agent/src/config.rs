@@ -29,7 +29,7 @@ pub use checks::{
     is_loopback_host, parse_base_url, parse_legacy_expiry, without_userinfo,
     MIN_LOCAL_API_KEY_CHARS,
 };
-pub use file::{read_json_object, write_password_to_file};
+pub use file::read_json_object;
 pub use view::redacted_view;
 
 use file::layer_environment;
@@ -86,8 +86,10 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct IntakeSettings {
-    /// `intake.mapping`: canonical field -> the till's column or JSON path.
-    pub mapping: crate::intake::sale::Mapping,
+    /// `intake.mapping` as written: canonical field -> the till's column
+    /// or JSON path (null: none). The intake checks and reads it
+    /// (`intake::check_config`, `intake::options_from_config`).
+    pub mapping: Value,
     /// `intake.default_customer`: the customer of a sale that names none.
     pub default_customer: String,
     /// `intake.settle_seconds`: a file's size and time must stay the same
@@ -171,7 +173,7 @@ pub struct ReceiptSettings {
     pub dir: PathBuf,
     pub shop_name: Option<String>,
     /// `receipts.paper`: A4, or the width of the till's paper roll.
-    pub paper: crate::receipt::Paper,
+    pub paper: Paper,
 }
 
 /// `quickbooks.*`. The OAuth endpoints come from `environment`, or from
@@ -212,7 +214,71 @@ pub struct QuickbooksConfig {
     pub cache_refresh: Duration,
     /// QuickBooks' request limits as the agent keeps them (not a file key:
     /// tests and benches scale the windows).
-    pub limits: crate::quickbooks::limiter::RateLimits,
+    pub limits: RateLimits,
+}
+
+/// QuickBooks' request limits per company (the limiter in
+/// `quickbooks::limiter` keeps them; not a file key).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    /// Requests a second per realm (QuickBooks: 10).
+    pub per_second: u32,
+    /// Requests a minute per realm (QuickBooks: 500).
+    pub per_minute: u32,
+    /// Batch requests a minute per realm (QuickBooks: 40).
+    pub batch_per_minute: u32,
+    /// Multiplies every window and pause: 1.0 in production, 0.1 gives
+    /// windows of 100 ms and 6 s for tests and benches. Zero, negative or
+    /// non-finite values count as 1.0.
+    pub time_scale: f64,
+    /// Seeds the pauses' jitter (tests and benches print it); `None`: a
+    /// random seed, logged at debug level.
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_second: 10,
+            per_minute: 500,
+            batch_per_minute: 40,
+            time_scale: 1.0,
+            jitter_seed: None,
+        }
+    }
+}
+
+/// The paper a receipt is laid out for (`receipts.paper`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Paper {
+    /// A4 portrait, for an office printer; long receipts take several pages.
+    A4,
+    /// An 80 mm till roll (72 mm printed): one page as long as the receipt.
+    #[default]
+    Roll80,
+    /// A 58 mm till roll (48 mm printed).
+    Roll58,
+}
+
+impl Paper {
+    /// `a4`, `80mm` or `58mm`, in any case.
+    pub fn parse(s: &str) -> Option<Paper> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "a4" => Some(Paper::A4),
+            "80mm" => Some(Paper::Roll80),
+            "58mm" => Some(Paper::Roll58),
+            _ => None,
+        }
+    }
+
+    /// The name `receipts.paper` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Paper::A4 => "a4",
+            Paper::Roll80 => "80mm",
+            Paper::Roll58 => "58mm",
+        }
+    }
 }
 
 /// After which stage of the Laravel invoice it is pushed to QuickBooks.
@@ -343,8 +409,10 @@ fn list_problems(problems: &[KeyProblem]) -> String {
 }
 
 /// Finds the config file: the explicit path (from `--config` or
-/// `POS_CONNECTOR_CONFIG`, which clap merges), else the defaults in order.
-pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+/// `POS_CONNECTOR_CONFIG`, which clap merges), else the first of
+/// `defaults` that exists (the working directory's config/ and config.json,
+/// then the system's place: `platform::default_config_paths`).
+pub fn locate(explicit: Option<&Path>, defaults: Vec<PathBuf>) -> Result<PathBuf, ConfigError> {
     if let Some(path) = explicit {
         if path.is_file() {
             return Ok(path.to_path_buf());
@@ -353,9 +421,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
             tried: vec![path.to_path_buf()],
         });
     }
-    // The working directory's config/ and config.json, then the system's
-    // place (platform::default_config_paths).
-    let tried = crate::platform::default_config_paths();
+    let tried = defaults;
     tried
         .iter()
         .find(|p| p.is_file())

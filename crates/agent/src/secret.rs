@@ -23,8 +23,9 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::fsutil;
+use serde_json::Value;
 
 /// The environment variable whose password wins over everything.
 pub const ENV_PASSWORD: &str = "POS_CONNECTOR_PASSWORD";
@@ -346,9 +347,49 @@ pub fn constant_time_eq(given: &str, expected: &SecretString) -> bool {
     diff == 0
 }
 
+/// Rewrites config.json with `password` set (or removed), keeping every
+/// other key and its order, atomically and with mode 0600. Only
+/// `--setup-password` calls this.
+pub fn write_password_to_file(path: &Path, password: Option<&str>) -> Result<(), ConfigError> {
+    let mut map = crate::config::read_json_object(path)?;
+    match password {
+        Some(p) => {
+            map.insert("password".into(), Value::String(p.to_string()));
+        }
+        None => {
+            map.remove("password");
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&Value::Object(map)).expect("serialises");
+    text.push('\n');
+    crate::fsutil::write_private(path, text.as_bytes()).map_err(|source| ConfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_rewrite_keeps_other_keys_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.json");
+        std::fs::write(&p, r#"{"z": 1, "email": "v@shop.jo", "a": [1, 2]}"#).unwrap();
+        write_password_to_file(&p, Some("s3cret")).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let z = text.find("\"z\"").unwrap();
+        let a = text.find("\"a\"").unwrap();
+        assert!(z < a);
+        assert!(text.contains("s3cret"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
 
     #[test]
     fn key_comparison() {

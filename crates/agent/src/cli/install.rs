@@ -62,8 +62,11 @@ pub fn service(cli: &Cli, cmd: &ServiceCommand) -> Outcome {
         } => {
             // The service reads the config the operator is using now, so
             // a broken one is refused here rather than at the next boot.
-            let path = config::locate(cli.config.as_deref())?;
-            let cfg = config::load(&path)?;
+            let path = config::locate(
+                cli.config.as_deref(),
+                crate::platform::default_config_paths(),
+            )?;
+            let cfg = super::load_checked(&path)?;
             let exe = std::env::current_exe()
                 .map_err(|e| Failure::failed(format!("cannot find this executable: {e}")))?;
             let opts = InstallOptions {

@@ -337,8 +337,26 @@ fn log_level(cli: &Cli, cfg: Option<&Config>) -> Result<LogLevel, Failure> {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
-    let path = config::locate(cli.config.as_deref())?;
-    Ok(config::load(&path)?)
+    let path = config::locate(
+        cli.config.as_deref(),
+        crate::platform::default_config_paths(),
+    )?;
+    load_checked(&path)
+}
+
+/// Loads with the process environment and checks what the subsystems own
+/// (config holds plain data): a problem is a config error like any other.
+pub(crate) fn load_checked(path: &std::path::Path) -> Result<Config, Failure> {
+    let cfg = config::load(path)?;
+    let problems = crate::intake::check_config(&cfg);
+    if !problems.is_empty() {
+        return Err(config::ConfigError::Invalid {
+            path: cfg.path.clone(),
+            problems,
+        }
+        .into());
+    }
+    Ok(cfg)
 }
 
 /// Logs for commands that use the config: the daily files in `log_dir` at

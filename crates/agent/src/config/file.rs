@@ -1,6 +1,6 @@
 //! The file and the environment: config.json read as a JSON object (with
-//! its line and column on a typo), `POS_CONNECTOR__*` overrides layered on
-//! it, and the one rewrite of the file (`--setup-password`).
+//! its line and column on a typo), and `POS_CONNECTOR__*` overrides
+//! layered on it.
 
 use std::path::Path;
 
@@ -91,25 +91,4 @@ pub(super) fn layer_environment(
             "the layered configuration is not an object".into(),
         )),
     }
-}
-
-/// Rewrites config.json with `password` set (or removed), keeping every
-/// other key and its order, atomically and with mode 0600. Only
-/// `--setup-password` calls this.
-pub fn write_password_to_file(path: &Path, password: Option<&str>) -> Result<(), ConfigError> {
-    let mut map = read_json_object(path)?;
-    match password {
-        Some(p) => {
-            map.insert("password".into(), Value::String(p.to_string()));
-        }
-        None => {
-            map.remove("password");
-        }
-    }
-    let mut text = serde_json::to_string_pretty(&Value::Object(map)).expect("serialises");
-    text.push('\n');
-    crate::fsutil::write_private(path, text.as_bytes()).map_err(|source| ConfigError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
 }

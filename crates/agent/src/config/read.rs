@@ -305,15 +305,9 @@ pub(super) fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, C
         }
     }
 
-    let mapping = match r.present("intake.mapping") {
-        None => crate::intake::sale::Mapping::default(),
-        Some(v) => crate::intake::sale::Mapping::from_json(v).unwrap_or_else(|problem| {
-            r.problem("intake.mapping", problem);
-            crate::intake::sale::Mapping::default()
-        }),
-    };
     let intake = IntakeSettings {
-        mapping,
+        // Its fields are the intake's to check (`intake::check_config`).
+        mapping: r.present("intake.mapping").cloned().unwrap_or(Value::Null),
         default_customer: r.string_or_default("intake.default_customer"),
         settle: Duration::from_secs_f64(r.number_or_default("intake.settle_seconds")),
     };
@@ -424,8 +418,8 @@ pub(super) fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, C
         dir: folder(r.string_or_default("receipts.dir")),
         shop_name: r.string("receipts.shop_name"),
         paper: match r.string("receipts.paper") {
-            None => crate::receipt::Paper::default(),
-            Some(s) => crate::receipt::Paper::parse(&s).unwrap_or_else(|| {
+            None => Paper::default(),
+            Some(s) => Paper::parse(&s).unwrap_or_else(|| {
                 r.problem(
                     "receipts.paper",
                     format!(
@@ -433,7 +427,7 @@ pub(super) fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, C
                          till's paper roll) or \"a4\""
                     ),
                 );
-                crate::receipt::Paper::default()
+                Paper::default()
             }),
         },
     };
@@ -687,7 +681,7 @@ fn quickbooks_settings(
         cache_refresh: Duration::from_secs_f64(
             r.number_or_default("quickbooks.cache_refresh_minutes") * 60.0,
         ),
-        limits: crate::quickbooks::limiter::RateLimits::default(),
+        limits: RateLimits::default(),
     };
     if enabled {
         if cfg.client_id.is_none() {

@@ -112,7 +112,7 @@ fn shown(cfg: &Config, key: &str, password_origin: &str) -> Shown {
         "log_keep_files" => v(cfg.log_keep_files),
         "pdf_dir" => path(&cfg.pdf_dir),
         "allow_insecure_http" => v(cfg.allow_insecure_http),
-        "intake.mapping" => v(cfg.intake.mapping.to_json()),
+        "intake.mapping" => v(cfg.intake.mapping.clone()),
         "intake.default_customer" => v(cfg.intake.default_customer.clone()),
         "intake.settle_seconds" => v(cfg.intake.settle.as_secs_f64()),
         "local_api.enabled" => v(api.enabled),

@@ -17,7 +17,7 @@ pub mod sale;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, KeyProblem};
 use crate::store::{Enqueued, Job, NewJob, OutboxHandle, StoreError};
 use sale::{IntakeOptions, Sale};
 
@@ -85,11 +85,24 @@ pub fn new_job(sale: &Sale, source: &str) -> NewJob {
     }
 }
 
-/// The intake options from config.json.
+/// The intake options from config.json (a mapping [`check_config`] refuses
+/// counts as none).
 pub fn options_from_config(cfg: &Config) -> IntakeOptions {
     IntakeOptions {
-        mapping: cfg.intake.mapping.clone(),
+        mapping: sale::Mapping::from_json(&cfg.intake.mapping).unwrap_or_default(),
         default_customer: cfg.intake.default_customer.clone(),
+    }
+}
+
+/// What is wrong with the intake's keys of a loaded config: the fields of
+/// `intake.mapping` are the intake's to know (config holds plain data).
+pub fn check_config(cfg: &Config) -> Vec<KeyProblem> {
+    match sale::Mapping::from_json(&cfg.intake.mapping) {
+        Ok(_) => Vec::new(),
+        Err(problem) => vec![KeyProblem {
+            key: "intake.mapping".into(),
+            problem,
+        }],
     }
 }
 
@@ -101,4 +114,36 @@ pub fn conflict_message(job: &Job) -> String {
          was wrong (`pos-connector queue show {}`)",
         job.invoice_number, job.id, job.source, job.state, job.invoice_number
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapping_naming_no_field_is_a_problem_of_intake_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            crate::config::load_from(&p, &[]).unwrap()
+        };
+        let cfg =
+            load(r#"{"email": "a@b.co", "intake": {"mapping": {"invoice_number": "Ticket#"}}}"#);
+        assert!(check_config(&cfg).is_empty());
+        assert_eq!(
+            options_from_config(&cfg)
+                .mapping
+                .get(sale::Field::InvoiceNumber),
+            Some("Ticket#")
+        );
+        for bad in [r#"{"colour": "x"}"#, r#""quantity""#, r#"{"items": null}"#] {
+            let cfg = load(&format!(
+                r#"{{"email": "a@b.co", "intake": {{"mapping": {bad}}}}}"#
+            ));
+            let problems = check_config(&cfg);
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].key, "intake.mapping", "{bad}");
+        }
+    }
 }
