@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 mod checks;
 mod file;
+/// The table of config keys is public: tools and docs can list the keys.
 pub mod keys;
 pub mod paths;
 mod read;
@@ -25,11 +26,8 @@ mod read;
 mod tests;
 mod view;
 
-pub use checks::{
-    is_loopback_host, parse_base_url, parse_legacy_expiry, without_userinfo,
-    MIN_LOCAL_API_KEY_CHARS,
-};
-pub use file::read_json_object;
+pub(crate) use checks::is_loopback_host;
+pub(crate) use file::read_json_object;
 pub use view::redacted_view;
 
 use file::layer_environment;
@@ -299,10 +297,10 @@ impl PushAfter {
 
 /// The default `quickbooks.redirect_uri`: the local API's port, so the
 /// status page can take the callback too.
-pub const DEFAULT_QB_REDIRECT_URI: &str = "http://localhost:8765/callback";
+pub(crate) const DEFAULT_QB_REDIRECT_URI: &str = "http://localhost:8765/callback";
 
 /// The default `local_api.bind`.
-pub const DEFAULT_LOCAL_API_BIND: &str = "127.0.0.1:8765";
+pub(crate) const DEFAULT_LOCAL_API_BIND: &str = "127.0.0.1:8765";
 /// The default `local_api.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// The default `local_api.header_timeout_seconds`.
@@ -310,7 +308,7 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CUSTOMER: &str = "Walk-in customer";
 /// Above PHP's 30 s execution limit and nginx's 60 s read timeout: after
 /// that, a submit whose client left is certainly over at the backend.
-pub const DEFAULT_SUBMIT_SETTLE_SECS: f64 = 90.0;
+pub(crate) const DEFAULT_SUBMIT_SETTLE_SECS: f64 = 90.0;
 
 #[derive(Debug, Clone)]
 pub struct LegacyToken {

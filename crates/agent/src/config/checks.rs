@@ -8,7 +8,7 @@ use reqwest::Url;
 
 /// Checks the backend address: http(s), a host, no query; plain http only
 /// to this machine unless the operator opts in.
-pub fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
+pub(crate) fn parse_base_url(text: &str, allow_insecure_http: bool) -> Result<Url, String> {
     // Messages quote the text without any credentials it carries.
     let shown = without_userinfo(text);
     let parsed = Url::parse(text.trim());
@@ -60,7 +60,7 @@ pub(super) fn check_no_userinfo(url: &Url, shown: &str) -> Result<(), String> {
 
 /// `text` with anything between `scheme://` and the host's `@` replaced
 /// by `***`, for quoting a URL (even one that does not parse) in a message.
-pub fn without_userinfo(text: &str) -> String {
+pub(crate) fn without_userinfo(text: &str) -> String {
     let Some(start) = text.find("://").map(|i| i + 3) else {
         return text.to_string();
     };
@@ -73,7 +73,7 @@ pub fn without_userinfo(text: &str) -> String {
 }
 
 /// The shortest `local_api.api_key` accepted.
-pub const MIN_LOCAL_API_KEY_CHARS: usize = 16;
+pub(crate) const MIN_LOCAL_API_KEY_CHARS: usize = 16;
 /// The placeholder of config.example.json (published, so no key at all).
 const EXAMPLE_LOCAL_API_KEY: &str = "change-me-to-a-long-random-key";
 
@@ -108,7 +108,7 @@ pub(super) fn is_host_name(h: &str) -> bool {
             }))
 }
 
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.eq_ignore_ascii_case("localhost") {
         return true;
@@ -132,7 +132,7 @@ pub(super) fn looks_like_email(s: &str) -> bool {
 
 /// The old connector wrote `datetime.now().isoformat()`: a naive local
 /// time. An offset or `Z`, when present, is honoured.
-pub fn parse_legacy_expiry(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_legacy_expiry(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.with_timezone(&Utc));

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{ConfigError, ENV_PREFIX};
 
 /// Reads the file as a JSON object, with precise errors.
-pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+pub(crate) fn read_json_object(path: &Path) -> Result<Map<String, Value>, ConfigError> {
     let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,

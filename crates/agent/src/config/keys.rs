@@ -319,14 +319,14 @@ pub fn readme_table() -> String {
     out
 }
 
-/// The markers around the table in README.md.
-pub const README_START: &str =
-    "<!-- config-keys: generated from crates/agent/src/config/keys.rs; edit there -->";
-pub const README_END: &str = "<!-- config-keys: end -->";
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The markers around the table in README.md.
+    const README_START: &str =
+        "<!-- config-keys: generated from crates/agent/src/config/keys.rs; edit there -->";
+    const README_END: &str = "<!-- config-keys: end -->";
 
     #[test]
     fn names_are_unique_and_defaults_fit_their_kind() {

@@ -1,6 +1,7 @@
 //! The config's unit tests: loading, layering, checks, the view.
 
 mod main {
+    use super::super::checks::parse_base_url;
     use super::super::keys::{self, Kind};
     use super::super::*;
     use secrecy::ExposeSecret;
@@ -163,6 +164,29 @@ mod main {
         assert!(
             err.contains("invoice_folder") && err.contains("config file"),
             "{err}"
+        );
+    }
+
+    /// The defaults named in the code (for messages and other modules) are
+    /// the table's.
+    #[test]
+    fn the_named_defaults_are_the_tables() {
+        let default = |k: &str| keys::find(k).unwrap().default_value().unwrap();
+        assert_eq!(default("quickbooks.redirect_uri"), DEFAULT_QB_REDIRECT_URI);
+        assert_eq!(default("local_api.bind"), DEFAULT_LOCAL_API_BIND);
+        assert_eq!(default("intake.default_customer"), DEFAULT_CUSTOMER);
+        let number = |k: &str| default(k).parse::<f64>().unwrap();
+        assert_eq!(
+            number("local_api.max_connections"),
+            DEFAULT_MAX_CONNECTIONS as f64
+        );
+        assert_eq!(
+            number("local_api.header_timeout_seconds"),
+            DEFAULT_HEADER_TIMEOUT.as_secs_f64()
+        );
+        assert_eq!(
+            number("pipeline.submit_settle_seconds"),
+            DEFAULT_SUBMIT_SETTLE_SECS
         );
     }
 
