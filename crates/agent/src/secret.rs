@@ -350,7 +350,10 @@ pub fn constant_time_eq(given: &str, expected: &SecretString) -> bool {
 /// Rewrites config.json with `password` set (or removed), keeping every
 /// other key and its order, atomically and with mode 0600. Only
 /// `--setup-password` calls this.
-pub fn write_password_to_file(path: &Path, password: Option<&str>) -> Result<(), ConfigError> {
+pub(crate) fn write_password_to_file(
+    path: &Path,
+    password: Option<&str>,
+) -> Result<(), ConfigError> {
     let mut map = crate::config::read_json_object(path)?;
     match password {
         Some(p) => {

@@ -125,7 +125,7 @@ impl NewInvoice {
 
 /// What is wrong with the intake's keys of a loaded config: the fields of
 /// `intake.mapping` are the intake's to know (config holds plain data).
-pub fn check_config(cfg: &Config) -> Vec<KeyProblem> {
+pub(crate) fn check_config(cfg: &Config) -> Vec<KeyProblem> {
     match sale::Mapping::from_json(&cfg.intake.mapping) {
         Ok(_) => Vec::new(),
         Err(problem) => vec![KeyProblem {

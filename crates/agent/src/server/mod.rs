@@ -29,7 +29,7 @@
 //!   ([`protect`]).
 
 pub mod api;
-pub mod callback;
+pub(crate) mod callback;
 pub mod metrics;
 pub mod page;
 
