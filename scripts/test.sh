@@ -4,6 +4,8 @@
 # dependencies from Cargo.lock) and, for the browser test, Debian's chromium
 # and chromedriver, and for the receipts' reference images poppler's pdftoppm,
 # which it installs with apt-get when they are missing.
+# Then the packages: scripts/package.sh builds them (release, once) and,
+# as root, scripts/check-deb.sh installs the .deb, checks it, removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,3 +53,12 @@ echo "== cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --workspace --all-targets
+
+echo "== packages"
+bash scripts/package.sh
+if [ "$(id -u)" = 0 ]; then
+    echo "== .deb install check"
+    bash scripts/check-deb.sh
+else
+    echo "== .deb install check skipped: needs root (CI runs as root)"
+fi

@@ -71,9 +71,7 @@ impl CallStats {
     ) -> Result<reqwest::Response, reqwest::Error> {
         match &sent {
             Ok(resp) => self.answered(method, path, resp.status().as_u16()),
-            Err(e) => {
-                self.not_answered(method, path, &crate::laravel::error::describe_transport(e))
-            }
+            Err(e) => self.not_answered(method, path, &describe_transport(e)),
         }
         sent
     }
@@ -160,6 +158,24 @@ pub fn route_label(method: &str, path: &str) -> String {
         })
         .collect();
     format!("{method} {}", segments.join("/"))
+}
+
+/// What went wrong on the wire, causes included (for any backend).
+pub fn describe_transport(err: &reqwest::Error) -> String {
+    let mut detail = if err.is_timeout() {
+        "timed out (request_timeout_secs)".to_string()
+    } else if err.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "connection lost".to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    detail
 }
 
 #[cfg(test)]

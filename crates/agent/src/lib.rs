@@ -14,6 +14,7 @@ pub mod intake;
 pub mod laravel;
 pub mod logging;
 pub mod pipeline;
+pub mod platform;
 pub mod quickbooks;
 pub mod receipt;
 pub mod retry;
@@ -23,8 +24,10 @@ pub mod service;
 pub mod status;
 pub mod store;
 pub mod sync_interval;
-pub mod systemd;
 pub mod tax;
 pub mod token;
 pub mod token_check;
 pub mod trim;
+
+/// systemd's readiness protocol lives with the other per-OS code.
+pub use platform::notify as systemd;

@@ -12,23 +12,32 @@
 //! print on one line, and every field and message of every log line goes
 //! through it ([`SafeFields`], installed by [`layer`]), so no call site can
 //! forget it.
+//!
+//! The console gets colours only on a terminal (not in a pipe, a file or
+//! the journal; `NO_COLOR` turns them off everywhere). When the console is
+//! systemd's journal (`JOURNAL_STREAM` names it), each line starts with its
+//! syslog priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug),
+//! which journald strips and stores as the entry's PRIORITY, and carries no
+//! timestamp of its own (the journal adds one). Files never carry colours.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing::field::{Field, Visit};
-use tracing::Subscriber;
+use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::{DefaultVisitor, Format, Writer};
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogLevel;
+use crate::platform::{self, Stream};
 
 /// Where console logs go. One-shot commands print their results on stdout,
 /// so their logs go to stderr; the service logs to stdout (journald).
@@ -64,6 +73,104 @@ fn filter(level: LogLevel) -> EnvFilter {
     EnvFilter::new(format!("warn,pos_connector={}", level.as_str()))
 }
 
+/// How the console is written, decided once from where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleStyle {
+    /// A terminal: colours (unless `NO_COLOR`), timestamps.
+    Terminal,
+    /// A pipe or file: plain text, timestamps.
+    Plain,
+    /// systemd's journal: `<N>` priority prefixes, no timestamps.
+    Journal,
+}
+
+impl ConsoleStyle {
+    pub fn detect(console: Console) -> ConsoleStyle {
+        let stream = match console {
+            Console::Stdout => Stream::Stdout,
+            Console::Stderr => Stream::Stderr,
+        };
+        let terminal = match console {
+            Console::Stdout => std::io::stdout().is_terminal(),
+            Console::Stderr => std::io::stderr().is_terminal(),
+        };
+        if platform::stream_is_journal(stream) {
+            ConsoleStyle::Journal
+        } else if terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) {
+            ConsoleStyle::Terminal
+        } else {
+            ConsoleStyle::Plain
+        }
+    }
+}
+
+/// The syslog priority journald stores for a tracing level (sd-daemon(3)).
+pub fn journal_priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// Prefixes each event with `<priority>` for journald, then formats it as
+/// the inner format does.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(writer, "<{}>", journal_priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+fn console_layer<S>(console: Console, filter: EnvFilter) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn styled<S, W>(
+        writer: W,
+        style: ConsoleStyle,
+        filter: EnvFilter,
+    ) -> Box<dyn Layer<S> + Send + Sync>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    {
+        let layer = layer(writer)
+            .with_target(false)
+            .with_ansi(style == ConsoleStyle::Terminal);
+        match style {
+            ConsoleStyle::Journal => layer
+                .event_format(JournalPriority(
+                    tracing_subscriber::fmt::format()
+                        .with_target(false)
+                        .with_ansi(false)
+                        .without_time(),
+                ))
+                .with_filter(filter)
+                .boxed(),
+            _ => layer.with_filter(filter).boxed(),
+        }
+    }
+    let style = ConsoleStyle::detect(console);
+    match console {
+        Console::Stdout => styled(std::io::stdout, style, filter),
+        Console::Stderr => styled(std::io::stderr, style, filter),
+    }
+}
+
 /// Installs the global subscriber. `file`: the log folder and how many
 /// daily files to keep. A log folder that cannot be created is reported on
 /// stderr and the agent goes on without file logs rather than not running.
@@ -72,16 +179,7 @@ pub fn init(
     console_level: LogLevel,
     file: Option<(&Path, LogLevel, usize)>,
 ) -> LogGuard {
-    let console_layer = match console {
-        Console::Stdout => layer(std::io::stdout)
-            .with_target(false)
-            .with_filter(filter(console_level))
-            .boxed(),
-        Console::Stderr => layer(std::io::stderr)
-            .with_target(false)
-            .with_filter(filter(console_level))
-            .boxed(),
-    };
+    let console_layer = console_layer(console, filter(console_level));
     let mut guard = None;
     let file_layer = file.and_then(|(dir, level, keep)| {
         let appender = std::fs::create_dir_all(dir)

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -24,8 +23,9 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::fsutil;
+use serde_json::Value;
 
 /// The environment variable whose password wins over everything.
 pub const ENV_PASSWORD: &str = "POS_CONNECTOR_PASSWORD";
@@ -234,24 +234,43 @@ impl Vault {
         serde_json::from_slice(&plain).map_err(|_| unreadable("damaged contents"))
     }
 
-    /// The store's key; created (0600) on first write.
+    /// The store's key; created (0600) on first write. On disk it is in
+    /// the platform's protected form (DPAPI on Windows, see `platform`); a
+    /// key stored bare by an older version is rewritten protected.
     fn key(&self, create: bool) -> Result<Option<[u8; 32]>, SecretError> {
         let path = self.dir.join(KEY_FILE);
-        match File::open(&path) {
-            Ok(mut f) => {
-                let mut key = [0u8; 32];
-                f.read_exact(&mut key).map_err(|e| self.io(e))?;
+        let unreadable = |reason: String| SecretError::Unreadable {
+            path: path.clone(),
+            reason,
+        };
+        match std::fs::read(&path) {
+            Ok(stored) => {
+                let (bytes, rewrite) = crate::platform::unprotect_key(&stored).map_err(|e| {
+                    unreadable(format!("the key cannot be unwrapped on this machine: {e}"))
+                })?;
+                let key: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| unreadable(format!("{KEY_FILE} is damaged")))?;
+                if rewrite {
+                    self.write_key(&path, &key)?;
+                }
                 Ok(Some(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
-                fsutil::write_private(&path, &key).map_err(|e| self.io(e))?;
+                self.write_key(&path, &key)?;
                 Ok(Some(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io(e)),
         }
+    }
+
+    fn write_key(&self, path: &Path, key: &[u8; 32]) -> Result<(), SecretError> {
+        let stored = crate::platform::protect_key(key).map_err(|e| self.io(e))?;
+        fsutil::write_private(path, &stored).map_err(|e| self.io(e))
     }
 
     fn lock(&self) -> Result<File, SecretError> {
@@ -328,9 +347,52 @@ pub fn constant_time_eq(given: &str, expected: &SecretString) -> bool {
     diff == 0
 }
 
+/// Rewrites config.json with `password` set (or removed), keeping every
+/// other key and its order, atomically and with mode 0600. Only
+/// `--setup-password` calls this.
+pub(crate) fn write_password_to_file(
+    path: &Path,
+    password: Option<&str>,
+) -> Result<(), ConfigError> {
+    let mut map = crate::config::read_json_object(path)?;
+    match password {
+        Some(p) => {
+            map.insert("password".into(), Value::String(p.to_string()));
+        }
+        None => {
+            map.remove("password");
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&Value::Object(map)).expect("serialises");
+    text.push('\n');
+    crate::fsutil::write_private(path, text.as_bytes()).map_err(|source| ConfigError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_rewrite_keeps_other_keys_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.json");
+        std::fs::write(&p, r#"{"z": 1, "email": "v@shop.jo", "a": [1, 2]}"#).unwrap();
+        write_password_to_file(&p, Some("s3cret")).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let z = text.find("\"z\"").unwrap();
+        let a = text.find("\"a\"").unwrap();
+        assert!(z < a);
+        assert!(text.contains("s3cret"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
 
     #[test]
     fn key_comparison() {

@@ -441,38 +441,6 @@ fn remove_stale_temp_files(dirs: &[&Path]) {
     }
 }
 
-/// Completes on Ctrl-C, or SIGTERM on Unix (systemd's stop). The handlers
-/// are installed when this is called, not when the future is first polled,
-/// so a stop that arrives while the agent is still starting is not lost to
-/// the default action (an immediate kill).
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    #[cfg(unix)]
-    let unix_signals = {
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::terminate()).ok(),
-            signal(SignalKind::interrupt()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            match unix_signals {
-                (Some(mut term), Some(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("stop requested; shutting down");
-    }
-}
+/// The stop request of this system (signals, console events, the service
+/// manager): see [`crate::platform::shutdown_signal`].
+pub use crate::platform::shutdown_signal;

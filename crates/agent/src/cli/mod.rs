@@ -22,10 +22,13 @@ use crate::retry::RetryPolicy;
 use crate::secret;
 use crate::{demo, service, token_check};
 
+mod install;
 mod qbo;
 mod queue;
 mod status;
 mod submit;
+
+pub use install::ServiceCommand;
 
 pub use qbo::QboCommand;
 
@@ -42,7 +45,8 @@ pub const EXIT_NEEDS_PERSON: u8 = 3;
     after_help = "Exit codes: 0 ok, 1 operation failed, 2 usage/config error, 3 needs a person (password, disabled account, QuickBooks reconnect)."
 )]
 pub struct Cli {
-    /// Config file [default: config/config.json, then config.json]
+    /// Config file [default: config/config.json, then config.json, then the
+    /// system's: /etc/pos-connector/config.json, %ProgramData%\pos-connector\config.json]
     #[arg(long, global = true, env = config::ENV_CONFIG_PATH, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
@@ -70,8 +74,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent as a service (foreground; stops on SIGTERM / Ctrl-C)
-    Run,
+    /// Run the agent as a service (foreground; stops on SIGTERM / Ctrl-C,
+    /// Ctrl-Break, console close, logoff and shutdown)
+    Run {
+        /// Started by the Windows Service Control Manager (set by `service
+        /// install`; reports to the SCM and stops on its Stop/Shutdown)
+        #[arg(long, hide = true)]
+        service: bool,
+    },
+    /// Register the agent with systemd or the Windows Service Control
+    /// Manager, and start, stop, inspect or remove it
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Print the shell completion script for SHELL (bash, zsh, fish,
+    /// powershell, elvish)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as the packages install it
+    #[command(hide = true)]
+    Man,
     /// Show the agent's state: sign-in, QuickBooks link, queue, health
     /// (from the running service, else from what is on disk)
     Status,
@@ -275,6 +298,17 @@ pub fn main() -> ExitCode {
         }
     };
     let json = cli.json;
+    if matches!(cli.command, Some(Command::Run { service: true })) {
+        // Under the Windows SCM the agent runs on the dispatcher's thread.
+        let code = crate::platform::run_as_service(move || match runtime.block_on(dispatch(cli)) {
+            Ok(()) => EXIT_OK,
+            Err(f) => {
+                eprintln!("error: {}", f.message);
+                f.code
+            }
+        });
+        return ExitCode::from(code);
+    }
     let result = runtime.block_on(dispatch(cli));
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -303,8 +337,26 @@ fn log_level(cli: &Cli, cfg: Option<&Config>) -> Result<LogLevel, Failure> {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
-    let path = config::locate(cli.config.as_deref())?;
-    Ok(config::load(&path)?)
+    let path = config::locate(
+        cli.config.as_deref(),
+        crate::platform::default_config_paths(),
+    )?;
+    load_checked(&path)
+}
+
+/// Loads with the process environment and checks what the subsystems own
+/// (config holds plain data): a problem is a config error like any other.
+pub(crate) fn load_checked(path: &std::path::Path) -> Result<Config, Failure> {
+    let cfg = config::load(path)?;
+    let problems = crate::intake::check_config(&cfg);
+    if !problems.is_empty() {
+        return Err(config::ConfigError::Invalid {
+            path: cfg.path.clone(),
+            problems,
+        }
+        .into());
+    }
+    Ok(cfg)
 }
 
 /// Logs for commands that use the config: the daily files in `log_dir` at
@@ -335,6 +387,12 @@ async fn dispatch(cli: Cli) -> Outcome {
         ));
     }
     match &cli.command {
+        Some(Command::Completions { shell }) => return install::completions(*shell),
+        Some(Command::Man) => return install::man(),
+        Some(Command::Service(cmd)) if !wants_setup => {
+            let _guard = logging::init(Console::Stderr, LogLevel::Warn, None);
+            return install::service(&cli, cmd);
+        }
         Some(Command::Sandbox { args }) => return run_sandbox(args),
         Some(Command::Demo { dir }) => return run_demo(&cli, dir.as_deref()).await,
         Some(Command::CheckConfig) if !wants_setup => return check_config(&cli),
@@ -355,11 +413,11 @@ async fn dispatch(cli: Cli) -> Outcome {
     }
     if !wants_setup && cli.command.is_none() {
         return Err(Failure::usage(
-            "no command given: try `pos-connector --help` (run, status, check-config, invoice, queue, qbo, test-token-refresh, sandbox, demo)",
+            "no command given: try `pos-connector --help` (run, service, status, check-config, invoice, queue, qbo, test-token-refresh, sandbox, demo, completions)",
         ));
     }
     let cfg = load_config(&cli)?;
-    if matches!(cli.command, Some(Command::Run)) {
+    if matches!(cli.command, Some(Command::Run { .. })) {
         // The service logs to stdout (journald) at the configured level.
         let _guard = command_logging(&cli, &cfg, Console::Stdout, None)?;
         if wants_setup {
@@ -398,7 +456,14 @@ async fn dispatch(cli: Cli) -> Outcome {
         Some(Command::Queue(cmd)) => queue::queue(&cli, &cfg, cmd),
         Some(Command::Qbo(cmd)) => qbo::qbo(&cli, &cfg, cmd).await,
         Some(Command::Status) => status::status(&cli, &cfg).await,
-        Some(Command::Run | Command::Sandbox { .. } | Command::Demo { .. }) => {
+        Some(Command::Service(cmd)) => install::service(&cli, cmd),
+        Some(
+            Command::Run { .. }
+            | Command::Sandbox { .. }
+            | Command::Demo { .. }
+            | Command::Completions { .. }
+            | Command::Man,
+        ) => {
             unreachable!("handled above")
         }
     }
@@ -433,7 +498,11 @@ fn check_config(cli: &Cli) -> Outcome {
             "problems": problems,
         }));
     } else {
-        println!("config file: {}", cfg.path.display());
+        println!(
+            "config file: {} (relative paths in it resolve against {})",
+            config::paths::absolute(&cfg.path).display(),
+            config::paths::base_folder(&cfg.path).display()
+        );
         if let Value::Object(map) = &view {
             for (k, v) in map {
                 let shown = match v {

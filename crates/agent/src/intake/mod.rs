@@ -17,9 +17,11 @@ pub mod sale;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, KeyProblem};
+use crate::laravel::model::{FieldProblem, NewInvoice};
 use crate::store::{Enqueued, Job, NewJob, OutboxHandle, StoreError};
 use sale::{IntakeOptions, Sale};
+use serde_json::Value;
 
 /// Called with every job the intake has just committed.
 pub type OnCommit = Arc<dyn Fn(&Job) + Send + Sync>;
@@ -85,11 +87,51 @@ pub fn new_job(sale: &Sale, source: &str) -> NewJob {
     }
 }
 
-/// The intake options from config.json.
+/// The intake options from config.json (a mapping [`check_config`] refuses
+/// counts as none).
 pub fn options_from_config(cfg: &Config) -> IntakeOptions {
     IntakeOptions {
-        mapping: cfg.intake.mapping.clone(),
+        mapping: sale::Mapping::from_json(&cfg.intake.mapping).unwrap_or_default(),
         default_customer: cfg.intake.default_customer.clone(),
+    }
+}
+
+/// The intake is the one reader of sales: a backend-shaped sale (the CLI,
+/// the demo, tests) is read by it too.
+impl NewInvoice {
+    /// Reads one sale in any shape the intake reads (the backend's own,
+    /// the POS shapes, QuickBooks'), with the intake's rules: a missing
+    /// number is derived, a missing customer is "Walk-in customer",
+    /// fractional quantities are converted. Every problem is reported, by
+    /// field path. One reader serves the CLI, the demo and the service.
+    pub fn from_json(v: &Value) -> Result<NewInvoice, Vec<FieldProblem>> {
+        match sale::parse_json(v, &Default::default()) {
+            Ok(mut sales) if sales.len() == 1 => Ok(sales.remove(0).to_new_invoice()),
+            Ok(sales) => Err(vec![FieldProblem {
+                field: "(document)".into(),
+                problem: format!("holds {} sales; one was expected", sales.len()),
+            }]),
+            Err(e) => Err(e
+                .problems
+                .into_iter()
+                .map(|p| FieldProblem {
+                    field: p.location,
+                    problem: p.message,
+                })
+                .collect()),
+        }
+    }
+}
+
+/// What is wrong with the intake's keys of a loaded config: the fields of
+/// `intake.mapping` are the intake's to know (config holds plain data).
+pub(crate) fn check_config(cfg: &Config) -> Vec<KeyProblem> {
+    match sale::Mapping::from_json(&cfg.intake.mapping) {
+        Ok(_) => Vec::new(),
+        Err(problem) => vec![KeyProblem {
+            key: "intake.mapping".into(),
+            problem,
+        }],
     }
 }
 
@@ -101,4 +143,75 @@ pub fn conflict_message(job: &Job) -> String {
          was wrong (`pos-connector queue show {}`)",
         job.invoice_number, job.id, job.source, job.state, job.invoice_number
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn backend_shape_and_synonyms() {
+        let v = json!({
+            "invoice_number": 1001,
+            "customer": {"name": "Generic Customer", "email": "g@example.com"},
+            "items": [
+                {"description": "A", "quantity": "2", "unit_price": 15.5},
+                {"name": "B", "qty": 1.0, "price": "30.00"}
+            ]
+        });
+        let inv = NewInvoice::from_json(&v).unwrap();
+        assert_eq!(inv.invoice_number, "1001");
+        assert_eq!(inv.customer_name, "Generic Customer");
+        assert_eq!(inv.customer_email.as_deref(), Some("g@example.com"));
+        assert_eq!(inv.items[0].quantity, 2);
+        assert_eq!(inv.items[0].price.to_string(), "15.5");
+        assert_eq!(inv.items[1].price.to_string(), "30.00");
+        let body = serde_json::to_value(&inv).unwrap();
+        assert_eq!(body["items"][0]["price"], json!(15.5));
+        assert!(body.get("customer_phone").is_none());
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let v = json!({"invoice_number": "X", "items": [
+            {"description": "A", "quantity": 1, "price": -1},
+            {"quantity": 2, "price": "lots"}
+        ]});
+        let problems = NewInvoice::from_json(&v).unwrap_err();
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        for field in ["items[0].price", "items[1].description", "items[1].price"] {
+            assert!(
+                text.iter().any(|t| t.starts_with(field)),
+                "{field}: {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mapping_naming_no_field_is_a_problem_of_intake_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            crate::config::load_from(&p, &[]).unwrap()
+        };
+        let cfg =
+            load(r#"{"email": "a@b.co", "intake": {"mapping": {"invoice_number": "Ticket#"}}}"#);
+        assert!(check_config(&cfg).is_empty());
+        assert_eq!(
+            options_from_config(&cfg)
+                .mapping
+                .get(sale::Field::InvoiceNumber),
+            Some("Ticket#")
+        );
+        for bad in [r#"{"colour": "x"}"#, r#""quantity""#, r#"{"items": null}"#] {
+            let cfg = load(&format!(
+                r#"{{"email": "a@b.co", "intake": {{"mapping": {bad}}}}}"#
+            ));
+            let problems = check_config(&cfg);
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].key, "intake.mapping", "{bad}");
+        }
+    }
 }

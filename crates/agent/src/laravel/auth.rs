@@ -356,7 +356,7 @@ pub async fn verify_and_store_password(
     let vault = Vault::new(&cfg.data_dir);
     let saved = match store {
         PasswordStore::ConfigFile => {
-            crate::config::write_password_to_file(&cfg.path, Some(secret::expose(password)))?;
+            crate::secret::write_password_to_file(&cfg.path, Some(secret::expose(password)))?;
             // A stored copy would take precedence over config.json: drop it.
             vault.set_password(None)?;
             PasswordSaved {
@@ -369,7 +369,7 @@ pub async fn verify_and_store_password(
             // The encrypted copy wins anyway; the plain one is obsolete.
             let removed_plaintext = cfg.password.is_some();
             if removed_plaintext {
-                crate::config::write_password_to_file(&cfg.path, None)?;
+                crate::secret::write_password_to_file(&cfg.path, None)?;
             }
             PasswordSaved {
                 location: vault.path(),

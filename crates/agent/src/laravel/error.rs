@@ -269,23 +269,7 @@ pub fn transport(method: &str, path: &str, err: &reqwest::Error) -> ApiError {
     }
 }
 
-/// What went wrong on the wire, causes included (for any backend).
-pub fn describe_transport(err: &reqwest::Error) -> String {
-    let mut detail = if err.is_timeout() {
-        "timed out (request_timeout_secs)".to_string()
-    } else if err.is_connect() {
-        "connection failed".to_string()
-    } else {
-        "connection lost".to_string()
-    };
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
-    }
-    detail
-}
+pub use crate::call_stats::describe_transport;
 
 /// Turns a non-success answer into the matching error. `status` is not
 /// 2xx; `body` is the (capped) body already read.

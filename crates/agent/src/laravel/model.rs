@@ -66,31 +66,6 @@ pub fn decimal_of(v: &Value) -> Option<Decimal> {
     }
 }
 
-impl NewInvoice {
-    /// Reads one sale in any shape the intake reads (the backend's own,
-    /// the POS shapes, QuickBooks'), with the intake's rules: a missing
-    /// number is derived, a missing customer is "Walk-in customer",
-    /// fractional quantities are converted. Every problem is reported, by
-    /// field path. One reader serves the CLI, the demo and the service.
-    pub fn from_json(v: &Value) -> Result<NewInvoice, Vec<FieldProblem>> {
-        match crate::intake::sale::parse_json(v, &Default::default()) {
-            Ok(mut sales) if sales.len() == 1 => Ok(sales.remove(0).to_new_invoice()),
-            Ok(sales) => Err(vec![FieldProblem {
-                field: "(document)".into(),
-                problem: format!("holds {} sales; one was expected", sales.len()),
-            }]),
-            Err(e) => Err(e
-                .problems
-                .into_iter()
-                .map(|p| FieldProblem {
-                    field: p.location,
-                    problem: p.message,
-                })
-                .collect()),
-        }
-    }
-}
-
 /// Statuses the backend reports. Unknown ones (a webhook may set others)
 /// are kept as they are, never rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,44 +342,6 @@ pub fn status_from_json(v: &Value) -> Result<InvoiceStatus, String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn backend_shape_and_synonyms() {
-        let v = json!({
-            "invoice_number": 1001,
-            "customer": {"name": "Generic Customer", "email": "g@example.com"},
-            "items": [
-                {"description": "A", "quantity": "2", "unit_price": 15.5},
-                {"name": "B", "qty": 1.0, "price": "30.00"}
-            ]
-        });
-        let inv = NewInvoice::from_json(&v).unwrap();
-        assert_eq!(inv.invoice_number, "1001");
-        assert_eq!(inv.customer_name, "Generic Customer");
-        assert_eq!(inv.customer_email.as_deref(), Some("g@example.com"));
-        assert_eq!(inv.items[0].quantity, 2);
-        assert_eq!(inv.items[0].price.to_string(), "15.5");
-        assert_eq!(inv.items[1].price.to_string(), "30.00");
-        let body = serde_json::to_value(&inv).unwrap();
-        assert_eq!(body["items"][0]["price"], json!(15.5));
-        assert!(body.get("customer_phone").is_none());
-    }
-
-    #[test]
-    fn every_problem_is_named() {
-        let v = json!({"invoice_number": "X", "items": [
-            {"description": "A", "quantity": 1, "price": -1},
-            {"quantity": 2, "price": "lots"}
-        ]});
-        let problems = NewInvoice::from_json(&v).unwrap_err();
-        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        for field in ["items[0].price", "items[1].description", "items[1].price"] {
-            assert!(
-                text.iter().any(|t| t.starts_with(field)),
-                "{field}: {text:?}"
-            );
-        }
-    }
 
     #[test]
     fn decimals_do_not_go_through_floats() {

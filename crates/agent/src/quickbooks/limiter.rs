@@ -90,34 +90,9 @@ const PAUSE_JITTER: f64 = 0.25;
 /// A pause after `Retry-After` is stretched by up to this fraction.
 const RETRY_AFTER_JITTER: f64 = 0.1;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimits {
-    /// Requests a second per realm (QuickBooks: 10).
-    pub per_second: u32,
-    /// Requests a minute per realm (QuickBooks: 500).
-    pub per_minute: u32,
-    /// Batch requests a minute per realm (QuickBooks: 40).
-    pub batch_per_minute: u32,
-    /// Multiplies every window and pause: 1.0 in production, 0.1 gives
-    /// windows of 100 ms and 6 s for tests and benches. Zero, negative or
-    /// non-finite values count as 1.0.
-    pub time_scale: f64,
-    /// Seeds the pauses' jitter (tests and benches print it); `None`: a
-    /// random seed, logged at debug level.
-    pub jitter_seed: Option<u64>,
-}
-
-impl Default for RateLimits {
-    fn default() -> Self {
-        RateLimits {
-            per_second: 10,
-            per_minute: 500,
-            batch_per_minute: 40,
-            time_scale: 1.0,
-            jitter_seed: None,
-        }
-    }
-}
+/// QuickBooks' limits as the agent keeps them: plain data of the config
+/// (tests and benches scale them), used here.
+pub use crate::config::RateLimits;
 
 impl RateLimits {
     fn scale(&self) -> f64 {

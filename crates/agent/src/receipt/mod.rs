@@ -101,38 +101,9 @@ pub enum ReceiptError {
     Unreadable(String),
 }
 
-/// The paper a receipt is laid out for (`receipts.paper`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Paper {
-    /// A4 portrait, for an office printer; long receipts take several pages.
-    A4,
-    /// An 80 mm till roll (72 mm printed): one page as long as the receipt.
-    #[default]
-    Roll80,
-    /// A 58 mm till roll (48 mm printed).
-    Roll58,
-}
-
-impl Paper {
-    /// `a4`, `80mm` or `58mm`, in any case.
-    pub fn parse(s: &str) -> Option<Paper> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "a4" => Some(Paper::A4),
-            "80mm" => Some(Paper::Roll80),
-            "58mm" => Some(Paper::Roll58),
-            _ => None,
-        }
-    }
-
-    /// The name `receipts.paper` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Paper::A4 => "a4",
-            Paper::Roll80 => "80mm",
-            Paper::Roll58 => "58mm",
-        }
-    }
-}
+/// The paper a receipt is laid out for (`receipts.paper`): plain data of
+/// the config, laid out here.
+pub use crate::config::Paper;
 
 /// The PDF bytes of a provisional receipt.
 pub fn render(r: &Receipt, paper: Paper) -> Result<Vec<u8>, ReceiptError> {

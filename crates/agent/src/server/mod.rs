@@ -29,6 +29,7 @@
 //!   ([`protect`]).
 
 pub mod api;
+pub(crate) mod callback;
 pub mod metrics;
 pub mod page;
 

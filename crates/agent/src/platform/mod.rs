@@ -1,0 +1,151 @@
+//! What differs by operating system, in one place: how a stop request
+//! arrives (signals, console events, the service manager), whether the
+//! console is the system journal, where the config lives by default, how
+//! the agent registers itself as a service, and service readiness
+//! notifications. The rest of the agent calls these functions and carries
+//! no `cfg(unix)` / `cfg(windows)` of its own.
+//!
+//! Each system's part is one file: `unix.rs` (Linux with systemd) and
+//! `windows.rs` (the Service Control Manager, console control events,
+//! %ProgramData%). `notify.rs` is systemd's readiness protocol, which does
+//! nothing where there is no systemd.
+
+pub mod notify;
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as os;
+
+#[cfg(windows)]
+mod win_security;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as os;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+pub use os::ServiceManager;
+
+/// Completes when the agent is asked to stop: SIGTERM / SIGINT on Unix;
+/// Ctrl-C, Ctrl-Break, console close, logoff and shutdown on Windows. The
+/// handlers are installed when this is called, not when the future is first
+/// polled, so a stop that arrives while the agent is still starting is not
+/// lost to the default action (an immediate kill).
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    let os_signal = os::shutdown_signal();
+    async move {
+        os_signal.await;
+        tracing::info!("stop requested; shutting down");
+    }
+}
+
+/// Runs the agent (`body`, returning the exit code) as the service manager
+/// expects: under the Windows SCM's dispatcher when it started the process
+/// (`run --service`), reporting Running and Stopped and turning Stop,
+/// Shutdown and Preshutdown into [`shutdown_signal`]; directly elsewhere
+/// (systemd needs nothing more than the process and its signals).
+pub fn run_as_service(body: impl FnOnce() -> u8 + Send + 'static) -> u8 {
+    os::run_as_service(Box::new(body))
+}
+
+/// The secrets store's key as written to disk: wrapped with DPAPI (machine
+/// scope) on Windows, so a copied data folder cannot be decrypted on
+/// another machine; as it is on Unix, where the file's mode 0600 in a 0700
+/// folder is the protection.
+pub fn protect_key(key: &[u8]) -> std::io::Result<Vec<u8>> {
+    #[cfg(windows)]
+    return win_security::protect_key(key);
+    #[cfg(not(windows))]
+    Ok(key.to_vec())
+}
+
+/// The key from its stored form, and whether it should be written again in
+/// the protected form (a key stored before the wrapping existed).
+pub fn unprotect_key(stored: &[u8]) -> std::io::Result<(Vec<u8>, bool)> {
+    #[cfg(windows)]
+    return win_security::unprotect_key(stored);
+    #[cfg(not(windows))]
+    Ok((stored.to_vec(), false))
+}
+
+/// Restricts a folder to the agent: on Windows an ACL for SYSTEM,
+/// Administrators and `account` only (inherited by everything in it); on
+/// Unix mode 0700 (the service user owns it).
+pub fn restrict_folder(dir: &std::path::Path, account: Option<&str>) -> std::io::Result<()> {
+    #[cfg(windows)]
+    return win_security::restrict_folder(dir, account);
+    #[cfg(not(windows))]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = account;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+}
+
+/// Which console stream a log layer writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// True when `stream` is connected to the systemd journal (systemd sets
+/// `JOURNAL_STREAM=<device>:<inode>` for the stream it gave the service;
+/// a pipe into something else, e.g. `| tee`, does not match).
+pub fn stream_is_journal(stream: Stream) -> bool {
+    match std::env::var("JOURNAL_STREAM") {
+        Ok(value) => os::stream_matches_journal(stream, &value),
+        Err(_) => false,
+    }
+}
+
+/// Where the config file is looked for when neither `--config` nor
+/// `POS_CONNECTOR_CONFIG` names one, in order: beside the working directory
+/// first (a developer's checkout, an unpacked zip), then the system's place
+/// (`/etc/pos-connector/config.json`, `%ProgramData%\pos-connector\config.json`).
+pub fn default_config_paths() -> Vec<PathBuf> {
+    let mut paths = vec![
+        PathBuf::from("config/config.json"),
+        PathBuf::from("config.json"),
+    ];
+    paths.extend(os::system_config_path());
+    paths
+}
+
+/// What `pos-connector service status` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceState {
+    NotInstalled,
+    Stopped,
+    Running,
+    /// Starting, stopping, failed...: the manager's own word.
+    Other(String),
+}
+
+/// Why a service operation failed. `Usage`: the operator must do something
+/// first (run as root / Administrator, install it); `Failed`: the system
+/// refused or is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How `service install` registers the agent.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// The executable the service runs (this one, by default).
+    pub exe: PathBuf,
+    /// The config file the service reads (absolute).
+    pub config: PathBuf,
+    /// Windows: a named account (`.\\till`, `DOMAIN\\user`) instead of
+    /// LocalSystem. Linux: the system user (default `pos-connector`).
+    pub account: Option<String>,
+    /// Windows: the named account's password.
+    pub password: Option<String>,
+}

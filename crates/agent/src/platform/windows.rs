@@ -1,0 +1,530 @@
+//! Windows: console control events, %ProgramData%\pos-connector, and the
+//! Service Control Manager (through the `windows-service` crate): the
+//! dispatcher that turns Stop / Shutdown / Preshutdown into the shutdown
+//! future `run` takes, and install / uninstall / start / stop / status.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use windows_service::service::{
+    ServiceAccess, ServiceAction, ServiceActionType, ServiceControl, ServiceControlAccept,
+    ServiceErrorControl, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod,
+    ServiceInfo, ServiceStartType, ServiceState as ScmState, ServiceStatus, ServiceType,
+};
+use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+use windows_service::service_manager::{ServiceManager as Scm, ServiceManagerAccess};
+use windows_service::{define_windows_service, service_dispatcher};
+
+use super::{InstallOptions, ServiceError, ServiceState, Stream};
+
+/// The service's name in the SCM.
+pub const SERVICE_NAME: &str = "pos-connector";
+const DISPLAY_NAME: &str = "pos-connector (point-of-sale e-invoicing agent)";
+const DESCRIPTION: &str = "Turns every sale of this till into a JoFotara e-invoice through the \
+     shop's invoicing backend. Config and data: %ProgramData%\\pos-connector.";
+/// How long Windows is told to wait for a stop (the pipeline's grace plus
+/// margin).
+const STOP_WAIT_HINT: Duration = Duration::from_secs(30);
+
+/// The Service Control Manager's stop request (Stop, Shutdown, Preshutdown);
+/// a `Notify` keeps a request that comes before anyone waits.
+fn scm_stop() -> &'static Notify {
+    static STOP: OnceLock<Notify> = OnceLock::new();
+    STOP.get_or_init(Notify::new)
+}
+
+/// True while running under the SCM: a user logging off must not stop the
+/// service (Windows sends CTRL_LOGOFF_EVENT to services too).
+static UNDER_SCM: AtomicBool = AtomicBool::new(false);
+
+/// Ctrl-C, Ctrl-Break, the console window closed, logoff (console runs
+/// only) and system shutdown, and the SCM's Stop / Shutdown / Preshutdown,
+/// all stop `run` cleanly. Windows gives a console program a few seconds
+/// after close/logoff/shutdown before it kills it.
+pub(super) fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::windows;
+    let c = windows::ctrl_c().ok();
+    let brk = windows::ctrl_break().ok();
+    let close = windows::ctrl_close().ok();
+    let logoff = if UNDER_SCM.load(Ordering::SeqCst) {
+        None
+    } else {
+        windows::ctrl_logoff().ok()
+    };
+    let shutdown = windows::ctrl_shutdown().ok();
+    async move {
+        async fn next<T: Recv>(s: Option<T>) {
+            match s {
+                Some(mut s) => s.recv_one().await,
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(c) => {}
+            _ = next(brk) => {}
+            _ = next(close) => {}
+            _ = next(logoff) => {}
+            _ = next(shutdown) => {}
+            _ = scm_stop().notified() => {}
+        }
+    }
+}
+
+/// One console event stream, whatever its type.
+trait Recv {
+    async fn recv_one(&mut self);
+}
+
+macro_rules! recv_impl {
+    ($($t:ty),*) => {$(
+        impl Recv for $t {
+            async fn recv_one(&mut self) {
+                let _ = self.recv().await;
+            }
+        }
+    )*};
+}
+recv_impl!(
+    tokio::signal::windows::CtrlC,
+    tokio::signal::windows::CtrlBreak,
+    tokio::signal::windows::CtrlClose,
+    tokio::signal::windows::CtrlLogoff,
+    tokio::signal::windows::CtrlShutdown
+);
+
+/// There is no journal on Windows.
+pub(super) fn stream_matches_journal(_stream: Stream, _journal: &str) -> bool {
+    false
+}
+
+/// `%ProgramData%\pos-connector\config.json` (C:\ProgramData on every
+/// Windows since Vista).
+pub(super) fn system_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("ProgramData")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"));
+    Some(base.join("pos-connector").join("config.json"))
+}
+
+// ------------------------------------------------------------ the dispatcher
+
+type Body = Box<dyn FnOnce() -> u8 + Send>;
+static BODY: Mutex<Option<Body>> = Mutex::new(None);
+static EXIT: AtomicU8 = AtomicU8::new(0);
+
+define_windows_service!(ffi_service_main, service_main);
+
+/// Runs `body` (the agent, returning its exit code) under the SCM: the
+/// dispatcher calls `service_main` on its own thread, which reports
+/// Running, runs the body, and reports Stopped with the exit code. When the
+/// process was not started by the SCM (error 1063) the body runs here.
+pub(super) fn run_as_service(body: Body) -> u8 {
+    *BODY.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+    UNDER_SCM.store(true, Ordering::SeqCst);
+    match service_dispatcher::start(SERVICE_NAME, ffi_service_main) {
+        Ok(()) => EXIT.load(Ordering::SeqCst),
+        Err(_) => {
+            UNDER_SCM.store(false, Ordering::SeqCst);
+            let body = BODY.lock().unwrap_or_else(|e| e.into_inner()).take();
+            body.map(|b| b()).unwrap_or(1)
+        }
+    }
+}
+
+/// What the SCM is told: state, the controls accepted while running, the
+/// exit code once stopped.
+fn status(state: ScmState, exit: u8) -> ServiceStatus {
+    ServiceStatus {
+        service_type: ServiceType::OWN_PROCESS,
+        current_state: state,
+        controls_accepted: if state == ScmState::Running {
+            // PRESHUTDOWN and SHUTDOWN are exclusive; Preshutdown comes
+            // first and leaves the network up while in-flight calls finish.
+            ServiceControlAccept::STOP | ServiceControlAccept::PRESHUTDOWN
+        } else {
+            ServiceControlAccept::empty()
+        },
+        exit_code: if exit == 0 {
+            ServiceExitCode::Win32(0)
+        } else {
+            ServiceExitCode::ServiceSpecific(u32::from(exit))
+        },
+        checkpoint: 0,
+        wait_hint: if state == ScmState::StopPending {
+            STOP_WAIT_HINT
+        } else {
+            Duration::ZERO
+        },
+        process_id: None,
+    }
+}
+
+/// The SCM's controls, as the handler answers them (a function of its own
+/// so tests can drive it): Stop, Shutdown and Preshutdown request the stop.
+pub fn handle_control(control: ServiceControl) -> ServiceControlHandlerResult {
+    match control {
+        ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
+            scm_stop().notify_one();
+            ServiceControlHandlerResult::NoError
+        }
+        ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
+        _ => ServiceControlHandlerResult::NotImplemented,
+    }
+}
+
+fn service_main(_args: Vec<OsString>) {
+    static HANDLE: OnceLock<service_control_handler::ServiceStatusHandle> = OnceLock::new();
+    let registered = service_control_handler::register(SERVICE_NAME, |control| {
+        let answer = handle_control(control);
+        if matches!(
+            control,
+            ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown
+        ) {
+            if let Some(h) = HANDLE.get() {
+                let _ = h.set_service_status(status(ScmState::StopPending, 0));
+            }
+        }
+        answer
+    });
+    let Ok(handle) = registered else {
+        EXIT.store(1, Ordering::SeqCst);
+        return;
+    };
+    let _ = HANDLE.set(handle);
+    let _ = handle.set_service_status(status(ScmState::Running, 0));
+    let body = BODY.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let code = body.map(|b| b()).unwrap_or(1);
+    EXIT.store(code, Ordering::SeqCst);
+    let _ = handle.set_service_status(status(ScmState::Stopped, code));
+}
+
+// ------------------------------------------------------- service management
+
+/// Win32 errors the operator can act on.
+const ERROR_ACCESS_DENIED: i32 = 5;
+const ERROR_INVALID_LEVEL: i32 = 124;
+const ERROR_SERVICE_DOES_NOT_EXIST: i32 = 1060;
+const ERROR_SERVICE_EXISTS: i32 = 1073;
+
+fn os_code(e: &windows_service::Error) -> Option<i32> {
+    match e {
+        windows_service::Error::Winapi(io) => io.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// The inner Windows error (the crate's own Display says only "IO error in
+/// winapi call").
+fn describe(e: &windows_service::Error) -> String {
+    match e {
+        windows_service::Error::Winapi(io) => io.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn scm_error(what: &str, e: windows_service::Error) -> ServiceError {
+    match os_code(&e) {
+        Some(ERROR_ACCESS_DENIED) => ServiceError::Usage(format!(
+            "{what}: access denied; run it from an Administrator command prompt"
+        )),
+        Some(ERROR_SERVICE_DOES_NOT_EXIST) => ServiceError::Usage(format!(
+            "{what}: the service is not installed; run `pos-connector service install` first"
+        )),
+        Some(ERROR_SERVICE_EXISTS) => ServiceError::Usage(format!(
+            "{what}: the service is already installed; run `pos-connector service uninstall` first to change it"
+        )),
+        _ => ServiceError::Failed(format!("{what}: {}", describe(&e))),
+    }
+}
+
+/// The SCM on this machine.
+#[derive(Default)]
+pub struct ServiceManager;
+
+/// Restart after a failure three times quickly, then every 5 minutes:
+/// Windows repeats the last action for every later failure; the count
+/// resets after a day without one.
+pub fn failure_actions() -> ServiceFailureActions {
+    let restart = |secs| ServiceAction {
+        action_type: ServiceActionType::Restart,
+        delay: Duration::from_secs(secs),
+    };
+    ServiceFailureActions {
+        reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(86_400)),
+        reboot_msg: None,
+        command: None,
+        actions: Some(vec![restart(5), restart(30), restart(60), restart(300)]),
+    }
+}
+
+/// What `service install` registers: auto start, this exe with
+/// `--config <abs> run --service`, LocalSystem unless an account is named.
+pub fn service_info(opts: &InstallOptions) -> ServiceInfo {
+    ServiceInfo {
+        name: SERVICE_NAME.into(),
+        display_name: DISPLAY_NAME.into(),
+        service_type: ServiceType::OWN_PROCESS,
+        start_type: ServiceStartType::AutoStart,
+        error_control: ServiceErrorControl::Normal,
+        executable_path: opts.exe.clone(),
+        launch_arguments: vec![
+            "--config".into(),
+            opts.config.clone().into_os_string(),
+            "run".into(),
+            "--service".into(),
+        ],
+        dependencies: vec![],
+        account_name: opts.account.as_ref().map(OsString::from),
+        account_password: opts.password.as_ref().map(OsString::from),
+    }
+}
+
+impl ServiceManager {
+    pub fn name(&self) -> &'static str {
+        "Windows Service Control Manager"
+    }
+
+    fn connect(&self, access: ServiceManagerAccess) -> Result<Scm, ServiceError> {
+        Scm::local_computer(None::<&str>, access)
+            .map_err(|e| scm_error("cannot open the Service Control Manager", e))
+    }
+
+    pub fn install(
+        &self,
+        opts: &InstallOptions,
+        writable: &[PathBuf],
+    ) -> Result<Vec<String>, ServiceError> {
+        // The data folder (the outbox, the secrets store) first: SYSTEM,
+        // Administrators and the service account only.
+        let mut done = Vec::new();
+        if let Some(data) = writable.first() {
+            std::fs::create_dir_all(data)
+                .and_then(|_| super::restrict_folder(data, opts.account.as_deref()))
+                .map_err(|e| {
+                    ServiceError::Failed(format!(
+                        "cannot restrict {} to SYSTEM, Administrators and the service account: {e}",
+                        data.display()
+                    ))
+                })?;
+            done.push(format!(
+                "{} is open to SYSTEM, Administrators and {} only",
+                data.display(),
+                opts.account
+                    .as_deref()
+                    .unwrap_or("the service (LocalSystem)")
+            ));
+        }
+        let scm =
+            self.connect(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
+        let service = scm
+            .create_service(
+                &service_info(opts),
+                ServiceAccess::CHANGE_CONFIG | ServiceAccess::START | ServiceAccess::QUERY_STATUS,
+            )
+            .map_err(|e| scm_error("cannot create the service", e))?;
+        done.push(format!(
+            "installed the service {SERVICE_NAME} ({}), running {} as {}",
+            DISPLAY_NAME,
+            opts.exe.display(),
+            opts.account.as_deref().unwrap_or("LocalSystem")
+        ));
+        let _ = service.set_description(DESCRIPTION);
+        service
+            .update_failure_actions(failure_actions())
+            .map_err(|e| scm_error("cannot set the restart-on-failure actions", e))?;
+        done.push("restarts on failure: after 5 s, 30 s, 60 s, then every 5 minutes".into());
+        // Delayed auto start and "failure actions on non-crash failures"
+        // are not implemented by every SCM (Wine answers 124): say so.
+        for (what, result) in [
+            (
+                "delayed automatic start",
+                service.set_delayed_auto_start(true),
+            ),
+            (
+                "restart when it stops with an error code",
+                service.set_failure_actions_on_non_crash_failures(true),
+            ),
+            (
+                "a 30 s preshutdown timeout",
+                service.set_preshutdown_timeout(STOP_WAIT_HINT),
+            ),
+        ] {
+            match result {
+                Ok(()) => done.push(format!("set {what}")),
+                Err(e) if os_code(&e) == Some(ERROR_INVALID_LEVEL) => {
+                    done.push(format!("warning: this system does not support {what}"))
+                }
+                Err(e) => return Err(scm_error(&format!("cannot set {what}"), e)),
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn uninstall(&self) -> Result<Vec<String>, ServiceError> {
+        let scm = self.connect(ServiceManagerAccess::CONNECT)?;
+        let service = scm
+            .open_service(
+                SERVICE_NAME,
+                ServiceAccess::STOP | ServiceAccess::DELETE | ServiceAccess::QUERY_STATUS,
+            )
+            .map_err(|e| scm_error("cannot open the service", e))?;
+        let mut done = Vec::new();
+        if stop_and_wait(&service)? {
+            done.push("stopped the service".to_string());
+        }
+        service
+            .delete()
+            .map_err(|e| scm_error("cannot delete the service", e))?;
+        done.push(format!(
+            "removed the service {SERVICE_NAME}; data, logs and config are kept"
+        ));
+        Ok(done)
+    }
+
+    pub fn start(&self) -> Result<(), ServiceError> {
+        let scm = self.connect(ServiceManagerAccess::CONNECT)?;
+        let service = scm
+            .open_service(
+                SERVICE_NAME,
+                ServiceAccess::START | ServiceAccess::QUERY_STATUS,
+            )
+            .map_err(|e| scm_error("cannot open the service", e))?;
+        service
+            .start::<&str>(&[])
+            .map_err(|e| scm_error("cannot start the service", e))
+    }
+
+    pub fn stop(&self) -> Result<(), ServiceError> {
+        let scm = self.connect(ServiceManagerAccess::CONNECT)?;
+        let service = scm
+            .open_service(
+                SERVICE_NAME,
+                ServiceAccess::STOP | ServiceAccess::QUERY_STATUS,
+            )
+            .map_err(|e| scm_error("cannot open the service", e))?;
+        stop_and_wait(&service).map(|_| ())
+    }
+
+    pub fn status(&self) -> Result<ServiceState, ServiceError> {
+        let scm = self.connect(ServiceManagerAccess::CONNECT)?;
+        let service = match scm.open_service(SERVICE_NAME, ServiceAccess::QUERY_STATUS) {
+            Ok(s) => s,
+            Err(e) if os_code(&e) == Some(ERROR_SERVICE_DOES_NOT_EXIST) => {
+                return Ok(ServiceState::NotInstalled)
+            }
+            Err(e) => return Err(scm_error("cannot open the service", e)),
+        };
+        let now = service
+            .query_status()
+            .map_err(|e| scm_error("cannot query the service", e))?;
+        Ok(match now.current_state {
+            ScmState::Running => ServiceState::Running,
+            ScmState::Stopped => ServiceState::Stopped,
+            other => ServiceState::Other(format!("{other:?}")),
+        })
+    }
+}
+
+/// Asks a running service to stop and waits (up to the stop hint plus a
+/// margin) until it has; true when it was running.
+fn stop_and_wait(service: &windows_service::service::Service) -> Result<bool, ServiceError> {
+    let now = service
+        .query_status()
+        .map_err(|e| scm_error("cannot query the service", e))?;
+    if now.current_state == ScmState::Stopped {
+        return Ok(false);
+    }
+    if now.current_state != ScmState::StopPending {
+        service
+            .stop()
+            .map_err(|e| scm_error("cannot stop the service", e))?;
+    }
+    let deadline = std::time::Instant::now() + STOP_WAIT_HINT + Duration::from_secs(15);
+    loop {
+        let now = service
+            .query_status()
+            .map_err(|e| scm_error("cannot query the service", e))?;
+        if now.current_state == ScmState::Stopped {
+            return Ok(true);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ServiceError::Failed(format!(
+                "the service did not stop within {} s (still {:?})",
+                (STOP_WAIT_HINT + Duration::from_secs(15)).as_secs(),
+                now.current_state
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_registers_auto_start_with_this_config_and_restarts_three_times_then_every_5_minutes()
+    {
+        let opts = InstallOptions {
+            exe: PathBuf::from(r"C:\Program Files\pos-connector\pos-connector.exe"),
+            config: PathBuf::from(r"C:\ProgramData\pos-connector\config.json"),
+            account: None,
+            password: None,
+        };
+        let info = service_info(&opts);
+        assert_eq!(info.start_type, ServiceStartType::AutoStart);
+        assert_eq!(info.account_name, None, "LocalSystem");
+        assert_eq!(
+            info.launch_arguments,
+            vec![
+                OsString::from("--config"),
+                OsString::from(r"C:\ProgramData\pos-connector\config.json"),
+                OsString::from("run"),
+                OsString::from("--service"),
+            ]
+        );
+        let actions = failure_actions().actions.unwrap();
+        assert_eq!(actions.len(), 4);
+        assert!(actions
+            .iter()
+            .all(|a| a.action_type == ServiceActionType::Restart));
+        assert_eq!(actions[3].delay, Duration::from_secs(300));
+    }
+
+    #[tokio::test]
+    async fn stop_shutdown_and_preshutdown_complete_the_shutdown_future() {
+        for control in [
+            ServiceControl::Stop,
+            ServiceControl::Shutdown,
+            ServiceControl::Preshutdown,
+        ] {
+            let stop = shutdown_signal();
+            assert!(matches!(
+                handle_control(control),
+                ServiceControlHandlerResult::NoError
+            ));
+            tokio::time::timeout(Duration::from_secs(10), stop)
+                .await
+                .unwrap_or_else(|_| panic!("{control:?} did not stop run"));
+        }
+        assert!(matches!(
+            handle_control(ServiceControl::Interrogate),
+            ServiceControlHandlerResult::NoError
+        ));
+        assert!(matches!(
+            handle_control(ServiceControl::Pause),
+            ServiceControlHandlerResult::NotImplemented
+        ));
+    }
+
+    #[test]
+    fn the_config_lives_under_programdata() {
+        let p = system_config_path().unwrap();
+        assert!(p.ends_with(r"pos-connector\config.json"), "{}", p.display());
+    }
+}
