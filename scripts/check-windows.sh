@@ -12,9 +12,9 @@
 #   4. `run` in a console stops cleanly on Ctrl-C (SIGINT to the Wine
 #      process) and reports its warnings to the Event Log (seen through
 #      Wine's eventlog debug channel: Wine keeps no log);
-#   5. the Windows-only unit tests (service control, console events, DPAPI,
-#      ACL, Event Log) and the path/secrets/file tests, from the
-#      cross-compiled test executable;
+#   5. the library's unit tests from the cross-compiled test executable,
+#      among them the Windows-only ones (service control, console events,
+#      DPAPI, ACL, Event Log);
 #   6. the MSI: msiinfo's File, Component, ServiceControl, CustomAction and
 #      InstallExecuteSequence rows; msiexec /i under Wine (files, service,
 #      Event Log source), an edited config.json kept by /x and by a fresh /i.
@@ -83,7 +83,10 @@ echo "== wine prefix (with the ProcessPrng shim, for Wine only)"
 wineboot --init >/dev/null 2>&1 || fail "wineboot --init"
 x86_64-w64-mingw32-gcc -shared -O2 -s -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
     packaging/windows/wine-shim/bcryptprimitives.c -ladvapi32
-wineserver -p # one wineserver for every call below (each call is then ~0.5 s)
+# Then one persistent wineserver for every call below (each call is then
+# ~0.5 s), once wineboot's own has gone.
+wineserver -w
+wineserver -p || fail "wineserver -p"
 pc() { wine "$EXE" "$@"; }
 
 echo "== --version"
@@ -201,10 +204,10 @@ write_config ""
 
 if [ -n "$TEST_EXE" ]; then
     echo "== unit tests under Wine: $(basename "$TEST_EXE")"
-    # platform:: is the Windows code (SCM handler and registration, console
-    # events, DPAPI, ACL, Event Log); config::paths, secret and fsutil are
-    # where Windows paths and files differ.
-    wine "$TEST_EXE" platform:: config::paths secret:: fsutil:: 2>&1 | tr -d '\r' | tee "$work/unit.out" | grep -E '^test result|FAILED|panicked' || true
+    # The whole library suite: platform:: is the Windows code (SCM handler
+    # and registration, console events, DPAPI, ACL, Event Log); config,
+    # secret, fsutil, store, ... are where Windows paths and files differ.
+    wine "$TEST_EXE" 2>&1 | tr -d '\r' | tee "$work/unit.out" | grep -E '^test result|FAILED|panicked' || true
     grep -q '^test result: ok\. [1-9][0-9]* passed; 0 failed' "$work/unit.out" ||
         fail "unit tests under Wine: $(tail -30 "$work/unit.out")"
     for t in win_eventlog win_security windows::tests; do
