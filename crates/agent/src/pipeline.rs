@@ -1110,12 +1110,26 @@ impl Pipeline {
             }
         }
         let id = job.id;
-        let check_after = now + settle_window(me.settings.submit_settle);
         // Durably before sending: whatever happens to the answer or to this
-        // process, the next attempt knows this one may be running.
-        me.outbox
-            .call(move |o| o.begin_submit(Some(id), lid, "service", now, check_after))
-            .await?;
+        // process, the next attempt knows this one may be running. The
+        // window starts when the request can go, not when this step began:
+        // the reads above (a status call may take the whole request
+        // timeout) and a slow disk must not eat into it. If the record
+        // itself took long, it is written again with the later start.
+        let mut start = me.clock.now();
+        let mut check_after = start + settle_window(me.settings.submit_settle);
+        for _ in 0..START_RECORD_TRIES {
+            let (at, until) = (start, check_after);
+            me.outbox
+                .call(move |o| o.begin_submit(Some(id), lid, "service", at, until))
+                .await?;
+            let now = me.clock.now();
+            if now - start <= chrono::Duration::seconds(1) {
+                break;
+            }
+            start = now;
+            check_after = start + settle_window(me.settings.submit_settle);
+        }
         let out = match me.client.submit(lid).await {
             Ok(out) => out,
             Err(e) if e.may_still_be_running() => {
@@ -1264,6 +1278,11 @@ fn jofotara_broken(job: &Job, errors: u32, last: &str) -> String {
         job.invoice_number
     )
 }
+
+/// How often a submit's start is recorded again when the clock moved on
+/// (more than a second) while it was being written; bounded so a disk that
+/// is always that slow still lets the submit go.
+const START_RECORD_TRIES: usize = 5;
 
 /// The settle window as a wall-clock duration.
 fn settle_window(d: Duration) -> chrono::Duration {

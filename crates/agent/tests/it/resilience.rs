@@ -266,7 +266,10 @@ async fn a_fifth_of_calls_failing_and_tokens_revoked_twice() {
     let cfg = fx.config(json!({
         "sync_interval": 1,
         "intake": {"settle_seconds": 0},
-        "pipeline": {"max_backoff_seconds": 1, "concurrency": 4},
+        // The settle window (a submit whose answer was lost is not read
+        // again before it ends) is the exactly-once tests' concern; here a
+        // short one keeps the 1 s timeouts' retries quick.
+        "pipeline": {"max_backoff_seconds": 1, "concurrency": 4, "submit_settle_seconds": 3},
         "request_timeout_secs": 1,
     }));
     fx.sandbox

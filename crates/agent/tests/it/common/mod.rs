@@ -137,18 +137,25 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Polls `check` until it holds or `deadline` passes.
+///
+/// The deadline is tokio's time (so a paused clock's test may wait out
+/// simulated minutes) and also, up to two minutes, real time: on a paused
+/// clock, tokio's time jumps ahead whenever the runtime waits on another
+/// thread (the outbox's SQLite, a slow disk on a loaded machine), so
+/// simulated time alone could run out before the work is done.
 pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
     let end = tokio::time::Instant::now() + deadline;
+    let real_end = std::time::Instant::now() + deadline.min(Duration::from_secs(120));
     loop {
         if check().await {
             return;
         }
         assert!(
-            tokio::time::Instant::now() < end,
+            tokio::time::Instant::now() < end || std::time::Instant::now() < real_end,
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
