@@ -2,12 +2,13 @@
 //! arrives (signals, console events, the service manager), whether the
 //! console is the system journal, where the config lives by default, how
 //! the agent registers itself as a service, and service readiness
-//! notifications. The rest of the agent calls these functions and carries
+//! notifications, the system's own log, key and folder protection. The rest of the agent calls these functions and carries
 //! no `cfg(unix)` / `cfg(windows)` of its own.
 //!
 //! Each system's part is one file: `unix.rs` (Linux with systemd) and
 //! `windows.rs` (the Service Control Manager, console control events,
-//! %ProgramData%). `notify.rs` is systemd's readiness protocol, which does
+//! %ProgramData%), with Windows' `win_security.rs` (DPAPI, the data
+//! folder's ACL) and `win_eventlog.rs` (the Event Log). `notify.rs` is systemd's readiness protocol, which does
 //! nothing where there is no systemd; `trim.rs` gives memory back when the
 //! agent goes quiet (glibc's `malloc_trim`, `MADV_PAGEOUT`; a no-op
 //! elsewhere).
