@@ -89,6 +89,9 @@ wineserver -w
 wineserver -p || fail "wineserver -p"
 pc() { wine "$EXE" "$@"; }
 
+echo "== the Event Log's message table is in the exe"
+x86_64-w64-mingw32-objdump -h "$EXE" | grep -q '\.rsrc' || fail "no resource section (build.rs: windmc/windres)"
+
 echo "== --version"
 v=$(pc --version | tr -d '\r')
 [ "$v" = "pos-connector $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ] ||

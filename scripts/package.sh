@@ -87,7 +87,8 @@ build_msi() {
     echo "== MSI (wixl)"
     local src=target/windows/msi-src
     rm -rf "$src" && mkdir -p "$src"
-    cp "$WIN_EXE" "$src/pos-connector.exe"
+    # The release profile keeps the symbol table; the installed exe needs none.
+    x86_64-w64-mingw32-strip -o "$src/pos-connector.exe" "$WIN_EXE"
     cp README.md "$src/README.md"
     # Relative folders in it land beside it: C:\ProgramData\pos-connector\data, logs, ...
     cp config/config.example.json "$src/config.example.json"
