@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Builds the till packages and prints their sizes:
-#   target/debian/pos-connector_<version>-1_amd64.deb   (cargo-deb)
-# Each target is built once, in release. Installs what it needs when
-# missing (cargo-deb; Debian's dpkg-dev for dpkg-shlibdeps).
-# Usage: scripts/package.sh [deb]...   (default: everything)
+#   target/debian/pos-connector_<version>-1_amd64.deb      (cargo-deb)
+#   target/x86_64-pc-windows-gnu/release/pos-connector.exe  (mingw-w64)
+#   target/windows/pos-connector-<version>-x64.msi          (wixl)
+# and, for scripts/check-windows.sh, the Windows unit-test executable
+# (its path in target/windows/unit-tests). Each target is built once, in
+# release (the Windows tests share the exe's release dependencies). Installs
+# what it needs when missing: cargo-deb, dpkg-dev; mingw-w64, the rustup
+# target; wixl and msitools.
+# Usage: scripts/package.sh [deb|windows|msi]...   (default: all three;
+# msi builds the Windows exe first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +23,10 @@ apt_install() {
 }
 
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then targets=(deb); fi
+if [ ${#targets[@]} -eq 0 ]; then targets=(deb windows msi); fi
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+WIN=x86_64-pc-windows-gnu
+WIN_EXE=target/$WIN/release/pos-connector.exe
 
 size() { printf '%-60s %8d KiB\n' "$1" "$(( $(stat -c %s "$1") / 1024 ))"; }
 
@@ -55,13 +64,61 @@ build_deb() {
     echo "$DEB" >target/debian/latest
 }
 
+build_windows() {
+    command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || {
+        echo "== installing mingw-w64"
+        apt_install gcc-mingw-w64-x86-64-win32
+    }
+    rustup target list --installed | grep -qx "$WIN" || rustup target add "$WIN"
+    echo "== release build ($WIN)"
+    cargo build --locked --release --target "$WIN" -p pos-connector
+    echo "== Windows unit-test executable (release, for Wine)"
+    mkdir -p target/windows
+    cargo test --locked --release --target "$WIN" -p pos-connector --lib --no-run \
+        --message-format=json-render-diagnostics |
+        sed -n 's/.*"executable":"\([^"]*\.exe\)".*/\1/p' | tail -1 >target/windows/unit-tests
+    [ -s target/windows/unit-tests ] || { echo "error: no Windows test executable" >&2; exit 1; }
+}
+
+build_msi() {
+    [ -f "$WIN_EXE" ] || build_windows
+    command -v wixl >/dev/null 2>&1 || { echo "== installing wixl"; apt_install wixl; }
+    command -v msibuild >/dev/null 2>&1 || apt_install msitools
+    echo "== MSI (wixl)"
+    local src=target/windows/msi-src
+    rm -rf "$src" && mkdir -p "$src"
+    # The release profile keeps the symbol table; the installed exe needs none.
+    x86_64-w64-mingw32-strip -o "$src/pos-connector.exe" "$WIN_EXE"
+    cp README.md "$src/README.md"
+    # Relative folders in it land beside it: C:\ProgramData\pos-connector\data, logs, ...
+    cp config/config.example.json "$src/config.example.json"
+    local msi=target/windows/pos-connector-$version-x64.msi
+    # wixl takes Source paths relative to the .wxs file's folder.
+    wixl -a x64 -D Version="$version" -D SourceDir="$(realpath --relative-to=packaging/windows "$src")" \
+        -o "$msi" packaging/windows/pos-connector.wxs
+    # wixl ignores NeverOverwrite and Permanent: set them on the config's
+    # component (256 64-bit + 16 Permanent + 128 NeverOverwrite); and it
+    # schedules a major upgrade's RemoveExistingProducts after
+    # InstallFinalize: the old version must go first (after InstallValidate).
+    msibuild "$msi" -q "UPDATE \`Component\` SET \`Attributes\` = 400 WHERE \`Component\` = 'Config'"
+    msibuild "$msi" -q "UPDATE \`InstallExecuteSequence\` SET \`Sequence\` = 1401 WHERE \`Action\` = 'RemoveExistingProducts'"
+    echo "$msi" >target/windows/latest-msi
+}
+
 for t in "${targets[@]}"; do
     case "$t" in
         deb) build_deb ;;
-        *) echo "usage: scripts/package.sh [deb]..." >&2; exit 2 ;;
+        windows) build_windows ;;
+        msi) build_msi ;;
+        *) echo "usage: scripts/package.sh [deb|windows|msi]..." >&2; exit 2 ;;
     esac
 done
 
 echo "== sizes"
-size target/release/pos-connector
-[ -f target/debian/latest ] && size "$(cat target/debian/latest)"
+for f in target/release/pos-connector "$WIN_EXE"; do
+    [ -f "$f" ] && size "$f"
+done
+for f in target/debian/latest target/windows/latest-msi; do
+    [ -f "$f" ] && size "$(cat "$f")"
+done
+true

@@ -4,8 +4,12 @@
 # dependencies from Cargo.lock) and, for the browser test, Debian's chromium
 # and chromedriver, and for the receipts' reference images poppler's pdftoppm,
 # which it installs with apt-get when they are missing.
-# Then the packages: scripts/package.sh builds them (release, once) and,
-# as root, scripts/check-deb.sh installs the .deb, checks it, removes it.
+# Then the packages: scripts/package.sh builds them (the .deb, the Windows
+# exe and its unit tests, the MSI; release, each target once; it installs
+# cargo-deb, mingw-w64, the rustup target and wixl when missing); as root,
+# scripts/check-deb.sh installs the .deb, checks it, removes it; and
+# scripts/check-windows.sh runs the Windows build under Wine (installing
+# wine64 when missing). Each stage prints its time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,11 +58,18 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --workspace --all-targets
 
-echo "== packages"
-bash scripts/package.sh
+stage() { # name, command...: runs it and prints its wall time
+    local name=$1 start=$SECONDS; shift
+    "$@"
+    echo "== $name took $((SECONDS - start)) s"
+}
+echo "== cargo fmt, clippy and tests took $SECONDS s"
+stage "packages" bash scripts/package.sh
 if [ "$(id -u)" = 0 ]; then
     echo "== .deb install check"
-    bash scripts/check-deb.sh
+    stage ".deb install check" bash scripts/check-deb.sh
 else
     echo "== .deb install check skipped: needs root (CI runs as root)"
 fi
+stage "Windows checks under Wine" bash scripts/check-windows.sh
+echo "== all of CI took $SECONDS s"

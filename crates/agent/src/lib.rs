@@ -27,7 +27,8 @@ pub mod sync_interval;
 pub mod tax;
 pub mod token;
 pub mod token_check;
-pub mod trim;
 
 /// systemd's readiness protocol lives with the other per-OS code.
 pub use platform::notify as systemd;
+/// Giving memory back when idle (Linux; a no-op elsewhere), likewise.
+pub use platform::trim;

@@ -19,6 +19,9 @@
 //! syslog priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug),
 //! which journald strips and stores as the entry's PRIORITY, and carries no
 //! timestamp of its own (the journal adds one). Files never carry colours.
+//! The service (`run`) also hands its warnings and errors to the system's
+//! own log where there is one besides the console (Windows: the Event Log,
+//! `platform::system_log_layer`), in the same safe format.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -216,9 +219,16 @@ pub fn init(
             }
         }
     });
+    // The service (`run`, the one console on stdout) also reports its
+    // warnings and errors to the system's log (Windows: the Event Log).
+    let system_layer = match console {
+        Console::Stdout => platform::system_log_layer(),
+        Console::Stderr => None,
+    };
     let _ = tracing_subscriber::registry()
         .with(console_layer)
         .with(file_layer)
+        .with(system_layer)
         .try_init();
     LogGuard { _file: guard }
 }

@@ -275,6 +275,10 @@ impl From<secret::SecretError> for Failure {
 
 type Outcome = Result<(), Failure>;
 
+/// How long the end of a command waits for the runtime's blocking threads
+/// (everything that matters is committed by then).
+const RUNTIME_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Entry point used by the binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -300,16 +304,24 @@ pub fn main() -> ExitCode {
     let json = cli.json;
     if matches!(cli.command, Some(Command::Run { service: true })) {
         // Under the Windows SCM the agent runs on the dispatcher's thread.
-        let code = crate::platform::run_as_service(move || match runtime.block_on(dispatch(cli)) {
-            Ok(()) => EXIT_OK,
-            Err(f) => {
-                eprintln!("error: {}", f.message);
-                f.code
-            }
+        let code = crate::platform::run_as_service(move || {
+            let code = match runtime.block_on(dispatch(cli)) {
+                Ok(()) => EXIT_OK,
+                Err(f) => {
+                    eprintln!("error: {}", f.message);
+                    f.code
+                }
+            };
+            // The SCM hears "stopped" only after this returns: do not wait
+            // for blocking threads still in a call (a DNS lookup that
+            // hangs without a network), as dropping the runtime would.
+            runtime.shutdown_timeout(RUNTIME_STOP_WAIT);
+            code
         });
         return ExitCode::from(code);
     }
     let result = runtime.block_on(dispatch(cli));
+    runtime.shutdown_timeout(RUNTIME_STOP_WAIT);
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(f) => {

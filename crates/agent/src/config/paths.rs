@@ -52,26 +52,36 @@ pub fn normalize(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// An absolute root on this system (`/`, `C:\`).
+    fn root() -> PathBuf {
+        PathBuf::from(if cfg!(windows) { r"C:\" } else { "/" })
+    }
+
     #[test]
     fn relative_paths_land_beside_the_config_file() {
-        let base = base_folder(Path::new("/etc/pos-connector/config.json"));
-        assert_eq!(base, PathBuf::from("/etc/pos-connector"));
-        assert_eq!(
-            resolve(&base, Path::new("data")),
-            PathBuf::from("/etc/pos-connector/data")
-        );
-        assert_eq!(
-            resolve(&base, Path::new("./x/../logs")),
-            PathBuf::from("/etc/pos-connector/logs")
-        );
+        let etc = root().join("etc").join("pos-connector");
+        let base = base_folder(&etc.join("config.json"));
+        assert_eq!(base, etc);
+        assert_eq!(resolve(&base, Path::new("data")), etc.join("data"));
+        assert_eq!(resolve(&base, Path::new("./x/../logs")), etc.join("logs"));
         assert_eq!(
             resolve(&base, Path::new("../../var/lib/pos")),
-            PathBuf::from("/var/lib/pos")
+            root().join("var").join("lib").join("pos")
         );
-        assert_eq!(
-            resolve(&base, Path::new("/srv/inbox/")),
-            PathBuf::from("/srv/inbox")
-        );
+        let inbox = root().join("srv").join("inbox");
+        let with_slash = format!("{}{}", inbox.display(), std::path::MAIN_SEPARATOR);
+        assert_eq!(resolve(&base, Path::new(&with_slash)), inbox);
+        if cfg!(windows) {
+            // Either separator, as Windows users write them.
+            assert_eq!(
+                resolve(&base, Path::new(r"data\pdfs")),
+                etc.join("data").join("pdfs")
+            );
+            assert_eq!(
+                resolve(&base, Path::new("data/pdfs")),
+                etc.join("data").join("pdfs")
+            );
+        }
     }
 
     #[test]

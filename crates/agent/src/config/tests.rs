@@ -154,11 +154,13 @@ mod main {
         // The inbox must not be a folder of the agent's own files.
         let p = write(
             dir.path(),
-            &format!(
-                r#"{{"email": "a@b.co", "invoice_folder": "{}/.", "data_dir": "{}/data"}}"#,
-                dir.path().display(),
-                dir.path().display()
-            ),
+            // json! escapes a Windows path's backslashes.
+            &serde_json::json!({
+                "email": "a@b.co",
+                "invoice_folder": format!("{}/.", dir.path().display()),
+                "data_dir": format!("{}/data", dir.path().display()),
+            })
+            .to_string(),
         );
         let err = load_from(&p, &[]).unwrap_err().to_string();
         assert!(

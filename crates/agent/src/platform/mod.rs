@@ -2,21 +2,27 @@
 //! arrives (signals, console events, the service manager), whether the
 //! console is the system journal, where the config lives by default, how
 //! the agent registers itself as a service, and service readiness
-//! notifications. The rest of the agent calls these functions and carries
+//! notifications, the system's own log, key and folder protection. The rest of the agent calls these functions and carries
 //! no `cfg(unix)` / `cfg(windows)` of its own.
 //!
 //! Each system's part is one file: `unix.rs` (Linux with systemd) and
 //! `windows.rs` (the Service Control Manager, console control events,
-//! %ProgramData%). `notify.rs` is systemd's readiness protocol, which does
-//! nothing where there is no systemd.
+//! %ProgramData%), with Windows' `win_security.rs` (DPAPI, the data
+//! folder's ACL) and `win_eventlog.rs` (the Event Log). `notify.rs` is systemd's readiness protocol, which does
+//! nothing where there is no systemd; `trim.rs` gives memory back when the
+//! agent goes quiet (glibc's `malloc_trim`, `MADV_PAGEOUT`; a no-op
+//! elsewhere).
 
 pub mod notify;
+pub mod trim;
 
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 use unix as os;
 
+#[cfg(windows)]
+mod win_eventlog;
 #[cfg(windows)]
 mod win_security;
 #[cfg(windows)]
@@ -83,6 +89,16 @@ pub fn restrict_folder(dir: &std::path::Path, account: Option<&str>) -> std::io:
         let _ = account;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
     }
+}
+
+/// The system's own log for the service's warnings and errors, beside the
+/// console and the files: the Windows Event Log (source `pos-connector`);
+/// none on Unix, where systemd's journal already takes the console.
+pub fn system_log_layer<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    os::system_log_layer()
 }
 
 /// Which console stream a log layer writes to.

@@ -32,6 +32,14 @@ pub(super) fn run_as_service(body: Box<dyn FnOnce() -> u8 + Send>) -> u8 {
     body()
 }
 
+/// The journal takes the console already: no other system log.
+pub(super) fn system_log_layer<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    None
+}
+
 /// `JOURNAL_STREAM` is `<device>:<inode>` of the journal's socket; the
 /// stream is the journal when its file has the same device and inode.
 pub(super) fn stream_matches_journal(stream: Stream, journal: &str) -> bool {

@@ -6,8 +6,10 @@
 use std::ffi::OsString;
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -47,55 +49,86 @@ static UNDER_SCM: AtomicBool = AtomicBool::new(false);
 /// all stop `run` cleanly. Windows gives a console program a few seconds
 /// after close/logoff/shutdown before it kills it.
 pub(super) fn shutdown_signal() -> impl Future<Output = ()> {
-    use tokio::signal::windows;
-    let c = windows::ctrl_c().ok();
-    let brk = windows::ctrl_break().ok();
-    let close = windows::ctrl_close().ok();
-    let logoff = if UNDER_SCM.load(Ordering::SeqCst) {
-        None
-    } else {
-        windows::ctrl_logoff().ok()
-    };
-    let shutdown = windows::ctrl_shutdown().ok();
+    let mut events = console_events(UNDER_SCM.load(Ordering::SeqCst));
+    events.push(("service stop", Box::pin(scm_stop().notified())));
     async move {
-        async fn next<T: Recv>(s: Option<T>) {
-            match s {
-                Some(mut s) => s.recv_one().await,
-                None => std::future::pending().await,
-            }
-        }
-        tokio::select! {
-            _ = next(c) => {}
-            _ = next(brk) => {}
-            _ = next(close) => {}
-            _ = next(logoff) => {}
-            _ = next(shutdown) => {}
-            _ = scm_stop().notified() => {}
-        }
+        let which = first_of(events).await;
+        tracing::debug!(event = which, "stop event");
     }
 }
 
-/// One console event stream, whatever its type.
-trait Recv {
-    async fn recv_one(&mut self);
+/// A stop event the agent waits for, by name.
+type Event = (&'static str, Pin<Box<dyn Future<Output = ()> + Send>>);
+
+/// Registers the console control handlers now (so an event during the
+/// start is not lost to the default action, an immediate exit). Under the
+/// SCM logoff is left out: a user logging off must not stop the service
+/// (Windows sends CTRL_LOGOFF_EVENT to services too). A handler that
+/// cannot be registered is left out too (nothing to wait for).
+fn console_events(under_scm: bool) -> Vec<Event> {
+    use tokio::signal::windows;
+    fn event<T, F>(name: &'static str, stream: std::io::Result<T>, recv: F) -> Option<Event>
+    where
+        T: Send + 'static,
+        F: for<'a> Fn(&'a mut T) -> Pin<Box<dyn Future<Output = Option<()>> + Send + 'a>>
+            + Send
+            + 'static,
+    {
+        let mut stream = stream.ok()?;
+        Some((
+            name,
+            Box::pin(async move {
+                if recv(&mut stream).await.is_none() {
+                    // The handler went away: nothing will come from it.
+                    std::future::pending::<()>().await;
+                }
+            }),
+        ))
+    }
+    [
+        event("Ctrl-C", windows::ctrl_c(), |s| Box::pin(s.recv())),
+        event("Ctrl-Break", windows::ctrl_break(), |s| Box::pin(s.recv())),
+        event("console closed", windows::ctrl_close(), |s| {
+            Box::pin(s.recv())
+        }),
+        if under_scm {
+            None
+        } else {
+            event("logoff", windows::ctrl_logoff(), |s| Box::pin(s.recv()))
+        },
+        event("system shutdown", windows::ctrl_shutdown(), |s| {
+            Box::pin(s.recv())
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
-macro_rules! recv_impl {
-    ($($t:ty),*) => {$(
-        impl Recv for $t {
-            async fn recv_one(&mut self) {
-                let _ = self.recv().await;
+/// Waits for the first of `events`; its name.
+async fn first_of(mut events: Vec<Event>) -> &'static str {
+    std::future::poll_fn(move |cx| {
+        for (name, event) in events.iter_mut() {
+            if event.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(*name);
             }
         }
-    )*};
+        Poll::Pending
+    })
+    .await
 }
-recv_impl!(
-    tokio::signal::windows::CtrlC,
-    tokio::signal::windows::CtrlBreak,
-    tokio::signal::windows::CtrlClose,
-    tokio::signal::windows::CtrlLogoff,
-    tokio::signal::windows::CtrlShutdown
-);
+
+/// The Event Log, for the service's warnings and errors. Opening works
+/// whether or not the source is registered (an unregistered one logs with
+/// a generic description).
+pub(super) fn system_log_layer<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
+    let source = super::win_eventlog::EventSource::open().ok()?;
+    Some(super::win_eventlog::layer_with(std::sync::Arc::new(source)).boxed())
+}
 
 /// There is no journal on Windows.
 pub(super) fn stream_matches_journal(_stream: Stream, _journal: &str) -> bool {
@@ -242,9 +275,12 @@ fn scm_error(what: &str, e: windows_service::Error) -> ServiceError {
     }
 }
 
-/// The SCM on this machine.
+/// The SCM on this machine (made with `default()`, as on Unix, where it
+/// has settings).
 #[derive(Default)]
-pub struct ServiceManager;
+pub struct ServiceManager {
+    _private: (),
+}
 
 /// Restart after a failure three times quickly, then every 5 minutes:
 /// Windows repeats the last action for every later failure; the count
@@ -334,6 +370,16 @@ impl ServiceManager {
             opts.account.as_deref().unwrap_or("LocalSystem")
         ));
         let _ = service.set_description(DESCRIPTION);
+        super::win_eventlog::register_source(&opts.exe).map_err(|e| {
+            ServiceError::Failed(format!(
+                "cannot register the Event Log source {}: {e}",
+                super::win_eventlog::SOURCE
+            ))
+        })?;
+        done.push(format!(
+            "registered the Event Log source {} (warnings and errors in the Application log)",
+            super::win_eventlog::SOURCE
+        ));
         service
             .update_failure_actions(failure_actions())
             .map_err(|e| scm_error("cannot set the restart-on-failure actions", e))?;
@@ -380,6 +426,17 @@ impl ServiceManager {
         service
             .delete()
             .map_err(|e| scm_error("cannot delete the service", e))?;
+        match super::win_eventlog::deregister_source() {
+            Ok(true) => done.push(format!(
+                "removed the Event Log source {} (its past entries stay in the log)",
+                super::win_eventlog::SOURCE
+            )),
+            Ok(false) => {}
+            Err(e) => done.push(format!(
+                "warning: cannot remove the Event Log source {}: {e}",
+                super::win_eventlog::SOURCE
+            )),
+        }
         done.push(format!(
             "removed the service {SERVICE_NAME}; data, logs and config are kept"
         ));
@@ -520,6 +577,49 @@ mod tests {
             handle_control(ServiceControl::Pause),
             ServiceControlHandlerResult::NotImplemented
         ));
+    }
+
+    #[tokio::test]
+    async fn every_console_event_is_waited_for_and_logoff_only_outside_the_service() {
+        let names = |under_scm| {
+            console_events(under_scm)
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(false),
+            [
+                "Ctrl-C",
+                "Ctrl-Break",
+                "console closed",
+                "logoff",
+                "system shutdown"
+            ]
+        );
+        assert_eq!(
+            names(true),
+            ["Ctrl-C", "Ctrl-Break", "console closed", "system shutdown"]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_event_to_come_stops_run() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut events = console_events(false);
+        events.push((
+            "test event",
+            Box::pin(async move {
+                let _ = rx.await;
+            }),
+        ));
+        let waiting = tokio::spawn(first_of(events));
+        tx.send(()).unwrap();
+        let which = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the event stops run")
+            .unwrap();
+        assert_eq!(which, "test event");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::{files_under, run_bin};
 
+#[cfg(unix)]
 const BIN: &str = env!("CARGO_BIN_EXE_pos-connector");
 
 fn write(path: &Path, text: &str) {
@@ -136,6 +137,8 @@ async fn logs_in_pipes_and_files_carry_no_colour_codes() {
     );
 }
 
+// systemd and its journal: Linux only.
+#[cfg(unix)]
 /// Runs the binary with stderr going to a file, and `JOURNAL_STREAM`
 /// naming that file's device and inode (as systemd names its socket), or
 /// another one.
@@ -160,6 +163,7 @@ fn run_with_stderr_file(cfg: &Path, out: &Path, matching: bool) -> String {
     std::fs::read_to_string(out).unwrap()
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn under_systemd_each_line_carries_its_journal_priority() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,6 +209,7 @@ async fn completions_and_man_page_come_from_the_binary() {
     assert!(r.stdout.contains("service"), "the page lists the commands");
 }
 
+#[cfg(unix)]
 /// A `systemctl` that records its arguments and answers `show` with the
 /// given LoadState / ActiveState; `fail` makes every verb but `show` fail
 /// as systemd does for a non-root caller.
@@ -233,6 +238,7 @@ fn fake_systemctl(dir: &Path, load: &str, active: &str, fail: bool) -> String {
     )
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn service_verbs_drive_systemd_with_the_shipped_unit() {
     let dir = tempfile::tempdir().unwrap();

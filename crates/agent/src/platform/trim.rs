@@ -36,6 +36,9 @@ const QUIET_CPU: Duration = Duration::from_millis(20);
 pub async fn run(shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut last = cpu_time();
+    if last.is_none() {
+        return; // no CPU clock here (Windows): nothing to go by, nothing to trim
+    }
     let mut busy = true;
     loop {
         tokio::select! {
@@ -43,7 +46,7 @@ pub async fn run(shutdown: impl Future<Output = ()>) {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
         let (Some(now), Some(before)) = (cpu_time(), last) else {
-            return; // no CPU clock here: nothing to go by
+            return;
         };
         if now.saturating_sub(before) >= QUIET_CPU {
             busy = true;
@@ -160,6 +163,7 @@ fn page_out_binary() -> usize {
 
 /// The (start, end) of the mappings of `path` in /proc/self/maps that are
 /// not writable.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn readonly_mappings_of(maps: &str, path: &str) -> Vec<(usize, usize)> {
     maps.lines()
         .filter_map(|line| {
