@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod heartbeat;
 pub mod intake;
 pub mod laravel;
+pub mod log_format;
 pub mod logging;
 pub mod pipeline;
 pub mod platform;

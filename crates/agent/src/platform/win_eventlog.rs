@@ -115,7 +115,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     K: EventSink,
 {
-    crate::logging::layer(EventLogWriter::new(sink))
+    crate::log_format::layer(EventLogWriter::new(sink))
         .with_ansi(false)
         .without_time()
         .with_filter(LevelFilter::WARN)
