@@ -79,6 +79,9 @@ pub struct IntakeSettings {
     /// `intake.settle_seconds`: a file's size and time must stay the same
     /// this long before it is taken (it may still be being written).
     pub settle: Duration,
+    /// `intake.encoding`: the code page of exports without a byte order
+    /// mark (a WHATWG label, e.g. `windows-1256`; default UTF-8).
+    pub encoding: &'static encoding_rs::Encoding,
 }
 
 /// The backend's connector channel (contracts/laravel-api.md, "The
@@ -502,7 +505,10 @@ const KNOWN_KEYS: &[&str] = &[
 
 /// The keys inside each section (also accepted flat: `"local_api.bind"`).
 const SECTION_KEYS: &[(&str, &[&str])] = &[
-    ("intake", &["mapping", "default_customer", "settle_seconds"]),
+    (
+        "intake",
+        &["mapping", "default_customer", "settle_seconds", "encoding"],
+    ),
     (
         "local_api",
         &[
@@ -838,6 +844,24 @@ fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, ConfigError>
             r.number("intake.settle_seconds", 0.0, 3600.0, "seconds")
                 .unwrap_or(2.0),
         ),
+        encoding: match r.string("intake.encoding") {
+            None => encoding_rs::UTF_8,
+            Some(label) => match encoding_rs::Encoding::for_label(label.as_bytes()) {
+                Some(e) if e != encoding_rs::REPLACEMENT => e,
+                _ => {
+                    r.problem(
+                        "intake.encoding",
+                        format!(
+                            "\"{label}\" is not a text encoding this agent knows; set it to the \
+                             code page the tills export in, as a WHATWG label: \"windows-1256\" \
+                             (Arabic Windows, what Excel saves CSV in), \"iso-8859-6\", \
+                             \"utf-16le\", or \"utf-8\" (the default when left out)"
+                        ),
+                    );
+                    encoding_rs::UTF_8
+                }
+            },
+        },
     };
 
     let allow_remote = r.boolean("local_api.allow_remote").unwrap_or(false);
@@ -1486,6 +1510,7 @@ pub fn redacted_view(cfg: &Config, password_origin: &str) -> Value {
             "mapping": cfg.intake.mapping.to_json(),
             "default_customer": cfg.intake.default_customer,
             "settle_seconds": cfg.intake.settle.as_secs_f64(),
+            "encoding": cfg.intake.encoding.name(),
         }),
     );
     m.insert(

@@ -90,6 +90,7 @@ pub fn options_from_config(cfg: &Config) -> IntakeOptions {
     IntakeOptions {
         mapping: cfg.intake.mapping.clone(),
         default_customer: cfg.intake.default_customer.clone(),
+        encoding: cfg.intake.encoding,
     }
 }
 

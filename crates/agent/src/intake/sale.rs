@@ -10,8 +10,12 @@
 //! # What is read
 //! - Text: UTF-8 with or without BOM, UTF-16 LE/BE with BOM (or without a
 //!   BOM when the file starts with ASCII text), CRLF, LF or CR line ends.
-//!   Anything else (NUL bytes, control characters, invalid UTF-8) is "not a
-//!   text file".
+//!   A file without a byte order mark is read in `intake.encoding`
+//!   ([`IntakeOptions::encoding`], default UTF-8): a legacy code page such
+//!   as `windows-1256` (the Arabic code page Excel saves CSV in) is decoded
+//!   with `encoding_rs`; a byte order mark always wins over the setting.
+//!   Anything else (NUL bytes, control characters, bytes invalid in the
+//!   encoding) is "not a text file".
 //! - JSON (`.json`, `.jsonl`, `.ndjson`, or any file whose content starts
 //!   with `{` or `[`): one sale object; an array of sale objects; a wrapper
 //!   object holding them under `invoices`, `sales`, `transactions`, `orders`,
@@ -101,6 +105,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
 
+use encoding_rs::{DecoderResult, Encoding};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -278,6 +283,9 @@ pub struct IntakeOptions {
     pub mapping: Mapping,
     /// The customer of sales that name none.
     pub default_customer: String,
+    /// `intake.encoding`: how text without a byte order mark is read
+    /// (UTF-8 unless the tills export in a legacy code page).
+    pub encoding: &'static encoding_rs::Encoding,
 }
 
 impl Default for IntakeOptions {
@@ -285,6 +293,7 @@ impl Default for IntakeOptions {
         IntakeOptions {
             mapping: Mapping::default(),
             default_customer: DEFAULT_CUSTOMER.to_string(),
+            encoding: encoding_rs::UTF_8,
         }
     }
 }
@@ -732,7 +741,7 @@ pub fn parse_file(
     } else {
         file_name
     };
-    let text = decode(bytes).map_err(|m| IntakeError::one(here, m))?;
+    let text = decode(bytes, opts.encoding).map_err(|m| IntakeError::one(here, m))?;
     if text.trim().is_empty() {
         return Err(IntakeError::one(
             here,
@@ -773,16 +782,23 @@ fn is_json(file_name: &str, text: &str) -> bool {
 // ---------------------------------------------------------------------------
 
 const EXPECTED: &str =
-    "expected a CSV or JSON export of sales saved as UTF-8 or UTF-16 (with byte order mark)";
+    "expected a CSV or JSON export of sales saved as UTF-8, UTF-16 (with byte order mark) \
+     or the code page named by intake.encoding";
 
-/// The file's text, or why it is not one.
-fn decode(bytes: &[u8]) -> Result<String, String> {
+/// The file's text, or why it is not one. A byte order mark (UTF-8,
+/// UTF-16 LE/BE) wins; ASCII text saved as UTF-16 without one is
+/// recognised by its NUL bytes; anything else is read in `encoding`.
+fn decode(bytes: &[u8], encoding: &'static Encoding) -> Result<String, String> {
     let text = if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
         utf8(rest, 3)?
     } else if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
         utf16(rest, u16::from_le_bytes)?
     } else if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
         utf16(rest, u16::from_be_bytes)?
+    } else if encoding == encoding_rs::UTF_16LE {
+        utf16(bytes, u16::from_le_bytes)?
+    } else if encoding == encoding_rs::UTF_16BE {
+        utf16(bytes, u16::from_be_bytes)?
     } else if bytes.len() >= 4 && bytes[0] != 0 && bytes[1] == 0 && bytes[2] != 0 && bytes[3] == 0 {
         // ASCII text saved as UTF-16 LE without a byte order mark.
         utf16(bytes, u16::from_le_bytes)?
@@ -794,7 +810,11 @@ fn decode(bytes: &[u8]) -> Result<String, String> {
                 "not a text file: it holds NUL bytes (first at byte {at}); {EXPECTED}"
             ));
         }
-        utf8(bytes, 0)?
+        if encoding == encoding_rs::UTF_8 {
+            utf8(bytes, 0)?
+        } else {
+            legacy(bytes, encoding)?
+        }
     };
     // Old DOS tools end text files with Ctrl-Z; a stray BOM may remain.
     let text = text
@@ -817,10 +837,40 @@ fn utf8(bytes: &[u8], offset: usize) -> Result<String, String> {
     String::from_utf8(bytes.to_vec()).map_err(|e| {
         format!(
             "not a text file: the bytes at offset {} are not UTF-8; {EXPECTED} \
-             (a text export in another encoding, such as Windows-1256, must be re-saved as UTF-8)",
+             (a text export in a legacy code page, such as Windows-1256, is read with \
+             intake.encoding set to its name, e.g. \"windows-1256\"; or re-save it as UTF-8)",
             e.utf8_error().valid_up_to() + offset
         )
     })
+}
+
+/// Text in a legacy code page (`encoding_rs`, no replacement characters:
+/// a byte the code page does not define is an error, never a silent `\u{fffd}`).
+fn legacy(bytes: &[u8], encoding: &'static Encoding) -> Result<String, String> {
+    let mut decoder = encoding.new_decoder_without_bom_handling();
+    let mut out = String::with_capacity(
+        decoder
+            .max_utf8_buffer_length_without_replacement(bytes.len())
+            .unwrap_or(bytes.len()),
+    );
+    let mut read = 0;
+    loop {
+        let (result, n) =
+            decoder.decode_to_string_without_replacement(&bytes[read..], &mut out, true);
+        read += n;
+        match result {
+            DecoderResult::InputEmpty => return Ok(out),
+            DecoderResult::OutputFull => out.reserve(bytes.len() - read + 16),
+            DecoderResult::Malformed(bad, after) => {
+                let at = read - usize::from(bad) - usize::from(after);
+                return Err(format!(
+                    "not a text file: the bytes at offset {at} are not {} (intake.encoding); \
+                     {EXPECTED}",
+                    encoding.name()
+                ));
+            }
+        }
+    }
 }
 
 fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Result<String, String> {
@@ -2898,6 +2948,73 @@ mod tests {
             let sales = parse("export.csv", &bytes);
             assert_eq!(line(&sales[0], 0), ("Café", 1, "2.00".into()));
         }
+    }
+
+    /// A CSV export saved by Excel in Windows-1256 (the Arabic code page):
+    /// the bytes as Windows writes them, not produced by the decoder under test.
+    const CP1256_CSV: &[u8] = b"invoice_number,customer,description,quantity,price\r\n\
+        W-1,\xc3\xcd\xe3\xcf,\xde\xe5\xe6\xc9 \xda\xd1\xc8\xed\xc9,2,1.500\r\n";
+
+    fn with_encoding(label: &str) -> IntakeOptions {
+        IntakeOptions {
+            encoding: encoding_rs::Encoding::for_label(label.as_bytes()).unwrap(),
+            ..IntakeOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_legacy_code_page_is_read_with_intake_encoding() {
+        let sales = parse_file("export.csv", CP1256_CSV, &with_encoding("windows-1256"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sales[0].customer_name, "أحمد");
+        assert_eq!(line(&sales[0], 0), ("قهوة عربية", 2, "1.500".into()));
+        // Without the setting the same bytes are not UTF-8, and the
+        // message says which setting reads them.
+        let e = fails("export.csv", CP1256_CSV).to_string();
+        assert!(
+            e.contains("not UTF-8") && e.contains("intake.encoding"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_wins_over_intake_encoding() {
+        let text = "invoice_number,customer,description,quantity,price\r\nW-1,أحمد,قهوة,1,2\r\n";
+        let opts = with_encoding("windows-1256");
+        let mut utf8 = vec![0xEF, 0xBB, 0xBF];
+        utf8.extend(text.as_bytes());
+        let mut le = vec![0xFF, 0xFE];
+        for unit in text.encode_utf16() {
+            le.extend(unit.to_le_bytes());
+        }
+        for bytes in [utf8, le] {
+            let sales = parse_file("x.csv", &bytes, &opts).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(sales[0].customer_name, "أحمد");
+            assert_eq!(line(&sales[0], 0).0, "قهوة");
+        }
+        // UTF-16 named as the encoding: no byte order mark needed.
+        let mut be = Vec::new();
+        for unit in text.encode_utf16() {
+            be.extend(unit.to_be_bytes());
+        }
+        let sales = parse_file("x.csv", &be, &with_encoding("utf-16be")).unwrap();
+        assert_eq!(sales[0].customer_name, "أحمد");
+    }
+
+    #[test]
+    fn a_byte_the_code_page_does_not_define_is_located() {
+        // ISO-8859-6 leaves 0xA1 undefined: an error with its offset, never
+        // a replacement character on a legal invoice.
+        let bytes = b"invoice_number,description,price\nI-1,\xc7\xa1,1\n";
+        let e = parse_file("x.csv", bytes, &with_encoding("iso-8859-6"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("offset 38") && e.contains("ISO-8859-6"), "{e}");
+        // NUL bytes stay "not a text file" whatever the code page.
+        let e = parse_file("x.csv", b"a,b\n\x001,2\n", &with_encoding("windows-1256"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NUL bytes"), "{e}");
     }
 
     #[test]
