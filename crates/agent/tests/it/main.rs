@@ -14,6 +14,7 @@ mod install;
 mod laravel_client;
 mod local_api;
 mod local_api_limits;
+mod old_data;
 mod qbo_cache;
 mod qbo_share;
 mod quickbooks;
