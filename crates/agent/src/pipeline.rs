@@ -48,6 +48,7 @@ use tokio::sync::Notify;
 use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::intake::sale::Sale;
@@ -82,9 +83,10 @@ pub struct PipelineSettings {
     /// An unknown id followed by this many more unknown ones is the end of
     /// the ids (fewer could be a gap left by a deleted invoice).
     pub scan_confirm: u32,
-    /// Job and global backoff: exponential with jitter, from `min_delay` up
-    /// to `max_delay` (`pipeline.max_backoff_seconds`), forever.
-    pub backoff: RetryPolicy,
+    /// Job and global backoff: exponential with jitter (never sooner than
+    /// the schedule), from `first` up to `max`
+    /// (`pipeline.max_backoff_seconds`), forever.
+    pub backoff: Backoff,
     /// Without news, the outbox is re-read this often (for jobs released
     /// by `queue retry` from another process).
     pub idle_poll: Duration,
@@ -111,12 +113,11 @@ impl PipelineSettings {
             lookup_path: cfg.pipeline.lookup_path.clone(),
             scan_limit: cfg.pipeline.scan_limit,
             scan_confirm: 5,
-            backoff: RetryPolicy {
-                max_attempts: usize::MAX,
-                min_delay: Duration::from_secs(2).min(cfg.pipeline.max_backoff),
-                max_delay: cfg.pipeline.max_backoff,
-                max_retry_after: cfg.pipeline.max_backoff,
-            },
+            backoff: Backoff::new(
+                Duration::from_secs(2).min(cfg.pipeline.max_backoff),
+                cfg.pipeline.max_backoff,
+                Jitter::Up,
+            ),
             idle_poll: Duration::from_secs(30),
             shutdown_grace: cfg.pipeline.shutdown_grace,
             vendor_id: cfg.vendor_id,
@@ -262,17 +263,17 @@ impl BackendGate {
     /// may lengthen the wait (a `Retry-After`) but do not count again.
     fn close(
         &self,
-        policy: &RetryPolicy,
+        policy: &Backoff,
         retry_after: Option<Duration>,
         now: DateTime<Utc>,
         error: &str,
     ) -> Duration {
         let mut st = self.state.lock().expect("gate lock");
-        let asked = retry_after.unwrap_or_default().min(policy.max_retry_after);
+        let asked = retry_after.unwrap_or_default().min(policy.max);
         if !st.is_closed() {
             st.failures += 1;
         }
-        let wait = policy.delay_after(st.failures.max(1)).max(asked);
+        let wait = policy.after(st.failures.max(1)).max(asked);
         st.extend(wait);
         st.last_error = Some(error.to_string());
         if st.down_since.is_none() {
@@ -615,7 +616,7 @@ impl Pipeline {
         let id = job.id;
         let number = job.invoice_number.clone();
         let backoff = |attempts: u32| {
-            let wait = me.settings.backoff.delay_after(attempts);
+            let wait = me.settings.backoff.after(attempts);
             (
                 wait,
                 now + chrono::Duration::from_std(wait).unwrap_or_default(),
@@ -902,7 +903,7 @@ impl Pipeline {
         // whole scan away.
         let read_policy = RetryPolicy {
             max_attempts: SCAN_READ_ATTEMPTS,
-            min_delay: me.settings.backoff.min_delay,
+            min_delay: me.settings.backoff.first,
             max_delay: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(60),
         };
