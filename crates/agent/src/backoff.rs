@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// How a step is spread so that callers that failed together do not retry
 /// together.
