@@ -4,6 +4,7 @@
 # dependencies from Cargo.lock) and, for the browser test, Debian's chromium
 # and chromedriver, and for the receipts' reference images poppler's pdftoppm,
 # which it installs with apt-get when they are missing.
+# cargo-deny checks the dependencies (installed from crates.io when missing).
 # Then the packages: scripts/package.sh builds them (the .deb, the Windows
 # exe and its unit tests, the MSI; release, each target once; it installs
 # cargo-deb, mingw-w64, the rustup target and wixl when missing); as root,
@@ -50,6 +51,18 @@ if ! [ -x /usr/bin/pdftoppm ]; then
     }
 fi
 export POS_CONNECTOR_REQUIRE_PDFTOPPM=1
+
+# The dependencies' licenses, sources and bans (deny.toml). Advisories need
+# the RustSec database, fetched from GitHub, which this machine cannot reach:
+# they are checked elsewhere (README, "Checks on the dependencies").
+# Prebuilt cargo-deny downloads are not reachable either: built from
+# crates.io, once per machine.
+if ! cargo deny --version >/dev/null 2>&1; then
+    echo "== installing cargo-deny (cargo install --locked)"
+    cargo install cargo-deny --locked
+fi
+echo "== cargo deny check bans licenses sources"
+cargo deny --locked check bans licenses sources
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

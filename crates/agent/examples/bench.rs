@@ -459,7 +459,7 @@ async fn cache_section() {
     use pos_sandbox::quickbooks::{
         QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET,
     };
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
 
     const CUSTOMERS: usize = 50_000;
     const ITEMS: usize = 20_000;

@@ -93,6 +93,9 @@ pub struct IntakeSettings {
     /// `intake.settle_seconds`: a file's size and time must stay the same
     /// this long before it is taken (it may still be being written).
     pub settle: Duration,
+    /// `intake.encoding`: the code page of exports without a byte order
+    /// mark (a WHATWG label, e.g. `windows-1256`; default UTF-8).
+    pub encoding: &'static encoding_rs::Encoding,
 }
 
 /// The backend's connector channel (contracts/laravel-api.md, "The

@@ -3,6 +3,7 @@
 //! to QuickBooks Online. The binary is a thin shell over this library; see
 //! ARCHITECTURE.md for the map and the invariants.
 
+pub mod backoff;
 pub mod call_stats;
 pub mod cli;
 pub mod clock;

@@ -48,6 +48,7 @@ use tokio::sync::Notify;
 use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::intake::sale::Sale;
@@ -82,9 +83,10 @@ pub struct PipelineSettings {
     /// An unknown id followed by this many more unknown ones is the end of
     /// the ids (fewer could be a gap left by a deleted invoice).
     pub scan_confirm: u32,
-    /// Job and global backoff: exponential with jitter, from `min_delay` up
-    /// to `max_delay` (`pipeline.max_backoff_seconds`), forever.
-    pub backoff: RetryPolicy,
+    /// Job and global backoff: exponential with jitter (never sooner than
+    /// the schedule), from `first` up to `max`
+    /// (`pipeline.max_backoff_seconds`), forever.
+    pub backoff: Backoff,
     /// Without news, the outbox is re-read this often (for jobs released
     /// by `queue retry` from another process).
     pub idle_poll: Duration,
@@ -111,12 +113,11 @@ impl PipelineSettings {
             lookup_path: cfg.pipeline.lookup_path.clone(),
             scan_limit: cfg.pipeline.scan_limit,
             scan_confirm: 5,
-            backoff: RetryPolicy {
-                max_attempts: usize::MAX,
-                min_delay: Duration::from_secs(2).min(cfg.pipeline.max_backoff),
-                max_delay: cfg.pipeline.max_backoff,
-                max_retry_after: cfg.pipeline.max_backoff,
-            },
+            backoff: Backoff::new(
+                Duration::from_secs(2).min(cfg.pipeline.max_backoff),
+                cfg.pipeline.max_backoff,
+                Jitter::Up,
+            ),
             idle_poll: Duration::from_secs(30),
             shutdown_grace: cfg.pipeline.shutdown_grace,
             vendor_id: cfg.vendor_id,
@@ -262,17 +263,17 @@ impl BackendGate {
     /// may lengthen the wait (a `Retry-After`) but do not count again.
     fn close(
         &self,
-        policy: &RetryPolicy,
+        policy: &Backoff,
         retry_after: Option<Duration>,
         now: DateTime<Utc>,
         error: &str,
     ) -> Duration {
         let mut st = self.state.lock().expect("gate lock");
-        let asked = retry_after.unwrap_or_default().min(policy.max_retry_after);
+        let asked = retry_after.unwrap_or_default().min(policy.max);
         if !st.is_closed() {
             st.failures += 1;
         }
-        let wait = policy.delay_after(st.failures.max(1)).max(asked);
+        let wait = policy.after(st.failures.max(1)).max(asked);
         st.extend(wait);
         st.last_error = Some(error.to_string());
         if st.down_since.is_none() {
@@ -650,7 +651,7 @@ impl Pipeline {
         let id = job.id;
         let number = job.invoice_number.clone();
         let backoff = |attempts: u32| {
-            let wait = me.settings.backoff.delay_after(attempts);
+            let wait = me.settings.backoff.after(attempts);
             (
                 wait,
                 now + chrono::Duration::from_std(wait).unwrap_or_default(),
@@ -937,7 +938,7 @@ impl Pipeline {
         // whole scan away.
         let read_policy = RetryPolicy {
             max_attempts: SCAN_READ_ATTEMPTS,
-            min_delay: me.settings.backoff.min_delay,
+            min_delay: me.settings.backoff.first,
             max_delay: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(60),
         };
@@ -1348,5 +1349,146 @@ mod tests {
     #[test]
     fn path_segments_are_encoded() {
         assert_eq!(encode_path_segment("INV-1/2 3"), "INV-1%2F2%203");
+    }
+
+    fn where_(m: &str) -> (String, String) {
+        (m.to_string(), "/api/invoices".to_string())
+    }
+
+    /// Failure sorting: who must act, and what waits.
+    #[test]
+    fn failures_are_sorted_by_who_must_act() {
+        let (method, path) = where_("POST");
+        let secs = Duration::from_secs;
+        let kind = |e: ApiError| match classify(e) {
+            Failure::BackendDown { retry_after, .. } => format!("down {retry_after:?}"),
+            Failure::Unclear {
+                retry_after,
+                submit_error,
+                ..
+            } => format!("unclear {retry_after:?} {submit_error}"),
+            Failure::Transient(_) => "transient".into(),
+            Failure::Park(_) => "park".into(),
+            Failure::SignIn(_) => "sign-in".into(),
+            other => format!("other {other:?}"),
+        };
+        // The backend as a whole: all work waits behind the gate.
+        assert_eq!(
+            kind(ApiError::RateLimited {
+                retry_after: Some(secs(7))
+            }),
+            "down Some(7s)"
+        );
+        assert_eq!(
+            kind(ApiError::Token(TokenError::Unavailable {
+                backend: "laravel".into(),
+                reason: "timed out".into(),
+                retry_after: None,
+            })),
+            "down None"
+        );
+        // Down, or this job alone? A probe decides.
+        assert_eq!(
+            kind(ApiError::Server {
+                method: method.clone(),
+                path: path.clone(),
+                status: 503,
+                message: None,
+                excerpt: String::new(),
+                retry_after: Some(secs(3)),
+            }),
+            "unclear Some(3s) false"
+        );
+        assert_eq!(
+            kind(ApiError::Transport {
+                method: method.clone(),
+                path: path.clone(),
+                detail: "connection refused".into(),
+                maybe_sent: false,
+            }),
+            "unclear None false"
+        );
+        assert_eq!(
+            kind(ApiError::SubmitUnavailable {
+                message: "JoFotara is down".into()
+            }),
+            "unclear None true"
+        );
+        // A person: the job is parked, or all work holds for the sign-in.
+        assert_eq!(
+            kind(ApiError::Validation {
+                message: "invalid".into(),
+                errors: Default::default(),
+            }),
+            "park"
+        );
+        assert_eq!(
+            kind(ApiError::DuplicateInvoiceNumber {
+                number: "A-1".into()
+            }),
+            "park"
+        );
+        assert_eq!(
+            kind(ApiError::AccountDisabled {
+                method: method.clone(),
+                path: path.clone(),
+                message: "disabled".into(),
+            }),
+            "park"
+        );
+        assert_eq!(
+            kind(ApiError::InvalidCredentials {
+                email: "v@shop.jo".into()
+            }),
+            "sign-in"
+        );
+        assert_eq!(
+            kind(ApiError::Token(TokenError::NeedsPerson {
+                backend: "laravel".into(),
+                reason: "wrong password".into(),
+            })),
+            "sign-in"
+        );
+        assert_eq!(kind(ApiError::Unauthenticated { method, path }), "sign-in");
+    }
+
+    /// The global gate: one count per outage step, a `Retry-After` only
+    /// lengthens it (capped), a reopened gate wants one probe first, and
+    /// success resets it all. Paused clock: no real waiting.
+    #[tokio::test(start_paused = true)]
+    async fn the_global_gate_counts_an_outage_once_per_step() {
+        let secs = Duration::from_secs;
+        let policy = Backoff::new(secs(2), secs(60), Jitter::None);
+        let gate = BackendGate::default();
+        let now = Utc::now();
+        assert!(gate.view().is_none() && !gate.needs_probe());
+
+        assert_eq!(gate.close(&policy, None, now, "refused"), secs(2));
+        // More failures while closed: the same outage, not counted again.
+        assert_eq!(gate.close(&policy, None, now, "refused"), secs(2));
+        let v = gate.view().unwrap();
+        assert!(v.closed && v.failures == 1 && v.down_since == now, "{v:?}");
+        assert_eq!(v.last_error.as_deref(), Some("refused"));
+        // A Retry-After lengthens the wait, at most to the cap.
+        assert_eq!(gate.close(&policy, Some(secs(30)), now, "429"), secs(30));
+        assert_eq!(gate.close(&policy, Some(secs(600)), now, "429"), secs(60));
+        assert!(!gate.needs_probe(), "closed: nobody calls");
+
+        // Reopened by time: one probe first; its failure is the next step.
+        tokio::time::advance(secs(61)).await;
+        assert!(gate.closed_until().is_none());
+        assert!(gate.needs_probe(), "half-open");
+        assert_eq!(gate.close(&policy, None, now, "still down"), secs(4));
+        tokio::time::advance(secs(5)).await;
+        assert_eq!(gate.close(&policy, None, now, "still down"), secs(8));
+        assert_eq!(gate.view().unwrap().failures, 3);
+
+        // `hold` closes without counting (sign-in waits, not outages).
+        gate.opened(now);
+        assert!(gate.view().is_none() && !gate.needs_probe());
+        gate.hold(secs(10));
+        assert!(gate.closed_until().is_some());
+        assert!(!gate.needs_probe(), "a hold is not an outage");
+        assert!(gate.view().is_none());
     }
 }

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::backoff::{Backoff, Jitter};
 
 /// What an error says about trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,26 +54,16 @@ impl RetryPolicy {
         }
     }
 
-    /// The jittered exponential delays between attempts, without end.
-    fn delays(&self) -> impl Iterator<Item = Duration> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build()
+    /// The waits between attempts: the agent's one backoff
+    /// ([`crate::backoff`]), from `min_delay` to `max_delay`, never sooner
+    /// than the schedule.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.min_delay, self.max_delay, Jitter::Up)
     }
 
-    /// How long to wait after the `failures`-th failure in a row (from 1):
-    /// for callers that schedule retries themselves (the pipeline keeps its
-    /// jobs' next attempt in the outbox rather than sleeping on them).
+    /// How long to wait after the `failures`-th failure in a row (from 1).
     pub fn delay_after(&self, failures: u32) -> Duration {
-        let n = failures.saturating_sub(1).min(64) as usize;
-        self.delays()
-            .nth(n)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
+        self.backoff().after(failures)
     }
 
     /// Runs `op` (given the attempt number, from 1) until it succeeds, fails
@@ -84,7 +74,7 @@ impl RetryPolicy {
         F: FnMut(usize) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut delays = self.delays();
+        let backoff = self.backoff();
         let mut attempt = 1;
         loop {
             let err = match op(attempt).await {
@@ -102,8 +92,8 @@ impl RetryPolicy {
                 tracing::warn!(operation = what, error = %err, "the backend asked to wait longer than {}s; not waiting", self.max_retry_after.as_secs());
                 return Err(err);
             }
-            let backoff = delays.next().unwrap_or(self.max_delay);
-            let wait = backoff.max(asked.unwrap_or_default());
+            let step = backoff.after(u32::try_from(attempt).unwrap_or(u32::MAX));
+            let wait = step.max(asked.unwrap_or_default());
             tracing::warn!(operation = what, attempt, error = %err, retry_in_ms = wait.as_millis() as u64, "transient failure; retrying");
             tokio::time::sleep(wait).await;
             attempt += 1;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chrono::{DateTime, Utc};
-use rand::RngCore;
+use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -194,7 +194,7 @@ impl Vault {
         rand::rng().fill_bytes(&mut nonce);
         let cipher = XChaCha20Poly1305::new((&key).into());
         let sealed = cipher
-            .encrypt(XNonce::from_slice(&nonce), plain.as_slice())
+            .encrypt(&XNonce::from(nonce), plain.as_slice())
             .expect("encryption of a small buffer cannot fail");
         let mut out = Vec::with_capacity(4 + 24 + sealed.len());
         out.extend_from_slice(MAGIC);
@@ -228,8 +228,9 @@ impl Vault {
             return Err(unreadable("secret.key is missing"));
         };
         let cipher = XChaCha20Poly1305::new((&key).into());
+        let nonce: [u8; 24] = bytes[4..28].try_into().expect("checked: 24 bytes");
         let plain = cipher
-            .decrypt(XNonce::from_slice(&bytes[4..28]), &bytes[28..])
+            .decrypt(&XNonce::from(nonce), &bytes[28..])
             .map_err(|_| unreadable("wrong key or damaged file"))?;
         serde_json::from_slice(&plain).map_err(|_| unreadable("damaged contents"))
     }
@@ -334,17 +335,15 @@ pub fn expose(secret: &SecretString) -> &str {
 }
 
 /// Compares a presented key with the configured secret in time that does
-/// not depend on where they differ (no timing oracle for the API key).
+/// not depend on where they differ, nor on their lengths (no timing oracle
+/// for the API key): both are hashed to 32 bytes (SHA-256), and the digests
+/// are compared with `subtle`'s constant-time equality.
 pub fn constant_time_eq(given: &str, expected: &SecretString) -> bool {
-    let a = given.as_bytes();
-    let b = expected.expose_secret().as_bytes();
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    diff == 0
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.expose_secret().as_bytes());
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 /// Rewrites config.json with `password` set (or removed), keeping every
@@ -401,6 +400,17 @@ mod tests {
         assert!(!constant_time_eq("abc124", &k));
         assert!(!constant_time_eq("abc12", &k));
         assert!(!constant_time_eq("", &k));
+        assert!(
+            !constant_time_eq("abc1234", &k),
+            "a longer key with the same start"
+        );
+        assert!(constant_time_eq("", &SecretString::from("")));
+        let long = "k".repeat(4096);
+        assert!(constant_time_eq(&long, &SecretString::from(long.clone())));
+        assert!(!constant_time_eq(
+            &long[1..],
+            &SecretString::from(long.clone())
+        ));
     }
 
     #[test]

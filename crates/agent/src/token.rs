@@ -24,8 +24,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::backoff::{Backoff, Jitter};
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use secrecy::SecretString;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -166,12 +166,7 @@ impl Cooldown {
     /// Exponential in the number of failures in a row, capped, with +-20%
     /// jitter so a fleet of tills does not retry in step.
     fn after(&self, failures: u32) -> Duration {
-        let exp = self
-            .first
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-        let capped = exp.min(self.max);
-        let jitter = rand::rng().random_range(0.8..1.2);
-        capped.mul_f64(jitter)
+        Backoff::new(self.first, self.max, Jitter::Around).after(failures)
     }
 }
 

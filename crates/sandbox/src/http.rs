@@ -36,7 +36,7 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -596,7 +596,7 @@ impl Harness {
         spec.validate()?;
         let rng = match spec.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_os_rng(),
+            None => rand::make_rng::<StdRng>(),
         };
         *lock(&self.random) = Some(RandomPlan { spec, rng });
         Ok(())

@@ -184,6 +184,8 @@ pub const KEYS: &[Key] = &[
         "the customer of a sale that names none"),
     key("intake.settle_seconds", number(0.0, 3600.0, "seconds"), Value("2"),
         "a file is taken once its size and time are unchanged this long (it may still be being written)"),
+    key("intake.encoding", Text, Value("utf-8"),
+        "the code page of CSV and text exports without a byte order mark, as a WHATWG label: `windows-1256` (Arabic Windows, what Excel saves CSV in), `iso-8859-6`, `utf-16le`; a UTF-8 or UTF-16 byte order mark wins"),
     key("local_api.enabled", Bool, Value("true"),
         "serve the loopback HTTP API"),
     key("local_api.bind", Text, Value("127.0.0.1:8765"),

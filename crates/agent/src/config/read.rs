@@ -310,6 +310,24 @@ pub(super) fn validate(path: &Path, map: Map<String, Value>) -> Result<Config, C
         mapping: r.present("intake.mapping").cloned().unwrap_or(Value::Null),
         default_customer: r.string_or_default("intake.default_customer"),
         settle: Duration::from_secs_f64(r.number_or_default("intake.settle_seconds")),
+        encoding: {
+            let label = r.string_or_default("intake.encoding");
+            match encoding_rs::Encoding::for_label(label.trim().as_bytes()) {
+                Some(e) if e != encoding_rs::REPLACEMENT => e,
+                _ => {
+                    r.problem(
+                        "intake.encoding",
+                        format!(
+                            "\"{label}\" is not a text encoding this agent knows; set it to the \
+                             code page the tills export in, as a WHATWG label: \"windows-1256\" \
+                             (Arabic Windows, what Excel saves CSV in), \"iso-8859-6\", \
+                             \"utf-16le\", or \"utf-8\" (the default when left out)"
+                        ),
+                    );
+                    encoding_rs::UTF_8
+                }
+            }
+        },
     };
 
     let allow_remote = r.flag("local_api.allow_remote");

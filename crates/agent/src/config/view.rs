@@ -115,6 +115,7 @@ fn shown(cfg: &Config, key: &str, password_origin: &str) -> Shown {
         "intake.mapping" => v(cfg.intake.mapping.clone()),
         "intake.default_customer" => v(cfg.intake.default_customer.clone()),
         "intake.settle_seconds" => v(cfg.intake.settle.as_secs_f64()),
+        "intake.encoding" => v(cfg.intake.encoding.name().to_lowercase()),
         "local_api.enabled" => v(api.enabled),
         "local_api.bind" => v(api.bind.to_string()),
         "local_api.api_key" => Secret(api.api_key.as_ref().map(|_| String::new())),

@@ -93,6 +93,7 @@ pub fn options_from_config(cfg: &Config) -> IntakeOptions {
     IntakeOptions {
         mapping: sale::Mapping::from_json(&cfg.intake.mapping).unwrap_or_default(),
         default_customer: cfg.intake.default_customer.clone(),
+        encoding: cfg.intake.encoding,
     }
 }
 

@@ -39,8 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
+use crate::backoff::{Backoff, Jitter};
 use chrono::{DateTime, SecondsFormat, Utc};
-use rand::Rng;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
@@ -71,8 +71,13 @@ const MAX_PAGES: u32 = 10_000;
 /// While QuickBooks needs reconnecting, the connection is looked at this
 /// often (a reconnect also wakes the loop through `request_full`).
 const RECONNECT_POLL: Duration = Duration::from_secs(30);
-const BACKOFF_FIRST: Duration = Duration::from_secs(30);
-const BACKOFF_MAX: Duration = Duration::from_secs(900);
+/// Failed refreshes are retried from 30 s up to 15 min, +-20% (a fleet of
+/// tills must not retry in step).
+const BACKOFF: Backoff = Backoff::new(
+    Duration::from_secs(30),
+    Duration::from_secs(900),
+    Jitter::Around,
+);
 /// Changes the push taught the indexes before they are rebuilt from the
 /// database (searches scan these linearly).
 const OVERLAY_MAX: usize = 500;
@@ -418,7 +423,7 @@ impl QboCache {
                         continue;
                     }
                     failures += 1;
-                    let mut wait = backoff(failures);
+                    let mut wait = BACKOFF.after(failures);
                     if let Some(until) = me.client.limiter().paused_until() {
                         wait = wait.max(until.saturating_duration_since(Instant::now()));
                     }
@@ -1077,14 +1082,6 @@ fn cdc_since(state: &CacheState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     (now - since < reach).then_some(since)
 }
 
-/// Capped exponential backoff with +-20% jitter (a fleet of tills must not
-/// retry in step).
-fn backoff(failures: u32) -> Duration {
-    let exp = BACKOFF_FIRST.saturating_mul(1u32 << failures.saturating_sub(1).min(10));
-    exp.min(BACKOFF_MAX)
-        .mul_f64(rand::rng().random_range(0.8..1.2))
-}
-
 /// A change set by entity, as JSON.
 fn split(c: CdcChanges) -> BTreeMap<CacheKind, Vec<Value>> {
     fn values<T: Serialize>(list: Vec<T>) -> Vec<Value> {
@@ -1250,10 +1247,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert!((24..=36).contains(&backoff(1).as_secs()));
-        assert!((48..=72).contains(&backoff(2).as_secs()));
-        assert!(backoff(30) <= BACKOFF_MAX.mul_f64(1.2));
-        assert!(backoff(30) >= BACKOFF_MAX.mul_f64(0.8));
+        assert!((24..=36).contains(&BACKOFF.after(1).as_secs()));
+        assert!((48..=72).contains(&BACKOFF.after(2).as_secs()));
+        assert!(BACKOFF.after(30) <= BACKOFF.max.mul_f64(1.2));
+        assert!(BACKOFF.after(30) >= BACKOFF.max.mul_f64(0.8));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::RngCore;
+use rand::Rng;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION};
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};

@@ -44,10 +44,10 @@ use super::model::{
     BatchItemRequest, BatchOutcome, BatchRequest, Customer, EmailAddress, Entity, Invoice, Item,
     Line, Query, Ref, SalesItemLineDetail, BATCH_MAX,
 };
+use crate::backoff::{Backoff, Jitter};
 use crate::clock::Clock;
 use crate::config::{PushAfter, QuickbooksConfig};
 use crate::intake::sale::{Sale, SaleLine};
-use crate::retry::RetryPolicy;
 use crate::store::{CacheKind, Job, OutboxHandle, QboUpdate, Stage};
 
 /// How long a stop waits for the push in hand.
@@ -70,7 +70,7 @@ pub struct PushSettings {
     /// More due pushes than this go out in batches.
     pub batch_threshold: usize,
     /// Backoff of a push that failed transiently.
-    pub backoff: RetryPolicy,
+    pub backoff: Backoff,
     /// Without news, the outbox is looked at this often.
     pub idle_poll: Duration,
 }
@@ -90,12 +90,11 @@ impl PushSettings {
             tax_code: qb.tax_code.clone(),
             global_tax_calculation: qb.global_tax_calculation.clone(),
             batch_threshold: qb.batch_threshold,
-            backoff: RetryPolicy {
-                max_attempts: usize::MAX,
-                min_delay: Duration::from_secs(5).min(max_backoff),
-                max_delay: max_backoff,
-                max_retry_after: max_backoff,
-            },
+            backoff: Backoff::new(
+                Duration::from_secs(5).min(max_backoff),
+                max_backoff,
+                Jitter::Up,
+            ),
             idle_poll: poll.clamp(Duration::from_secs(1), Duration::from_secs(60)),
         }
     }
@@ -926,7 +925,7 @@ impl Pusher {
             }
             PushOutcome::Retry(error) => {
                 let attempts = job.qbo.as_ref().map_or(0, |p| p.attempts);
-                let wait = self.inner.settings.backoff.delay_after(attempts + 1);
+                let wait = self.inner.settings.backoff.after(attempts + 1);
                 let next_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 tracing::warn!(invoice = %number, error = %error, retry_in_secs = wait.as_secs(), "QuickBooks push failed; will retry");
                 QboUpdate::Retry { id, error, next_at }

@@ -198,3 +198,38 @@ async fn check_config_never_prints_a_url_credential() {
     assert!(!format!("{}{}", r.stdout, r.stderr).contains("Hunter2Secret"));
     assert_eq!(fx.sandbox.logins_ok(), 0);
 }
+
+/// `intake.encoding` (issue 12): a WHATWG label, read case-insensitively;
+/// an unknown one is an error on that key that says what to write.
+#[test]
+fn intake_encoding_takes_a_known_label_and_names_the_fix_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    for (label, name) in [
+        ("windows-1256", "windows-1256"),
+        (" CP1256 ", "windows-1256"),
+        ("iso-8859-6", "ISO-8859-6"),
+        ("utf-16le", "UTF-16LE"),
+    ] {
+        let p = write(
+            dir.path(),
+            json!({"email": "v@shop.jo", "intake": {"encoding": label}}),
+        );
+        let cfg = config::load_from(&p, &[]).unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(cfg.intake.encoding.name(), name, "{label}");
+    }
+    let p = write(dir.path(), json!({"email": "v@shop.jo"}));
+    let cfg = config::load_from(&p, &[]).unwrap();
+    assert_eq!(cfg.intake.encoding, encoding_rs::UTF_8, "the default");
+
+    for bad in [json!("utf8mb4"), json!("iso-2022-kr"), json!(1256)] {
+        let found = problems(
+            dir.path(),
+            json!({"email": "v@shop.jo", "intake": {"encoding": bad}}),
+        );
+        let (_, text) = found
+            .iter()
+            .find(|(k, _)| k == "intake.encoding")
+            .unwrap_or_else(|| panic!("{bad} accepted: {found:?}"));
+        assert!(text.contains("windows-1256"), "{text}");
+    }
+}

@@ -35,9 +35,13 @@ impl Folder {
     }
 
     fn inbox(&self, on_commit: OnCommit) -> Inbox {
+        self.inbox_with(IntakeOptions::default(), on_commit)
+    }
+
+    fn inbox_with(&self, options: IntakeOptions, on_commit: OnCommit) -> Inbox {
         let intake = Intake::new(
             self.outbox.clone(),
-            IntakeOptions::default(),
+            options,
             Arc::new(SystemClock),
             on_commit,
         );
@@ -261,6 +265,59 @@ async fn a_rejection_never_replaces_an_earlier_file_or_note() {
     // Every file and note is still there: the first note (its file was
     // taken out), then three files, each with its note.
     assert_eq!(all.len(), 7, "{all:?}");
+}
+
+/// `intake.encoding` (issue 12): a till's CSV saved by Excel in
+/// Windows-1256, real bytes in a file in the inbox, is committed with its
+/// Arabic text; a UTF-8 file with a byte order mark beside it is still read
+/// as UTF-8 (the mark wins); without the setting the same file is rejected
+/// with a note that names the setting.
+#[tokio::test]
+async fn an_export_in_windows_1256_is_read_through_the_inbox() {
+    // "W-1, أحمد, قهوة عربية" as Windows-1256 writes it.
+    let cp1256: &[u8] = b"invoice_number,customer,description,quantity,price\r\n\
+        W-1,\xc3\xcd\xe3\xcf,\xde\xe5\xe6\xc9 \xda\xd1\xc8\xed\xc9,2,1.500\r\n";
+    let utf8_bom = "\u{feff}invoice_number,customer,description,quantity,price\r\n\
+                    U-1,مطعم الياسمين,شاي,1,0.750\r\n";
+
+    let f = Folder::new();
+    let options = IntakeOptions {
+        encoding: encoding_rs::Encoding::for_label(b"windows-1256").unwrap(),
+        ..IntakeOptions::default()
+    };
+    let inbox = f.inbox_with(options, Arc::new(|_| {}));
+    std::fs::write(f.inbox_dir().join("excel.csv"), cp1256).unwrap();
+    std::fs::write(f.inbox_dir().join("utf8.csv"), utf8_bom).unwrap();
+    let report = f.settle(&inbox).await;
+    assert_eq!(report.files_archived, 2, "{report:?}");
+    assert_eq!(report.files_rejected, 0, "{report:?}");
+    let jobs = f
+        .outbox
+        .call(|o| o.list(&ListFilter::default()))
+        .await
+        .unwrap();
+    let sale = |n: &str| -> Value {
+        let job = jobs.iter().find(|j| j.invoice_number == n).unwrap();
+        serde_json::from_str(&job.sale_json).unwrap()
+    };
+    let w1 = sale("W-1");
+    assert_eq!(w1["customer_name"], "أحمد", "{w1}");
+    assert_eq!(w1["lines"][0]["description"], "قهوة عربية", "{w1}");
+    assert_eq!(w1["lines"][0]["quantity"], 2, "{w1}");
+    let u1 = sale("U-1");
+    assert_eq!(u1["customer_name"], "مطعم الياسمين", "{u1}");
+
+    // The default (UTF-8): the same bytes are refused, the note says how.
+    let plain = Folder::new();
+    let inbox = plain.inbox(Arc::new(|_| {}));
+    std::fs::write(plain.inbox_dir().join("excel.csv"), cp1256).unwrap();
+    assert_eq!(plain.settle(&inbox).await.files_rejected, 1);
+    let note = std::fs::read_to_string(plain.rejected().join("excel.csv.error.txt")).unwrap();
+    assert!(
+        note.contains("not UTF-8") && note.contains("intake.encoding"),
+        "{note}"
+    );
+    assert!(plain.numbers().await.is_empty());
 }
 
 /// Point 9: control characters in an invoice number (a new log line, a

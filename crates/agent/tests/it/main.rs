@@ -16,6 +16,7 @@ mod laravel_client;
 mod local_api;
 mod local_api_limits;
 mod module_graph;
+mod old_data;
 mod qbo_cache;
 mod qbo_share;
 mod quickbooks;

@@ -13,7 +13,7 @@ use pos_connector::clock::SystemClock;
 use pos_connector::service::Spawned;
 use pos_connector::store::{ListFilter, Outbox};
 use pos_sandbox::{LaravelSandboxOptions, LatencyProfile, RandomFaults};
-use rand::Rng;
+use rand::RngExt;
 use serde_json::{json, Value};
 
 /// Writes `n` sales as inbox files of a few sales each, CSV and JSON.

@@ -99,7 +99,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use rand::Rng;
+use rand::RngExt;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
