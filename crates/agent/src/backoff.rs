@@ -5,9 +5,9 @@
 //!
 //! - the pipeline's jobs and its global gate (`pipeline.max_backoff_seconds`),
 //! - the QuickBooks pusher's pushes,
-//! - the token keeper's sign-in cooldown ([`crate::token::Cooldown`]),
+//! - the token keeper's sign-in cooldown (`token::Cooldown`),
 //! - the QuickBooks cache's refresh loop,
-//! - [`crate::retry::RetryPolicy::run`]'s retries within one call.
+//! - `retry::RetryPolicy::run`'s retries within one call.
 //!
 //! Two jitters, by what the wait is for:
 //! - [`Jitter::Up`]: the step plus up to as much again (backon's jitter),
