@@ -35,6 +35,11 @@
 //! (JoFotara rejected it, the vendor is disabled, the data is invalid): the
 //! job is parked with the reason. A sign-in that needs a person holds all
 //! work without charging the jobs.
+//!
+//! Order: due jobs are taken oldest first, except that with two slots or
+//! more one slot always takes the newest due job. After a day offline the
+//! backlog drains oldest first while a sale rung up now is done in seconds
+//! (it would otherwise wait behind thousands).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
