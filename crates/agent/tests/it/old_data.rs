@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 use pos_connector::intake::{self, sale::Sale};
+#[cfg(unix)]
 use pos_connector::quickbooks::oauth::ConnectionStore;
+#[cfg(unix)]
 use pos_connector::secret::{StoredToken, Vault};
 use pos_connector::store::{CacheKind, Enqueued, ListFilter, Outbox, Stage, StepResult, DB_FILE};
+#[cfg(unix)]
 use secrecy::{ExposeSecret, SecretString};
 
 fn fixtures() -> PathBuf {
