@@ -12,20 +12,6 @@ use pos_connector::store::Outbox;
 use pos_sandbox::{LaravelSandboxOptions, LatencyProfile};
 use serde_json::{json, Value};
 
-async fn post(agent: &Spawned, sale: &Value) {
-    let resp = reqwest::Client::new()
-        .post(format!(
-            "http://{}/v1/sales",
-            agent.running.local_api.unwrap()
-        ))
-        .bearer_auth(API_KEY)
-        .json(sale)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
-}
-
 fn sale(n: &str) -> Value {
     json!({"invoice_number": n, "customer_name": "Walk-in",
            "items": [{"description": "Tea", "quantity": 1, "price": 2}]})

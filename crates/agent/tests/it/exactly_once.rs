@@ -50,20 +50,6 @@ fn log_of(cfg: &Config, number: &str) -> Vec<String> {
         .collect()
 }
 
-async fn post(agent: &Spawned, sale: &Value) {
-    let resp = reqwest::Client::new()
-        .post(format!(
-            "http://{}/v1/sales",
-            agent.running.local_api.unwrap()
-        ))
-        .bearer_auth(API_KEY)
-        .json(sale)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
-}
-
 async fn health(agent: &Spawned) -> Value {
     reqwest::get(format!(
         "http://{}/api/health",

@@ -204,3 +204,19 @@ pub async fn run_bin(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: Opt
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Posts one sale to a running agent's `POST /v1/sales` and expects the
+/// 202 of a committed sale.
+pub async fn post(agent: &pos_connector::service::Spawned, sale: &Value) {
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/sales",
+            agent.running.local_api.unwrap()
+        ))
+        .bearer_auth(API_KEY)
+        .json(sale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
+}
