@@ -27,7 +27,7 @@ use rand::{Rng, RngExt};
 /// How a step is spread so that callers that failed together do not retry
 /// together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Jitter {
+pub(crate) enum Jitter {
     /// The schedule itself.
     None,
     /// The step plus a random share of it (0 to 100 %), capped at `max`.
@@ -38,25 +38,25 @@ pub enum Jitter {
 
 /// A capped exponential backoff with jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// The wait after the first failure (before jitter).
-    pub first: Duration,
+    pub(crate) first: Duration,
     /// No step grows beyond this.
-    pub max: Duration,
-    pub jitter: Jitter,
+    pub(crate) max: Duration,
+    pub(crate) jitter: Jitter,
 }
 
 /// Steps past this many doublings are all `max` (2^64 times anything is).
 const MAX_DOUBLINGS: u32 = 64;
 
 impl Backoff {
-    pub const fn new(first: Duration, max: Duration, jitter: Jitter) -> Backoff {
+    pub(crate) const fn new(first: Duration, max: Duration, jitter: Jitter) -> Backoff {
         Backoff { first, max, jitter }
     }
 
     /// The schedule without jitter after `failures` failures in a row
     /// (from 1; 0 counts as 1): `first * 2^(failures-1)`, at most `max`.
-    pub fn step(&self, failures: u32) -> Duration {
+    pub(crate) fn step(&self, failures: u32) -> Duration {
         let n = failures.saturating_sub(1).min(MAX_DOUBLINGS) as usize;
         ExponentialBuilder::default()
             .with_min_delay(self.first)
@@ -70,13 +70,13 @@ impl Backoff {
     }
 
     /// How long to wait after `failures` failures in a row (from 1).
-    pub fn after(&self, failures: u32) -> Duration {
+    pub(crate) fn after(&self, failures: u32) -> Duration {
         self.after_with(failures, &mut rand::rng())
     }
 
     /// [`Backoff::after`] with the caller's random numbers (a seeded RNG
     /// in tests).
-    pub fn after_with<R: Rng + ?Sized>(&self, failures: u32, rng: &mut R) -> Duration {
+    pub(crate) fn after_with<R: Rng + ?Sized>(&self, failures: u32, rng: &mut R) -> Duration {
         let step = self.step(failures);
         match self.jitter {
             Jitter::None => step,

@@ -14,10 +14,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The status label of a call that got no HTTP answer.
-pub const NO_ANSWER: &str = "network_error";
+pub(crate) const NO_ANSWER: &str = "network_error";
 
 #[derive(Debug)]
-pub struct CallStats {
+pub(crate) struct CallStats {
     backend: &'static str,
     inner: Mutex<Inner>,
 }
@@ -31,39 +31,39 @@ struct Inner {
 /// Whether the backend answers. A 502/503/504 counts as not reachable:
 /// that is a proxy or PHP-FPM saying the application is not there.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Reachability {
-    pub reachable: bool,
+pub(crate) struct Reachability {
+    pub(crate) reachable: bool,
     /// When it became (un)reachable, as far as this process has seen.
-    pub since: DateTime<Utc>,
+    pub(crate) since: DateTime<Utc>,
     /// The last call, answered or not.
-    pub last_call_at: DateTime<Utc>,
+    pub(crate) last_call_at: DateTime<Utc>,
     /// Why the last failed call failed, while unreachable.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 /// One row of the call counters.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CallCount {
-    pub route: String,
-    pub status: String,
-    pub count: u64,
+pub(crate) struct CallCount {
+    pub(crate) route: String,
+    pub(crate) status: String,
+    pub(crate) count: u64,
 }
 
 impl CallStats {
-    pub fn new(backend: &'static str) -> Arc<CallStats> {
+    pub(crate) fn new(backend: &'static str) -> Arc<CallStats> {
         Arc::new(CallStats {
             backend,
             inner: Mutex::new(Inner::default()),
         })
     }
 
-    pub fn backend(&self) -> &'static str {
+    pub(crate) fn backend(&self) -> &'static str {
         self.backend
     }
 
     /// Records the outcome of sending a request and hands it back as it
     /// was, so call sites stay one expression.
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         method: &str,
         path: &str,
@@ -76,13 +76,13 @@ impl CallStats {
         sent
     }
 
-    pub fn answered(&self, method: &str, path: &str, status: u16) {
+    pub(crate) fn answered(&self, method: &str, path: &str, status: u16) {
         let gateway = matches!(status, 502..=504);
         let error = gateway.then(|| format!("HTTP {status} from {}", route_label(method, path)));
         self.record(method, path, status.to_string(), !gateway, error);
     }
 
-    pub fn not_answered(&self, method: &str, path: &str, why: &str) {
+    pub(crate) fn not_answered(&self, method: &str, path: &str, why: &str) {
         self.record(
             method,
             path,
@@ -117,7 +117,7 @@ impl CallStats {
         });
     }
 
-    pub fn calls(&self) -> Vec<CallCount> {
+    pub(crate) fn calls(&self) -> Vec<CallCount> {
         let inner = self.inner.lock().expect("call stats lock");
         inner
             .calls
@@ -131,7 +131,7 @@ impl CallStats {
     }
 
     /// `None` until the first call.
-    pub fn reachability(&self) -> Option<Reachability> {
+    pub(crate) fn reachability(&self) -> Option<Reachability> {
         self.inner.lock().expect("call stats lock").reach.clone()
     }
 }
@@ -140,7 +140,7 @@ impl CallStats {
 /// QuickBooks' `/v3/company/123/query?query=...` -> `GET
 /// /v3/company/{id}/query`. Numeric segments become `{id}` and the query
 /// string is dropped, so the label set stays small and carries no data.
-pub fn route_label(method: &str, path: &str) -> String {
+pub(crate) fn route_label(method: &str, path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     // A full URL: keep only its path.
     let path = match path.split_once("://") {
@@ -161,7 +161,7 @@ pub fn route_label(method: &str, path: &str) -> String {
 }
 
 /// What went wrong on the wire, causes included (for any backend).
-pub fn describe_transport(err: &reqwest::Error) -> String {
+pub(crate) fn describe_transport(err: &reqwest::Error) -> String {
     let mut detail = if err.is_timeout() {
         "timed out (request_timeout_secs)".to_string()
     } else if err.is_connect() {

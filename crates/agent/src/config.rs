@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 mod checks;
 mod file;
 /// The table of config keys is public: tools and docs can list the keys.
-pub mod keys;
-pub mod paths;
+pub(crate) mod keys;
+pub(crate) mod paths;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -31,55 +31,56 @@ pub(crate) use file::read_json_object;
 pub use view::redacted_view;
 
 use file::layer_environment;
-pub use keys::{ENV_CONNECTOR_API_KEY, ENV_PREFIX, ENV_QB_CLIENT_SECRET};
+pub use keys::ENV_CONNECTOR_API_KEY;
+pub(crate) use keys::{ENV_PREFIX, ENV_QB_CLIENT_SECRET};
 use read::validate;
 
-pub const ENV_CONFIG_PATH: &str = "POS_CONNECTOR_CONFIG";
+pub(crate) const ENV_CONFIG_PATH: &str = "POS_CONNECTOR_CONFIG";
 
 /// The validated configuration. Secrets it carries (the legacy plain-text
 /// password and token) are wrapped so that `Debug` never shows them.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this came from.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     pub base_url: Url,
     pub email: String,
     /// `password` from config.json (plain text, discouraged; see
     /// `secret::resolve_password` for the precedence).
-    pub password: Option<SecretString>,
-    pub vendor_id: Option<u64>,
+    pub(crate) password: Option<SecretString>,
+    pub(crate) vendor_id: Option<u64>,
     /// Legacy token written by the old connector, used as the starting
     /// token so an upgrade does not force a login.
-    pub legacy_token: Option<LegacyToken>,
+    pub(crate) legacy_token: Option<LegacyToken>,
     pub sync_interval: Duration,
-    pub auto_submit_jofotara: bool,
+    pub(crate) auto_submit_jofotara: bool,
     pub invoice_folder: PathBuf,
-    pub log_level: LogLevel,
-    pub token_lifetime: Duration,
-    pub refresh_before: Duration,
-    pub request_timeout: Duration,
+    pub(crate) log_level: LogLevel,
+    pub(crate) token_lifetime: Duration,
+    pub(crate) refresh_before: Duration,
+    pub(crate) request_timeout: Duration,
     pub data_dir: PathBuf,
-    pub log_dir: PathBuf,
-    pub log_keep_files: usize,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) log_keep_files: usize,
     pub pdf_dir: PathBuf,
-    pub allow_insecure_http: bool,
+    pub(crate) allow_insecure_http: bool,
     /// `intake.*`: how POS exports are read.
     pub intake: IntakeSettings,
     /// `local_api.*`: the loopback HTTP server (`POST /v1/sales`, ...).
     pub local_api: LocalApiSettings,
     /// `pipeline.*`: the worker that sends the outbox to the backend.
-    pub pipeline: PipelineConfig,
+    pub(crate) pipeline: PipelineConfig,
     /// `receipts.*`: provisional receipts printed locally.
-    pub receipts: ReceiptSettings,
+    pub(crate) receipts: ReceiptSettings,
     /// `quickbooks.*`: pushing invoices on to QuickBooks Online.
     pub quickbooks: QuickbooksConfig,
     /// `api_key`, `heartbeat_minutes`, `pos_systems`: the backend's
     /// connector channel (the fleet heartbeat).
     pub connector: ConnectorSettings,
     /// Keys this version does not know, kept as they were.
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
     /// Things worth a warning that do not stop the agent.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,9 +88,9 @@ pub struct IntakeSettings {
     /// `intake.mapping` as written: canonical field -> the till's column
     /// or JSON path (null: none). The intake checks and reads it
     /// (`intake::check_config`, `intake::options_from_config`).
-    pub mapping: Value,
+    pub(crate) mapping: Value,
     /// `intake.default_customer`: the customer of a sale that names none.
-    pub default_customer: String,
+    pub(crate) default_customer: String,
     /// `intake.settle_seconds`: a file's size and time must stay the same
     /// this long before it is taken (it may still be being written).
     pub settle: Duration,
@@ -105,21 +106,21 @@ pub struct ConnectorSettings {
     /// `api_key` (`POS_CONNECTOR_API_KEY` wins): sent as `X-API-Key`.
     /// Unset: no heartbeat.
     pub api_key: Option<SecretString>,
-    pub api_key_from_env: bool,
+    pub(crate) api_key_from_env: bool,
     /// `heartbeat_minutes` (default 5).
-    pub heartbeat_interval: Duration,
+    pub(crate) heartbeat_interval: Duration,
     /// `pos_systems`: the tills' POS software, reported in the heartbeat.
-    pub pos_systems: Vec<String>,
+    pub(crate) pos_systems: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct LocalApiSettings {
-    pub enabled: bool,
-    pub bind: std::net::SocketAddr,
+    pub(crate) enabled: bool,
+    pub(crate) bind: std::net::SocketAddr,
     /// `local_api.api_key`: callers send `Authorization: Bearer <key>`.
     pub api_key: Option<SecretString>,
     /// `local_api.allow_remote`: permit a non-loopback `bind`.
-    pub allow_remote: bool,
+    pub(crate) allow_remote: bool,
     /// `local_api.max_connections` (default 64): connections served at
     /// once; more wait in the system's queue, costing no file handle.
     pub max_connections: usize,
@@ -153,63 +154,63 @@ impl Default for WrongKeyDelay {
 }
 
 #[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    pub concurrency: usize,
-    pub lookup_path: Option<String>,
-    pub scan_limit: u32,
-    pub max_backoff: Duration,
-    pub shutdown_grace: Duration,
+pub(crate) struct PipelineConfig {
+    pub(crate) concurrency: usize,
+    pub(crate) lookup_path: Option<String>,
+    pub(crate) scan_limit: u32,
+    pub(crate) max_backoff: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// `pipeline.submit_settle_seconds`: after a submit whose answer was
     /// lost, how long from its start the backend may still be working on
     /// it; its status is read (and it may be sent again) only after that.
-    pub submit_settle: Duration,
+    pub(crate) submit_settle: Duration,
     /// `pipeline.max_submit_errors`: submits answering `error` (or 5xx) in
     /// a row before the job is parked for a person.
-    pub max_submit_errors: u32,
+    pub(crate) max_submit_errors: u32,
 }
 
 #[derive(Debug, Clone)]
-pub struct ReceiptSettings {
-    pub enabled: bool,
-    pub dir: PathBuf,
-    pub shop_name: Option<String>,
+pub(crate) struct ReceiptSettings {
+    pub(crate) enabled: bool,
+    pub(crate) dir: PathBuf,
+    pub(crate) shop_name: Option<String>,
     /// `receipts.paper`: A4, or the width of the till's paper roll.
-    pub paper: Paper,
+    pub(crate) paper: Paper,
 }
 
 /// `quickbooks.*`. The OAuth endpoints come from `environment`, or from
 /// `auth_base`/`api_base` (a simulator, a test double), which win.
 #[derive(Debug, Clone)]
 pub struct QuickbooksConfig {
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `sandbox`, `production`, or `custom` when `auth_base`/`api_base` are set.
-    pub environment: String,
-    pub authorize_url: Url,
+    pub(crate) environment: String,
+    pub(crate) authorize_url: Url,
     pub token_url: Url,
-    pub revoke_url: Url,
+    pub(crate) revoke_url: Url,
     /// The accounting API's base, ending in `/v3/`.
-    pub api_base: Url,
-    pub client_id: Option<String>,
+    pub(crate) api_base: Url,
+    pub(crate) client_id: Option<String>,
     /// `POS_CONNECTOR_QB_CLIENT_SECRET` wins over the file.
     pub client_secret: Option<SecretString>,
-    pub client_secret_from_env: bool,
-    pub redirect_uri: Url,
+    pub(crate) client_secret_from_env: bool,
+    pub(crate) redirect_uri: Url,
     /// The company expected; the one `qbo connect` brings back is used, and
     /// a mismatch with this is refused.
-    pub realm_id: Option<String>,
+    pub(crate) realm_id: Option<String>,
     pub push_after: PushAfter,
     /// `IncomeAccountRef` of the Service items created for new products.
-    pub income_account_id: Option<String>,
+    pub(crate) income_account_id: Option<String>,
     /// One generic item for every line (then no items are looked up).
-    pub item_id: Option<String>,
+    pub(crate) item_id: Option<String>,
     /// `TaxCodeRef` of every line: `TAX`/`NON` in the US, a TaxCode Id
     /// elsewhere. Unset: no tax code is sent (tax is never invented).
-    pub tax_code: Option<String>,
+    pub(crate) tax_code: Option<String>,
     /// `GlobalTaxCalculation` (non-US companies): TaxExcluded, TaxInclusive
     /// or NotApplicable.
-    pub global_tax_calculation: Option<String>,
+    pub(crate) global_tax_calculation: Option<String>,
     /// More waiting invoices than this go out in batch requests.
-    pub batch_threshold: usize,
+    pub(crate) batch_threshold: usize,
     /// `quickbooks.cache_refresh_minutes` (default 60): how often the
     /// local copy of customers, vendors, items and invoices catches up.
     pub cache_refresh: Duration,
@@ -263,7 +264,7 @@ pub enum Paper {
 
 impl Paper {
     /// `a4`, `80mm` or `58mm`, in any case.
-    pub fn parse(s: &str) -> Option<Paper> {
+    pub(crate) fn parse(s: &str) -> Option<Paper> {
         match s.trim().to_ascii_lowercase().as_str() {
             "a4" => Some(Paper::A4),
             "80mm" => Some(Paper::Roll80),
@@ -273,7 +274,7 @@ impl Paper {
     }
 
     /// The name `receipts.paper` takes.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Paper::A4 => "a4",
             Paper::Roll80 => "80mm",
@@ -305,22 +306,22 @@ pub(crate) const DEFAULT_QB_REDIRECT_URI: &str = "http://localhost:8765/callback
 /// The default `local_api.bind`.
 pub(crate) const DEFAULT_LOCAL_API_BIND: &str = "127.0.0.1:8765";
 /// The default `local_api.max_connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// The default `local_api.header_timeout_seconds`.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_CUSTOMER: &str = "Walk-in customer";
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CUSTOMER: &str = "Walk-in customer";
 /// Above PHP's 30 s execution limit and nginx's 60 s read timeout: after
 /// that, a submit whose client left is certainly over at the backend.
 pub(crate) const DEFAULT_SUBMIT_SETTLE_SECS: f64 = 90.0;
 
 #[derive(Debug, Clone)]
-pub struct LegacyToken {
-    pub token: SecretString,
-    pub expires_at: DateTime<Utc>,
+pub(crate) struct LegacyToken {
+    pub(crate) token: SecretString,
+    pub(crate) expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     Trace,
     Debug,
     Info,
@@ -330,7 +331,7 @@ pub enum LogLevel {
 
 impl LogLevel {
     /// Accepts Rust and Python spellings (`WARNING`, `CRITICAL`), any case.
-    pub fn parse(s: &str) -> Option<LogLevel> {
+    pub(crate) fn parse(s: &str) -> Option<LogLevel> {
         match s.trim().to_ascii_lowercase().as_str() {
             "trace" => Some(LogLevel::Trace),
             "debug" => Some(LogLevel::Debug),
@@ -341,7 +342,7 @@ impl LogLevel {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LogLevel::Trace => "trace",
             LogLevel::Debug => "debug",
@@ -413,7 +414,10 @@ fn list_problems(problems: &[KeyProblem]) -> String {
 /// `POS_CONNECTOR_CONFIG`, which clap merges), else the first of
 /// `defaults` that exists (the working directory's config/ and config.json,
 /// then the system's place: `platform::default_config_paths`).
-pub fn locate(explicit: Option<&Path>, defaults: Vec<PathBuf>) -> Result<PathBuf, ConfigError> {
+pub(crate) fn locate(
+    explicit: Option<&Path>,
+    defaults: Vec<PathBuf>,
+) -> Result<PathBuf, ConfigError> {
     if let Some(path) = explicit {
         if path.is_file() {
             return Ok(path.to_path_buf());

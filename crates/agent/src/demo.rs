@@ -32,7 +32,7 @@ use crate::laravel::{self, CreateOutcome, DocumentKind, NewInvoice};
 use crate::retry::RetryPolicy;
 
 /// Creates the demo folder: `dir`, or a new one under the temp folder.
-pub fn prepare_dir(dir: Option<&Path>) -> std::io::Result<PathBuf> {
+pub(crate) fn prepare_dir(dir: Option<&Path>) -> std::io::Result<PathBuf> {
     let dir = match dir {
         Some(d) => d.to_path_buf(),
         None => std::env::temp_dir().join(format!(
@@ -207,7 +207,7 @@ struct SandboxProcess {
 
 /// The `pos-sandbox` executable beside this one (cargo builds both into
 /// one folder; the packages install both side by side).
-pub fn sandbox_binary() -> Result<PathBuf, String> {
+pub(crate) fn sandbox_binary() -> Result<PathBuf, String> {
     let me = std::env::current_exe()
         .map_err(|e| format!("cannot find the pos-connector executable: {e}"))?;
     let exe = me.with_file_name(format!("pos-sandbox{}", std::env::consts::EXE_SUFFIX));
@@ -283,7 +283,7 @@ fn logins(stats: &Value) -> u64 {
     stats.get("logins_ok").and_then(Value::as_u64).unwrap_or(0)
 }
 
-pub async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+pub(crate) async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "pos-connector demo: sales through the Laravel backend simulator and on to QuickBooks Online (simulated)\n"

@@ -13,7 +13,7 @@ use tempfile::NamedTempFile;
 /// A file being written under a temporary name; [`AtomicFile::commit`]
 /// makes it appear under its final name. Dropping it without committing
 /// removes the temporary file, so an interrupted download leaves nothing.
-pub struct AtomicFile {
+pub(crate) struct AtomicFile {
     temp: NamedTempFile,
     dest: PathBuf,
     written: u64,
@@ -24,7 +24,7 @@ impl AtomicFile {
     /// if needed. On Unix the file is created with mode 0600 (tempfile's
     /// default); callers that want it readable by others call
     /// [`AtomicFile::commit_with_mode`].
-    pub fn create(dest: &Path) -> io::Result<AtomicFile> {
+    pub(crate) fn create(dest: &Path) -> io::Result<AtomicFile> {
         let dir = parent_dir(dest);
         fs::create_dir_all(&dir)?;
         let temp = tempfile::Builder::new()
@@ -38,31 +38,31 @@ impl AtomicFile {
         })
     }
 
-    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.temp.as_file_mut().write_all(bytes)?;
         self.written += bytes.len() as u64;
         Ok(())
     }
 
-    pub fn bytes_written(&self) -> u64 {
+    pub(crate) fn bytes_written(&self) -> u64 {
         self.written
     }
 
     /// Flushes to disk, renames over the destination and syncs the folder
     /// so the rename itself survives a power cut.
-    pub fn commit(self) -> io::Result<PathBuf> {
+    pub(crate) fn commit(self) -> io::Result<PathBuf> {
         self.commit_inner(None)
     }
 
     /// Like [`AtomicFile::commit`], with Unix permission bits for the final file.
-    pub fn commit_with_mode(self, mode: u32) -> io::Result<PathBuf> {
+    pub(crate) fn commit_with_mode(self, mode: u32) -> io::Result<PathBuf> {
         self.commit_inner(Some(mode))
     }
 
     /// Like [`AtomicFile::commit_with_mode`], but never replaces a file:
     /// if `dest` exists, nothing is written and the error's kind is
     /// `AlreadyExists` (the caller picks another name).
-    pub fn commit_new_with_mode(self, mode: u32) -> io::Result<PathBuf> {
+    pub(crate) fn commit_new_with_mode(self, mode: u32) -> io::Result<PathBuf> {
         let AtomicFile { temp, dest, .. } = self;
         set_mode(temp.path(), Some(mode))?;
         temp.as_file().sync_all()?;
@@ -86,7 +86,7 @@ impl AtomicFile {
 /// `RENAME_NOREPLACE`, a hard link elsewhere on Unix, `MoveFileEx` without
 /// replacing on Windows), so a file is never written over, even by a
 /// racing writer.
-pub fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
     // tempfile's no-clobber rename is the portable one; its TempPath would
     // delete `from` when dropped, so it is kept on every path out.
     match tempfile::TempPath::try_from_path(from)?.persist_noclobber(to) {
@@ -102,7 +102,7 @@ pub fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Writes `bytes` to `dest` atomically with mode 0600 (secrets, state).
-pub fn write_private(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_private(dest: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = AtomicFile::create(dest)?;
     file.write_all(bytes)?;
     file.commit_with_mode(0o600)?;
@@ -111,7 +111,7 @@ pub fn write_private(dest: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Opens (creating, mode 0600, in a private folder) a lock file shared by
 /// the agent's processes; the caller locks it and holds the `File`.
-pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
+pub(crate) fn open_lock_file(path: &Path) -> io::Result<fs::File> {
     create_private_dir(&parent_dir(path))?;
     let mut opts = fs::OpenOptions::new();
     opts.create(true).truncate(false).read(true).write(true);
@@ -124,7 +124,7 @@ pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
 }
 
 /// Creates a folder (and its parents) that only the agent's user can enter.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {
         fs::create_dir_all(dir)?;
         set_mode(dir, Some(0o700))?;

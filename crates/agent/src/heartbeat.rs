@@ -49,15 +49,15 @@ use crate::sync_interval::{Origin, SyncInterval};
 /// fleet view sees a restart at once.
 pub const FIRST_BEAT_AFTER: Duration = Duration::from_secs(5);
 /// The bounds of a `sync_interval` the backend sends.
-pub const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(10);
-pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(3600);
+pub(crate) const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The heartbeat's state, for the status page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeartbeatStatus {
     /// False when no `api_key` is configured (no heartbeat at all).
     pub enabled: bool,
-    pub interval_seconds: Option<u64>,
+    pub(crate) interval_seconds: Option<u64>,
     /// When the last beat began.
     pub last_attempt_at: Option<DateTime<Utc>>,
     /// A beat is under way (long, with an old `last_attempt_at`: the
@@ -84,7 +84,7 @@ pub struct HeartbeatStatus {
 
 impl HeartbeatStatus {
     /// The status when no heartbeat runs.
-    pub fn disabled() -> HeartbeatStatus {
+    pub(crate) fn disabled() -> HeartbeatStatus {
         HeartbeatStatus {
             enabled: false,
             interval_seconds: None,
@@ -298,7 +298,7 @@ impl Heartbeat {
     }
 
     /// The body of a beat, from the outbox and the machine as they are now.
-    pub async fn report(&self) -> HeartbeatReport {
+    pub(crate) async fn report(&self) -> HeartbeatReport {
         self.report_at(self.inner.clock.now()).await
     }
 
@@ -478,7 +478,7 @@ impl Drop for InFlight<'_> {
 
 /// Seconds from a number or a numeric string (PHP sends either); `None`
 /// for anything else, zero, negative or not finite.
-pub fn seconds(v: &Value) -> Option<f64> {
+pub(crate) fn seconds(v: &Value) -> Option<f64> {
     let n = match v {
         Value::Number(n) => n.as_f64()?,
         Value::String(s) => s.trim().parse::<f64>().ok()?,
@@ -490,7 +490,7 @@ pub fn seconds(v: &Value) -> Option<f64> {
 /// The interval to use for `requested` seconds, whole seconds within
 /// [`MIN_SYNC_INTERVAL`]..=[`MAX_SYNC_INTERVAL`], and whether it had to be
 /// moved into those bounds.
-pub fn clamp_sync_interval(requested: f64) -> (Duration, bool) {
+pub(crate) fn clamp_sync_interval(requested: f64) -> (Duration, bool) {
     let (lo, hi) = (
         MIN_SYNC_INTERVAL.as_secs_f64(),
         MAX_SYNC_INTERVAL.as_secs_f64(),
@@ -505,7 +505,7 @@ pub fn clamp_sync_interval(requested: f64) -> (Duration, bool) {
 /// The machine's name, with the standard library only: the environment
 /// (`HOSTNAME`, `COMPUTERNAME` on Windows), then /etc/hostname, then
 /// /proc/sys/kernel/hostname.
-pub fn hostname() -> Option<String> {
+pub(crate) fn hostname() -> Option<String> {
     let from_env = ["HOSTNAME", "COMPUTERNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok());

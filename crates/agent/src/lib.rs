@@ -3,20 +3,24 @@
 //! to QuickBooks Online. The binary is a thin shell over this library; see
 //! ARCHITECTURE.md for the map and the invariants.
 
-pub mod backoff;
-pub mod call_stats;
+// The public API is what the binary, the tests and the bench use; the rest
+// is pub(crate), and this lint keeps it so.
+#![warn(unreachable_pub)]
+
+pub(crate) mod backoff;
+pub(crate) mod call_stats;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod demo;
-pub mod fsutil;
+pub(crate) mod demo;
+pub(crate) mod fsutil;
 pub mod heartbeat;
 pub mod intake;
 pub mod laravel;
-pub mod log_format;
+pub(crate) mod log_format;
 pub mod logging;
-pub mod pipeline;
-pub mod platform;
+pub(crate) mod pipeline;
+pub(crate) mod platform;
 pub mod quickbooks;
 pub mod receipt;
 pub mod retry;
@@ -26,11 +30,11 @@ pub mod service;
 pub mod status;
 pub mod store;
 pub mod sync_interval;
-pub mod tax;
+pub(crate) mod tax;
 pub mod token;
 pub mod token_check;
 
 /// systemd's readiness protocol lives with the other per-OS code.
-pub use platform::notify as systemd;
+pub(crate) use platform::notify as systemd;
 /// Giving memory back when idle (Linux; a no-op elsewhere), likewise.
-pub use platform::trim;
+pub(crate) use platform::trim;

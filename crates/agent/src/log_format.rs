@@ -30,13 +30,13 @@ where
 /// start a line, drive a terminal or reorder what is shown (controls, bidi
 /// overrides, invisible format characters, line separators) are written as
 /// `\u{..}` escapes; everything else, any script included, as it is.
-pub fn untrusted(text: &str) -> Untrusted<'_> {
+pub(crate) fn untrusted(text: &str) -> Untrusted<'_> {
     Untrusted(text)
 }
 
 /// See [`untrusted`].
 #[derive(Clone, Copy)]
-pub struct Untrusted<'a>(pub &'a str);
+pub(crate) struct Untrusted<'a>(pub(crate) &'a str);
 
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,7 +62,7 @@ impl fmt::Debug for Untrusted<'_> {
 /// separators, and Unicode's invisible format characters (category Cf:
 /// bidi embeddings, overrides and isolates, zero-width characters, the BOM,
 /// tags).
-pub fn is_unsafe_char(c: char) -> bool {
+pub(crate) fn is_unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

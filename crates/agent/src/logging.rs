@@ -38,20 +38,21 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogLevel;
-pub use crate::log_format::{is_unsafe_char, layer, untrusted, SafeFields, Untrusted};
+pub(crate) use crate::log_format::{is_unsafe_char, untrusted};
+pub use crate::log_format::{layer, SafeFields};
 use crate::platform::{self, Stream};
 
 /// Where console logs go. One-shot commands print their results on stdout,
 /// so their logs go to stderr; the service logs to stdout (journald).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Console {
+pub(crate) enum Console {
     Stdout,
     Stderr,
 }
 
 /// Keeps the file writer alive; drop it last.
 #[must_use]
-pub struct LogGuard {
+pub(crate) struct LogGuard {
     _file: Option<WorkerGuard>,
 }
 
@@ -62,7 +63,7 @@ pub struct LogGuard {
 const LOG_QUEUE_LINES: usize = 8_192;
 
 /// The file name prefix; the appender adds `.YYYY-MM-DD`.
-pub const LOG_FILE_PREFIX: &str = "pos-connector.log";
+pub(crate) const LOG_FILE_PREFIX: &str = "pos-connector.log";
 
 fn filter(level: LogLevel) -> EnvFilter {
     // RUST_LOG, when set, is the operator's explicit choice for everything.
@@ -77,7 +78,7 @@ fn filter(level: LogLevel) -> EnvFilter {
 
 /// How the console is written, decided once from where it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsoleStyle {
+pub(crate) enum ConsoleStyle {
     /// A terminal: colours (unless `NO_COLOR`), timestamps.
     Terminal,
     /// A pipe or file: plain text, timestamps.
@@ -87,7 +88,7 @@ pub enum ConsoleStyle {
 }
 
 impl ConsoleStyle {
-    pub fn detect(console: Console) -> ConsoleStyle {
+    pub(crate) fn detect(console: Console) -> ConsoleStyle {
         let stream = match console {
             Console::Stdout => Stream::Stdout,
             Console::Stderr => Stream::Stderr,
@@ -107,7 +108,7 @@ impl ConsoleStyle {
 }
 
 /// The syslog priority journald stores for a tracing level (sd-daemon(3)).
-pub fn journal_priority(level: &Level) -> u8 {
+pub(crate) fn journal_priority(level: &Level) -> u8 {
     match *level {
         Level::ERROR => 3,
         Level::WARN => 4,
@@ -176,7 +177,7 @@ where
 /// Installs the global subscriber. `file`: the log folder and how many
 /// daily files to keep. A log folder that cannot be created is reported on
 /// stderr and the agent goes on without file logs rather than not running.
-pub fn init(
+pub(crate) fn init(
     console: Console,
     console_level: LogLevel,
     file: Option<(&Path, LogLevel, usize)>,

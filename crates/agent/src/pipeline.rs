@@ -73,44 +73,44 @@ const PROBE_FRESH: Duration = Duration::from_secs(2);
 
 /// How the worker behaves; from config.json's `pipeline.*` and neighbours.
 #[derive(Debug, Clone)]
-pub struct PipelineSettings {
+pub(crate) struct PipelineSettings {
     /// Jobs worked on at once (`pipeline.concurrency`).
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Submit to JoFotara after create (`auto_submit_jofotara`); else a
     /// job stops at `created`.
-    pub auto_submit: bool,
-    pub pdf_dir: PathBuf,
+    pub(crate) auto_submit: bool,
+    pub(crate) pdf_dir: PathBuf,
     /// A backend route answering an invoice by number, `{invoice_number}`
     /// standing for it (`pipeline.lookup_path`); replaces the id scan.
-    pub lookup_path: Option<String>,
+    pub(crate) lookup_path: Option<String>,
     /// At most this many ids are read when looking for a lost create.
-    pub scan_limit: u32,
+    pub(crate) scan_limit: u32,
     /// An unknown id followed by this many more unknown ones is the end of
     /// the ids (fewer could be a gap left by a deleted invoice).
-    pub scan_confirm: u32,
+    pub(crate) scan_confirm: u32,
     /// Job and global backoff: exponential with jitter (never sooner than
     /// the schedule), from `first` up to `max`
     /// (`pipeline.max_backoff_seconds`), forever.
-    pub backoff: Backoff,
+    pub(crate) backoff: Backoff,
     /// Without news, the outbox is re-read this often (for jobs released
     /// by `queue retry` from another process).
-    pub idle_poll: Duration,
+    pub(crate) idle_poll: Duration,
     /// On shutdown, in-flight steps get this long to finish; then they are
     /// abandoned (safe: the outbox still holds them at their last step).
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// The vendor this agent signs in as; an invoice found by the scan that
     /// belongs to another vendor is not ours.
-    pub vendor_id: Option<u64>,
+    pub(crate) vendor_id: Option<u64>,
     /// After a submit whose answer was lost, how long from its start the
     /// backend may still be working on it (`pipeline.submit_settle_seconds`).
-    pub submit_settle: Duration,
+    pub(crate) submit_settle: Duration,
     /// Submits answering `error` (or 5xx) in a row before the job is parked
     /// (`pipeline.max_submit_errors`).
-    pub max_submit_errors: u32,
+    pub(crate) max_submit_errors: u32,
 }
 
 impl PipelineSettings {
-    pub fn from_config(cfg: &Config) -> PipelineSettings {
+    pub(crate) fn from_config(cfg: &Config) -> PipelineSettings {
         PipelineSettings {
             concurrency: cfg.pipeline.concurrency,
             auto_submit: cfg.auto_submit_jofotara,
@@ -252,14 +252,14 @@ impl GateState {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GateView {
     /// All work waits for the backend.
-    pub closed: bool,
+    pub(crate) closed: bool,
     /// Since when calls and probes have been failing.
-    pub down_since: DateTime<Utc>,
+    pub(crate) down_since: DateTime<Utc>,
     /// Failed probes in a row.
-    pub failures: u32,
-    pub last_error: Option<String>,
+    pub(crate) failures: u32,
+    pub(crate) last_error: Option<String>,
     /// When the next probe goes out (while closed).
-    pub next_probe_in_seconds: Option<u64>,
+    pub(crate) next_probe_in_seconds: Option<u64>,
 }
 
 impl BackendGate {
@@ -363,11 +363,11 @@ enum ProbeFailed {
 }
 
 /// Told of every step the pipeline records, with the job as it now is.
-pub type StepHook = Arc<dyn Fn(&Job) + Send + Sync>;
+pub(crate) type StepHook = Arc<dyn Fn(&Job) + Send + Sync>;
 
 /// The worker. Cheap to clone; clones share everything.
 #[derive(Clone)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     inner: Arc<Inner>,
 }
 
@@ -386,7 +386,7 @@ struct Inner {
 
 impl Pipeline {
     /// `on_step` is told of every step recorded (with the job as it now is).
-    pub fn new(
+    pub(crate) fn new(
         outbox: OutboxHandle,
         client: LaravelClient,
         settings: PipelineSettings,
@@ -409,13 +409,13 @@ impl Pipeline {
 
     /// Tells the worker new work is in the outbox (the intake calls this
     /// after committing a sale).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.inner.wake.notify_one();
     }
 
     /// The backend gate: `Some` while the backend is failing for everyone
     /// (closed, or reopened and waiting for a probe to succeed).
-    pub fn gate(&self) -> Option<GateView> {
+    pub(crate) fn gate(&self) -> Option<GateView> {
         self.inner.gate.view()
     }
 
@@ -424,7 +424,7 @@ impl Pipeline {
     /// On shutdown it stops claiming, gives in-flight steps the grace
     /// period, then abandons the rest (they resume at their last committed
     /// step on the next start).
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+    pub(crate) async fn run(&self, shutdown: impl Future<Output = ()>) {
         let me = &self.inner;
         let s = &me.settings;
         tokio::pin!(shutdown);

@@ -12,14 +12,14 @@ use crate::backoff::{Backoff, Jitter};
 
 /// What an error says about trying again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryHint {
+pub(crate) enum RetryHint {
     /// Retrying cannot help (the server said no, bad input, needs a person).
     Never,
     /// Transient; wait at least this long if the backend said so.
     After(Option<Duration>),
 }
 
-pub trait Retryable {
+pub(crate) trait Retryable {
     fn retry_hint(&self) -> RetryHint;
 }
 
@@ -47,7 +47,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// No retries at all (for callers that schedule their own).
-    pub fn once() -> RetryPolicy {
+    pub(crate) fn once() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()
@@ -57,18 +57,18 @@ impl RetryPolicy {
     /// The waits between attempts: the agent's one backoff
     /// ([`crate::backoff`]), from `min_delay` to `max_delay`, never sooner
     /// than the schedule.
-    pub fn backoff(&self) -> Backoff {
+    pub(crate) fn backoff(&self) -> Backoff {
         Backoff::new(self.min_delay, self.max_delay, Jitter::Up)
     }
 
     /// How long to wait after the `failures`-th failure in a row (from 1).
-    pub fn delay_after(&self, failures: u32) -> Duration {
+    pub(crate) fn delay_after(&self, failures: u32) -> Duration {
         self.backoff().after(failures)
     }
 
     /// Runs `op` (given the attempt number, from 1) until it succeeds, fails
     /// for good, or the attempts run out; `what` names it in the logs.
-    pub async fn run<T, E, F, Fut>(&self, what: &str, mut op: F) -> Result<T, E>
+    pub(crate) async fn run<T, E, F, Fut>(&self, what: &str, mut op: F) -> Result<T, E>
     where
         E: Retryable + std::fmt::Display,
         F: FnMut(usize) -> Fut,

@@ -28,7 +28,7 @@ use crate::fsutil;
 use serde_json::Value;
 
 /// The environment variable whose password wins over everything.
-pub const ENV_PASSWORD: &str = "POS_CONNECTOR_PASSWORD";
+pub(crate) const ENV_PASSWORD: &str = "POS_CONNECTOR_PASSWORD";
 
 const MAGIC: &[u8; 4] = b"PCV1";
 const KEY_FILE: &str = "secret.key";
@@ -50,14 +50,14 @@ pub enum SecretError {
 /// Which source the password came from (shown by `check-config`, never the
 /// password itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordOrigin {
+pub(crate) enum PasswordOrigin {
     Environment,
     Stored,
     ConfigFile,
 }
 
 impl PasswordOrigin {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             PasswordOrigin::Environment => "from POS_CONNECTOR_PASSWORD",
             PasswordOrigin::Stored => "stored encrypted by --setup-password",
@@ -111,7 +111,7 @@ impl Vault {
         }
     }
 
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.join(VAULT_FILE)
     }
 
@@ -126,7 +126,7 @@ impl Vault {
         Ok(self.read()?.password.map(SecretString::from))
     }
 
-    pub fn set_password(&self, password: Option<&SecretString>) -> Result<(), SecretError> {
+    pub(crate) fn set_password(&self, password: Option<&SecretString>) -> Result<(), SecretError> {
         self.update(|d| d.password = password.map(|p| p.expose_secret().to_string()))
     }
 
@@ -160,7 +160,7 @@ impl Vault {
         })
     }
 
-    pub fn forget_token(&self, name: &str) -> Result<(), SecretError> {
+    pub(crate) fn forget_token(&self, name: &str) -> Result<(), SecretError> {
         self.update(|d| {
             d.tokens.remove(name);
         })
@@ -283,7 +283,9 @@ impl Vault {
 
 /// Where the password would come from now (`None`: nowhere), for views
 /// of the configuration; never the password itself.
-pub fn password_origin(cfg: &crate::config::Config) -> Result<Option<&'static str>, SecretError> {
+pub(crate) fn password_origin(
+    cfg: &crate::config::Config,
+) -> Result<Option<&'static str>, SecretError> {
     let vault = Vault::new(&cfg.data_dir);
     Ok(resolve_password(cfg, &vault, env_password())?.map(|(_, origin)| origin.describe()))
 }
@@ -291,7 +293,7 @@ pub fn password_origin(cfg: &crate::config::Config) -> Result<Option<&'static st
 /// The password to log in with, by precedence: `POS_CONNECTOR_PASSWORD`,
 /// then the one stored by `--setup-password`, then `password` in
 /// config.json (which `config` already warned about).
-pub fn resolve_password(
+pub(crate) fn resolve_password(
     cfg: &Config,
     vault: &Vault,
     env_password: Option<String>,
@@ -309,13 +311,13 @@ pub fn resolve_password(
 }
 
 /// Reads `POS_CONNECTOR_PASSWORD` from the process environment.
-pub fn env_password() -> Option<String> {
+pub(crate) fn env_password() -> Option<String> {
     std::env::var(ENV_PASSWORD).ok()
 }
 
 /// Reads a password from the operator: without echo on a terminal, or one
 /// line from standard input when it is not one (scripts, CI, installers).
-pub fn prompt_password(prompt: &str) -> std::io::Result<SecretString> {
+pub(crate) fn prompt_password(prompt: &str) -> std::io::Result<SecretString> {
     use std::io::IsTerminal;
     let line = if std::io::stdin().is_terminal() {
         rpassword::prompt_password(prompt)?
@@ -330,7 +332,7 @@ pub fn prompt_password(prompt: &str) -> std::io::Result<SecretString> {
 
 /// Exposes a secret for the one place that must send it on the wire.
 /// Keeping the call sites greppable (`secret::expose`) is the point.
-pub fn expose(secret: &SecretString) -> &str {
+pub(crate) fn expose(secret: &SecretString) -> &str {
     secret.expose_secret()
 }
 
@@ -338,7 +340,7 @@ pub fn expose(secret: &SecretString) -> &str {
 /// not depend on where they differ, nor on their lengths (no timing oracle
 /// for the API key): both are hashed to 32 bytes (SHA-256), and the digests
 /// are compared with `subtle`'s constant-time equality.
-pub fn constant_time_eq(given: &str, expected: &SecretString) -> bool {
+pub(crate) fn constant_time_eq(given: &str, expected: &SecretString) -> bool {
     use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
     let a = Sha256::digest(given.as_bytes());

@@ -46,7 +46,7 @@ use crate::sync_interval::SyncInterval;
 use crate::systemd;
 
 /// The lock file that keeps a second agent off the same data folder.
-pub const LOCK_FILE: &str = "agent.lock";
+pub(crate) const LOCK_FILE: &str = "agent.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -124,7 +124,7 @@ pub async fn run(
 }
 
 /// [`run`], telling `started` where the parts listen once they do.
-pub async fn run_with(
+pub(crate) async fn run_with(
     cfg: &Config,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()>,
@@ -443,4 +443,4 @@ fn remove_stale_temp_files(dirs: &[&Path]) {
 
 /// The stop request of this system (signals, console events, the service
 /// manager): see [`crate::platform::shutdown_signal`].
-pub use crate::platform::shutdown_signal;
+pub(crate) use crate::platform::shutdown_signal;

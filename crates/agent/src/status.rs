@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::call_stats::Reachability;
 use crate::config::Config;
 use crate::laravel::LaravelClient;
-use crate::pipeline::GateView;
+pub use crate::pipeline::GateView;
 use crate::quickbooks::limiter::LimiterStatus;
 use crate::quickbooks::oauth::RefreshOutcome;
 use crate::quickbooks::{ConnectionStore, QboClient};
@@ -28,28 +28,28 @@ use crate::sync_interval::{Origin, SyncInterval};
 use crate::token::RefreshRecord;
 
 /// How many recent jobs the page lists.
-pub const RECENT_JOBS: usize = 50;
+pub(crate) const RECENT_JOBS: usize = 50;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
-    pub generated_at: DateTime<Utc>,
-    pub agent: AgentInfo,
-    pub laravel: LaravelLink,
-    pub quickbooks: QuickbooksLink,
-    pub queue: QueueView,
+    pub(crate) generated_at: DateTime<Utc>,
+    pub(crate) agent: AgentInfo,
+    pub(crate) laravel: LaravelLink,
+    pub(crate) quickbooks: QuickbooksLink,
+    pub(crate) queue: QueueView,
     /// The inbox folder and how often it is looked at, and why.
     #[serde(default)]
     pub inbox: InboxView,
-    pub health: Health,
+    pub(crate) health: Health,
     /// One line per thing a person should do, most urgent first.
-    pub attention: Vec<String>,
+    pub(crate) attention: Vec<String>,
 }
 
 /// The inbox folder's polling: the interval in force and where it comes
 /// from (config.json, or the backend's heartbeat answer).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InboxView {
-    pub folder: PathBuf,
+    pub(crate) folder: PathBuf,
     pub interval_seconds: u64,
     pub interval_origin: Origin,
     /// config.json's `sync_interval`.
@@ -72,7 +72,7 @@ impl InboxView {
     }
 
     /// "every 45 s (the backend's heartbeat answer; config.json says 30 s)".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut why = self.interval_origin.describe().to_string();
         if self.interval_origin != Origin::Config {
             why.push_str(&format!(
@@ -85,39 +85,39 @@ impl InboxView {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentInfo {
-    pub version: String,
+pub(crate) struct AgentInfo {
+    pub(crate) version: String,
     /// False when this report was read from disk by a command because no
     /// service answered.
-    pub running: bool,
-    pub started_at: Option<DateTime<Utc>>,
-    pub uptime_seconds: Option<u64>,
-    pub config_path: PathBuf,
-    pub data_dir: PathBuf,
+    pub(crate) running: bool,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) uptime_seconds: Option<u64>,
+    pub(crate) config_path: PathBuf,
+    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LaravelLink {
-    pub backend_url: String,
+pub(crate) struct LaravelLink {
+    pub(crate) backend_url: String,
     /// Signed in as.
-    pub email: String,
-    pub vendor_id: Option<u64>,
-    pub has_token: bool,
-    pub token_valid: bool,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub seconds_left: Option<i64>,
-    pub refresh_due_at: Option<DateTime<Utc>>,
+    pub(crate) email: String,
+    pub(crate) vendor_id: Option<u64>,
+    pub(crate) has_token: bool,
+    pub(crate) token_valid: bool,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) seconds_left: Option<i64>,
+    pub(crate) refresh_due_at: Option<DateTime<Utc>>,
     /// The last refresh by this process (absent when not running).
-    pub last_refresh: Option<RefreshRecord>,
-    pub refreshes_ok: u64,
-    pub refreshes_failed: u64,
+    pub(crate) last_refresh: Option<RefreshRecord>,
+    pub(crate) refreshes_ok: u64,
+    pub(crate) refreshes_failed: u64,
     /// Set when only a person can fix the sign-in (wrong password...).
-    pub needs_person: Option<String>,
+    pub(crate) needs_person: Option<String>,
 }
 
 impl LaravelLink {
     /// The keeper's view of the sign-in (no network).
-    pub fn read(cfg: &Config, laravel: &LaravelClient, now: DateTime<Utc>) -> LaravelLink {
+    pub(crate) fn read(cfg: &Config, laravel: &LaravelClient, now: DateTime<Utc>) -> LaravelLink {
         let keeper = laravel.keeper();
         let k = keeper.status();
         LaravelLink {
@@ -138,39 +138,43 @@ impl LaravelLink {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QuickbooksLink {
-    pub enabled: bool,
-    pub environment: String,
+pub(crate) struct QuickbooksLink {
+    pub(crate) enabled: bool,
+    pub(crate) environment: String,
     /// `disabled`, `not_connected`, `connected` or `reconnect_needed`.
-    pub state: String,
+    pub(crate) state: String,
     /// Why it is not usable, and what to do.
-    pub reason: Option<String>,
-    pub realm_id: Option<String>,
-    pub connected_at: Option<DateTime<Utc>>,
-    pub access_expires_at: Option<DateTime<Utc>>,
-    pub access_valid: bool,
-    pub refresh_expires_at: Option<DateTime<Utc>>,
-    pub hard_expires_at: Option<DateTime<Utc>>,
-    pub last_refresh: Option<RefreshOutcome>,
+    pub(crate) reason: Option<String>,
+    pub(crate) realm_id: Option<String>,
+    pub(crate) connected_at: Option<DateTime<Utc>>,
+    pub(crate) access_expires_at: Option<DateTime<Utc>>,
+    pub(crate) access_valid: bool,
+    pub(crate) refresh_expires_at: Option<DateTime<Utc>>,
+    pub(crate) hard_expires_at: Option<DateTime<Utc>>,
+    pub(crate) last_refresh: Option<RefreshOutcome>,
     /// Expiries within 14 days.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// Pushes by state.
-    pub pushes: BTreeMap<String, u64>,
+    pub(crate) pushes: BTreeMap<String, u64>,
     /// The local copy of the company's lists (when the service runs it).
-    pub cache: Option<Value>,
+    pub(crate) cache: Option<Value>,
     /// This agent's learned share of the company's request limits and the
     /// 429s met (when the service runs: it is learned while pushing).
     #[serde(default)]
-    pub limiter: Option<LimiterStatus>,
+    pub(crate) limiter: Option<LimiterStatus>,
 }
 
 impl QuickbooksLink {
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.state == "connected"
     }
 
     /// Reads the stored connection (no network).
-    pub fn read(cfg: &Config, now: DateTime<Utc>, pushes: BTreeMap<String, u64>) -> QuickbooksLink {
+    pub(crate) fn read(
+        cfg: &Config,
+        now: DateTime<Utc>,
+        pushes: BTreeMap<String, u64>,
+    ) -> QuickbooksLink {
         let qb = &cfg.quickbooks;
         let mut link = QuickbooksLink {
             enabled: qb.enabled,
@@ -230,30 +234,30 @@ impl QuickbooksLink {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueueView {
+pub(crate) struct QueueView {
     #[serde(flatten)]
-    pub stats: QueueStats,
+    pub(crate) stats: QueueStats,
     /// The newest jobs, newest first.
-    pub recent: Vec<JobLine>,
+    pub(crate) recent: Vec<JobLine>,
     /// Jobs waiting for a person (newest first), each retryable.
-    pub parked_jobs: Vec<JobLine>,
+    pub(crate) parked_jobs: Vec<JobLine>,
 }
 
 /// A job as one line of the page.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct JobLine {
-    pub invoice_number: String,
-    pub state: String,
-    pub stage: String,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub laravel_id: Option<u64>,
-    pub backend_status: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub quickbooks_state: Option<String>,
-    pub quickbooks_id: Option<String>,
-    pub quickbooks_error: Option<String>,
+pub(crate) struct JobLine {
+    pub(crate) invoice_number: String,
+    pub(crate) state: String,
+    pub(crate) stage: String,
+    pub(crate) attempts: u32,
+    pub(crate) last_error: Option<String>,
+    pub(crate) laravel_id: Option<u64>,
+    pub(crate) backend_status: Option<String>,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    pub(crate) quickbooks_state: Option<String>,
+    pub(crate) quickbooks_id: Option<String>,
+    pub(crate) quickbooks_error: Option<String>,
 }
 
 impl From<&Job> for JobLine {
@@ -276,17 +280,17 @@ impl From<&Job> for JobLine {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Health {
+pub(crate) struct Health {
     /// The invoicing backend, as this process has seen it (absent before
     /// the first call, and when the service is not running).
-    pub backend: Option<Reachability>,
-    pub quickbooks: Option<Reachability>,
+    pub(crate) backend: Option<Reachability>,
+    pub(crate) quickbooks: Option<Reachability>,
     /// The fleet heartbeat (when `api_key` is configured).
-    pub heartbeat: Option<Value>,
+    pub(crate) heartbeat: Option<Value>,
     /// The pipeline's backend gate while the backend fails for everyone
     /// (all sales wait; a probe decides when they resume).
     #[serde(default)]
-    pub backend_gate: Option<GateView>,
+    pub(crate) backend_gate: Option<GateView>,
 }
 
 /// The live parts of a running service; absent when a command reads the
@@ -436,7 +440,7 @@ fn opt_time(t: Option<DateTime<Utc>>) -> String {
 }
 
 /// "3h 12m" for a number of seconds; negative is "expired".
-pub fn human_left(secs: i64) -> String {
+pub(crate) fn human_left(secs: i64) -> String {
     if secs <= 0 {
         return "expired".into();
     }
@@ -450,7 +454,7 @@ pub fn human_left(secs: i64) -> String {
 
 impl StatusReport {
     /// Does a person have to act on a sign-in or a connection (exit 3)?
-    pub fn needs_person(&self) -> bool {
+    pub(crate) fn needs_person(&self) -> bool {
         self.laravel.needs_person.is_some()
             || (self.quickbooks.enabled && self.quickbooks.state == "reconnect_needed")
     }
@@ -668,7 +672,7 @@ impl StatusReport {
 
 /// This agent's share of the company's limits and its 429s, on one line
 /// (`pos-connector status`, `qbo status`).
-pub fn limiter_line(l: &LimiterStatus) -> String {
+pub(crate) fn limiter_line(l: &LimiterStatus) -> String {
     let budget = if l.share >= 1.0 {
         format!(
             "the full limits ({}/s, {}/min, {} batches/min)",

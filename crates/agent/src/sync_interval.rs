@@ -31,7 +31,7 @@ pub enum Origin {
 
 impl Origin {
     /// For people: "sync_interval in config.json", ...
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Origin::Config => "sync_interval in config.json",
             Origin::BackendHeartbeat => "the backend's heartbeat answer",
@@ -71,12 +71,12 @@ impl SyncInterval {
     }
 
     /// Where the current interval comes from.
-    pub fn origin(&self) -> Origin {
+    pub(crate) fn origin(&self) -> Origin {
         self.tx.borrow().1
     }
 
     /// The configured interval (config.json's `sync_interval`).
-    pub fn configured(&self) -> Duration {
+    pub(crate) fn configured(&self) -> Duration {
         self.configured
     }
 
@@ -86,7 +86,7 @@ impl SyncInterval {
     /// backend's all the same: it is what the backend asks for now).
     ///
     /// [`sleep`]: SyncInterval::sleep
-    pub fn set(&self, every: Duration) -> Duration {
+    pub(crate) fn set(&self, every: Duration) -> Duration {
         self.set_from(every, Origin::BackendHeartbeat)
     }
 
@@ -110,7 +110,7 @@ impl SyncInterval {
     /// start with the new value: a shorter interval that is already over
     /// ends the sleep at once, a longer one extends it. Tokio time, so a
     /// paused clock applies.
-    pub async fn sleep(&self) {
+    pub(crate) async fn sleep(&self) {
         let start = Instant::now();
         let mut rx = self.tx.subscribe();
         loop {

@@ -15,34 +15,34 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 
 /// 16%.
-pub const RATE: Decimal = Decimal::from_parts(16, 0, 0, false, 2);
+pub(crate) const RATE: Decimal = Decimal::from_parts(16, 0, 0, false, 2);
 
 /// Rounds an amount the way the backend stores money (two decimals, half
 /// away from zero).
-pub fn round_money(d: Decimal) -> Decimal {
+pub(crate) fn round_money(d: Decimal) -> Decimal {
     d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
 }
 
 /// The unrounded tax of one line whose tax-exclusive amount is
 /// `line_subtotal`. `None` only on arithmetic overflow (absurd amounts).
-pub fn line_tax(line_subtotal: Decimal) -> Option<Decimal> {
+pub(crate) fn line_tax(line_subtotal: Decimal) -> Option<Decimal> {
     line_subtotal.checked_mul(RATE)
 }
 
 /// Totals of an invoice, each rounded once to two decimals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// The lines without tax (the backend stores no such field; receipts
     /// print it).
-    pub subtotal: Decimal,
+    pub(crate) subtotal: Decimal,
     /// The backend's `tax_amount`.
-    pub tax: Decimal,
+    pub(crate) tax: Decimal,
     /// The backend's `total_amount`.
-    pub total: Decimal,
+    pub(crate) total: Decimal,
 }
 
 /// Totals from the lines' `(quantity, unit_price)`; `None` on overflow.
-pub fn totals<I: IntoIterator<Item = (Decimal, Decimal)>>(lines: I) -> Option<Totals> {
+pub(crate) fn totals<I: IntoIterator<Item = (Decimal, Decimal)>>(lines: I) -> Option<Totals> {
     let mut subtotal = Decimal::ZERO;
     let mut tax = Decimal::ZERO;
     for (qty, price) in lines {

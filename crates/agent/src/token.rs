@@ -99,7 +99,7 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             TokenError::Unavailable { retry_after, .. } => *retry_after,
             TokenError::NeedsPerson { .. } => None,
@@ -109,8 +109,8 @@ impl TokenError {
 
 /// A token handed out, with the generation needed to report a 401.
 pub struct Lease<T> {
-    pub token: Arc<T>,
-    pub generation: u64,
+    pub(crate) token: Arc<T>,
+    pub(crate) generation: u64,
 }
 
 impl<T> Clone for Lease<T> {
@@ -124,33 +124,33 @@ impl<T> Clone for Lease<T> {
 
 /// One refresh attempt, for the status page and logs.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct RefreshRecord {
-    pub at: DateTime<Utc>,
-    pub reason: String,
-    pub ok: bool,
-    pub detail: String,
+pub(crate) struct RefreshRecord {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) reason: String,
+    pub(crate) ok: bool,
+    pub(crate) detail: String,
 }
 
 /// A snapshot of the keeper for `status` views. Never contains a secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeeperStatus {
-    pub backend: String,
-    pub has_token: bool,
-    pub token_valid: bool,
+    pub(crate) backend: String,
+    pub(crate) has_token: bool,
+    pub(crate) token_valid: bool,
     pub expires_at: Option<DateTime<Utc>>,
-    pub refresh_due_at: Option<DateTime<Utc>>,
-    pub generation: u64,
-    pub refreshes_ok: u64,
-    pub refreshes_failed: u64,
-    pub last_refresh: Option<RefreshRecord>,
-    pub needs_person: Option<String>,
+    pub(crate) refresh_due_at: Option<DateTime<Utc>>,
+    pub(crate) generation: u64,
+    pub(crate) refreshes_ok: u64,
+    pub(crate) refreshes_failed: u64,
+    pub(crate) last_refresh: Option<RefreshRecord>,
+    pub(crate) needs_person: Option<String>,
 }
 
 /// How the keeper backs off after transient failures.
 #[derive(Debug, Clone, Copy)]
-pub struct Cooldown {
-    pub first: Duration,
-    pub max: Duration,
+pub(crate) struct Cooldown {
+    pub(crate) first: Duration,
+    pub(crate) max: Duration,
 }
 
 impl Default for Cooldown {
@@ -201,7 +201,7 @@ pub struct TokenKeeper<S: TokenSource> {
 impl<S: TokenSource> TokenKeeper<S> {
     /// `window`: refresh when the token expires within this long.
     /// `initial`: a token restored from disk (or a legacy config), if any.
-    pub fn new(
+    pub(crate) fn new(
         source: S,
         clock: Arc<dyn Clock>,
         window: Duration,
@@ -231,16 +231,16 @@ impl<S: TokenSource> TokenKeeper<S> {
         }
     }
 
-    pub fn with_cooldown(mut self, cooldown: Cooldown) -> Self {
+    pub(crate) fn with_cooldown(mut self, cooldown: Cooldown) -> Self {
         self.cooldown = cooldown;
         self
     }
 
-    pub fn source(&self) -> &S {
+    pub(crate) fn source(&self) -> &S {
         &self.source
     }
 
-    pub fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.window
     }
 
@@ -255,7 +255,7 @@ impl<S: TokenSource> TokenKeeper<S> {
     }
 
     /// True when a token expiring at `expires_at` is due for refresh now.
-    pub fn is_expiring_soon(&self, expires_at: DateTime<Utc>) -> bool {
+    pub(crate) fn is_expiring_soon(&self, expires_at: DateTime<Utc>) -> bool {
         expiring_within(expires_at, self.clock.now(), self.window)
     }
 
@@ -372,7 +372,7 @@ impl<S: TokenSource> TokenKeeper<S> {
 
     /// Refreshes now, whatever the state (operator's "refresh now", the
     /// harness). Clears a "needs a person" block: the person is acting.
-    pub async fn force_refresh(&self) -> Result<Lease<S::Token>, TokenError> {
+    pub(crate) async fn force_refresh(&self) -> Result<Lease<S::Token>, TokenError> {
         let _guard = self.refresh_lock.lock().await;
         {
             let mut st = self.lock();
@@ -479,7 +479,7 @@ impl<S: TokenSource> TokenKeeper<S> {
 
     /// Reports that the backend answered 401 to `generation`'s token. Only
     /// that token is marked bad; a newer one is left alone.
-    pub fn invalidate(&self, generation: u64) {
+    pub(crate) fn invalidate(&self, generation: u64) {
         let mut st = self.lock();
         if st.generation == generation && st.current.is_some() && !st.rejected {
             st.rejected = true;
@@ -491,14 +491,14 @@ impl<S: TokenSource> TokenKeeper<S> {
     /// a state persisted by an earlier run (QuickBooks' "reconnect
     /// needed"), so a restart does not spend the dead grant again. Left
     /// when the source's credentials change, like any other.
-    pub fn hold_for_person(&self, reason: &str) {
+    pub(crate) fn hold_for_person(&self, reason: &str) {
         let mut st = self.lock();
         st.needs_person = Some(reason.to_string());
         st.blocked_credentials = self.source.credentials_version();
     }
 
     /// The reason refreshing is held for a person, if it is.
-    pub fn needs_person(&self) -> Option<String> {
+    pub(crate) fn needs_person(&self) -> Option<String> {
         let mut st = self.lock();
         self.unblock_if_credentials_changed(&mut st);
         st.needs_person.clone()
@@ -513,7 +513,7 @@ impl<S: TokenSource> TokenKeeper<S> {
     }
 
     /// Forgets the current token (the status page's "Forget token").
-    pub fn forget(&self) {
+    pub(crate) fn forget(&self) {
         let mut st = self.lock();
         st.current = None;
         st.generation += 1;
@@ -522,7 +522,7 @@ impl<S: TokenSource> TokenKeeper<S> {
 
     /// The token held now, whatever its state, without refreshing (for
     /// facts that came with it, like the Laravel vendor id).
-    pub fn current(&self) -> Option<Arc<S::Token>> {
+    pub(crate) fn current(&self) -> Option<Arc<S::Token>> {
         self.lock().current.clone()
     }
 
@@ -574,7 +574,7 @@ impl<S: TokenSource> TokenKeeper<S> {
     /// Keeps the token fresh ahead of its expiry even when no request is
     /// flowing, until `shutdown` completes. Failures are retried after the
     /// keeper's cooldown, forever; a "needs a person" state just waits.
-    pub async fn keep_fresh(&self, shutdown: impl Future<Output = ()>) {
+    pub(crate) async fn keep_fresh(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             let wait = self.next_wake();
@@ -605,7 +605,11 @@ impl<S: TokenSource> TokenKeeper<S> {
 }
 
 /// The expiring-soon rule: due when `expires_at - window <= now`.
-pub fn expiring_within(expires_at: DateTime<Utc>, now: DateTime<Utc>, window: Duration) -> bool {
+pub(crate) fn expiring_within(
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    window: Duration,
+) -> bool {
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     expires_at - window <= now
 }

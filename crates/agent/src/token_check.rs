@@ -12,13 +12,13 @@ use crate::laravel::model::NewInvoice;
 use crate::laravel::{ApiError, CreateOutcome, DocumentKind, LaravelClient};
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CheckResult {
-    pub name: &'static str,
-    pub passed: bool,
-    pub detail: String,
+pub(crate) struct CheckResult {
+    pub(crate) name: &'static str,
+    pub(crate) passed: bool,
+    pub(crate) detail: String,
     /// A failure that a person must fix (wrong password, disabled account).
     #[serde(skip)]
-    pub needs_person: bool,
+    pub(crate) needs_person: bool,
 }
 
 impl CheckResult {
@@ -78,7 +78,7 @@ async fn probe_invoice_routes(client: &LaravelClient) -> Result<String, ApiError
     }
 }
 
-pub async fn run_checks(
+pub(crate) async fn run_checks(
     client: &LaravelClient,
     expected_email: &str,
     create_invoice: bool,

@@ -10,7 +10,7 @@ use crate::config;
 use crate::platform::{InstallOptions, ServiceError, ServiceManager, ServiceState};
 
 #[derive(Debug, Subcommand)]
-pub enum ServiceCommand {
+pub(crate) enum ServiceCommand {
     /// Register the agent with the system's service manager (systemd, or
     /// the Windows Service Control Manager): starts at boot, restarts on
     /// failure, runs `pos-connector run` with this config
@@ -43,7 +43,7 @@ fn service_failure(e: ServiceError) -> Failure {
     }
 }
 
-pub fn service(cli: &Cli, cmd: &ServiceCommand) -> Outcome {
+pub(crate) fn service(cli: &Cli, cmd: &ServiceCommand) -> Outcome {
     let manager = ServiceManager::default();
     let report = |done: Vec<String>| {
         if cli.json {
@@ -128,7 +128,7 @@ pub fn service(cli: &Cli, cmd: &ServiceCommand) -> Outcome {
 }
 
 /// `pos-connector completions SHELL`: the script for that shell on stdout.
-pub fn completions(shell: clap_complete::Shell) -> Outcome {
+pub(crate) fn completions(shell: clap_complete::Shell) -> Outcome {
     let mut cmd = Cli::command();
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut cmd, "pos-connector", &mut script);
@@ -136,7 +136,7 @@ pub fn completions(shell: clap_complete::Shell) -> Outcome {
 }
 
 /// `pos-connector man`: the man page (roff) on stdout.
-pub fn man() -> Outcome {
+pub(crate) fn man() -> Outcome {
     let mut page = Vec::new();
     clap_mangen::Man::new(Cli::command())
         .render(&mut page)

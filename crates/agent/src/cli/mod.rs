@@ -28,14 +28,14 @@ mod queue;
 mod status;
 mod submit;
 
-pub use install::ServiceCommand;
+pub(crate) use install::ServiceCommand;
 
-pub use qbo::QboCommand;
+pub(crate) use qbo::QboCommand;
 
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_NEEDS_PERSON: u8 = 3;
+pub(crate) const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_NEEDS_PERSON: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,36 +44,36 @@ pub const EXIT_NEEDS_PERSON: u8 = 3;
     about = "Turns every sale into a JoFotara e-invoice through the shop's Laravel invoicing backend",
     after_help = "Exit codes: 0 ok, 1 operation failed, 2 usage/config error, 3 needs a person (password, disabled account, QuickBooks reconnect)."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Config file [default: config/config.json, then config.json, then the
     /// system's: /etc/pos-connector/config.json, %ProgramData%\pos-connector\config.json]
     #[arg(long, global = true, env = config::ENV_CONFIG_PATH, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// Print results as JSON (the backend's own JSON where there is one)
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// Log level for this run (error, warn, info, debug, trace); overrides log_level
     #[arg(long, global = true, value_name = "LEVEL")]
-    pub log_level: Option<String>,
+    pub(crate) log_level: Option<String>,
 
     /// Prompt for the vendor password, verify it by logging in, and store it
     /// (then run the command, if one is given)
     #[arg(long, global = true)]
-    pub setup_password: bool,
+    pub(crate) setup_password: bool,
 
     /// With --setup-password: store the password in config.json (mode 0600)
     /// instead of the encrypted store
     #[arg(long, global = true)]
-    pub in_config: bool,
+    pub(crate) in_config: bool,
 
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the agent as a service (foreground; stops on SIGTERM / Ctrl-C,
     /// Ctrl-Break, console close, logoff and shutdown)
     Run {
@@ -140,7 +140,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum InvoiceCommand {
+pub(crate) enum InvoiceCommand {
     /// Create an invoice from a JSON sale (FILE, or - for standard input)
     Create {
         file: String,
@@ -187,7 +187,7 @@ pub enum InvoiceCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum QueueCommand {
+pub(crate) enum QueueCommand {
     /// List jobs, newest first
     List {
         /// Only jobs in this state (queued, created, submitted, pdf_saved, done, retrying, parked)
@@ -217,7 +217,7 @@ pub enum QueueCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum IfExists {
+pub(crate) enum IfExists {
     /// Exit 1 when the invoice number is already taken
     Fail,
     /// Exit 0 when the invoice number is already taken
@@ -226,25 +226,25 @@ pub enum IfExists {
 
 /// A failed command: what to print and the exit code.
 #[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    pub fn usage(message: impl Into<String>) -> Failure {
+    pub(crate) fn usage(message: impl Into<String>) -> Failure {
         Failure {
             code: EXIT_USAGE,
             message: message.into(),
         }
     }
-    pub fn failed(message: impl Into<String>) -> Failure {
+    pub(crate) fn failed(message: impl Into<String>) -> Failure {
         Failure {
             code: EXIT_FAILED,
             message: message.into(),
         }
     }
-    pub fn needs_person(message: impl Into<String>) -> Failure {
+    pub(crate) fn needs_person(message: impl Into<String>) -> Failure {
         Failure {
             code: EXIT_NEEDS_PERSON,
             message: message.into(),
@@ -845,7 +845,7 @@ async fn run_demo(cli: &Cli, dir: Option<&Path>) -> Outcome {
 
 impl LogLevel {
     /// The more verbose of two levels.
-    pub fn max_verbosity(self, other: LogLevel) -> LogLevel {
+    pub(crate) fn max_verbosity(self, other: LogLevel) -> LogLevel {
         fn rank(l: LogLevel) -> u8 {
             match l {
                 LogLevel::Error => 0,

@@ -22,7 +22,7 @@ use crate::store::{Job, OutboxHandle, Stage};
 use crate::token::TokenError;
 
 #[derive(Debug, Subcommand)]
-pub enum QboCommand {
+pub(crate) enum QboCommand {
     /// Connect to a QuickBooks company: prints the authorize URL, then waits
     /// on the redirect URI's port for the browser to come back
     Connect {
@@ -114,7 +114,7 @@ fn connected(cli: &Cli, conn: &QboConnection, how: &str) {
     }
 }
 
-pub async fn qbo(cli: &Cli, cfg: &Config, cmd: &QboCommand) -> Outcome {
+pub(crate) async fn qbo(cli: &Cli, cfg: &Config, cmd: &QboCommand) -> Outcome {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = ConnectionStore::new(&cfg.data_dir);
     match cmd {

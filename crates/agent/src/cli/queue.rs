@@ -33,7 +33,7 @@ fn find(outbox: &Outbox, key: &str) -> Result<Job, Failure> {
         .ok_or_else(|| Failure::failed(StoreError::NoSuchJob(key.to_string()).to_string()))
 }
 
-pub fn queue(cli: &Cli, cfg: &Config, cmd: &QueueCommand) -> Outcome {
+pub(crate) fn queue(cli: &Cli, cfg: &Config, cmd: &QueueCommand) -> Outcome {
     match cmd {
         QueueCommand::List { state, limit } => {
             if let Some(s) = state {
@@ -199,7 +199,7 @@ pub fn queue(cli: &Cli, cfg: &Config, cmd: &QueueCommand) -> Outcome {
 }
 
 /// `invoice render FILE|ID`: the provisional receipt(s), locally.
-pub fn render(cli: &Cli, cfg: &Config, source: &str, out: Option<&Path>) -> Outcome {
+pub(crate) fn render(cli: &Cli, cfg: &Config, source: &str, out: Option<&Path>) -> Outcome {
     let sales: Vec<Sale> = if Path::new(source).is_file() {
         let bytes = std::fs::read(source)
             .map_err(|e| Failure::usage(format!("cannot read {source}: {e}")))?;

@@ -15,7 +15,7 @@ use crate::status::{self, StatusReport};
 use crate::store::OutboxHandle;
 use crate::{laravel, quickbooks};
 
-pub async fn status(cli: &Cli, cfg: &Config) -> Outcome {
+pub(crate) async fn status(cli: &Cli, cfg: &Config) -> Outcome {
     let report = match from_service(cfg).await {
         Some(r) => r,
         None => from_disk(cfg).await?,

@@ -27,7 +27,7 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-pub async fn submit(
+pub(crate) async fn submit(
     cli: &Cli,
     cfg: &Config,
     client: &LaravelClient,

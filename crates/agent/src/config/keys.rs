@@ -13,7 +13,7 @@
 /// What a key holds: how environment text is read for it, what the README
 /// says, and for numbers the range the reader enforces.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Free text.
     Text,
     /// One of a few words (the reader's check names them).
@@ -38,7 +38,7 @@ pub enum Kind {
 
 /// A key's default, as the code uses it and the README shows it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum KeyDefault {
+pub(crate) enum KeyDefault {
     /// Unset unless configured.
     None,
     /// This value (text as config.json would hold it).
@@ -49,23 +49,23 @@ pub enum KeyDefault {
 
 /// One config key.
 #[derive(Debug, Clone, Copy)]
-pub struct Key {
+pub(crate) struct Key {
     /// `base_url`, or `section.key` (written nested or flat in the file).
-    pub name: &'static str,
-    pub kind: Kind,
-    pub default: KeyDefault,
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) default: KeyDefault,
     /// Never shown: `check-config` and `GET /api/config` print `[REDACTED]`.
-    pub secret: bool,
+    pub(crate) secret: bool,
     /// An environment variable that wins over the file (besides the
     /// `POS_CONNECTOR__<KEY>` override every key has).
-    pub env_wins: Option<&'static str>,
-    pub doc: &'static str,
+    pub(crate) env_wins: Option<&'static str>,
+    pub(crate) doc: &'static str,
 }
 
 /// Prefix of the environment overrides: `POS_CONNECTOR__BASE_URL`, ...
-pub const ENV_PREFIX: &str = "POS_CONNECTOR";
+pub(crate) const ENV_PREFIX: &str = "POS_CONNECTOR";
 /// The environment variable whose client secret wins over config.json.
-pub const ENV_QB_CLIENT_SECRET: &str = "POS_CONNECTOR_QB_CLIENT_SECRET";
+pub(crate) const ENV_QB_CLIENT_SECRET: &str = "POS_CONNECTOR_QB_CLIENT_SECRET";
 /// The environment variable that wins over `api_key`.
 pub const ENV_CONNECTOR_API_KEY: &str = "POS_CONNECTOR_API_KEY";
 
@@ -92,12 +92,12 @@ impl Key {
     }
 
     /// The section (`local_api`) and the name inside it (`bind`), if any.
-    pub fn section(&self) -> Option<(&'static str, &'static str)> {
+    pub(crate) fn section(&self) -> Option<(&'static str, &'static str)> {
         self.name.split_once('.')
     }
 
     /// `POS_CONNECTOR__LOCAL_API__BIND`.
-    pub fn env_override(&self) -> String {
+    pub(crate) fn env_override(&self) -> String {
         format!(
             "{ENV_PREFIX}__{}",
             self.name.replace('.', "__").to_ascii_uppercase()
@@ -105,7 +105,7 @@ impl Key {
     }
 
     /// The default value (text as config.json would hold it), if it has one.
-    pub fn default_value(&self) -> Option<&'static str> {
+    pub(crate) fn default_value(&self) -> Option<&'static str> {
         match self.default {
             KeyDefault::Value(v) => Some(v),
             KeyDefault::None | KeyDefault::Described(_) => None,
@@ -141,7 +141,7 @@ const fn number(min: f64, max: f64, unit: &'static str) -> Kind {
 
 /// Every key this version reads, in the README's order.
 #[rustfmt::skip]
-pub const KEYS: &[Key] = &[
+pub(crate) const KEYS: &[Key] = &[
     key("base_url", Url, Value("http://127.0.0.1:8000"),
         "the invoicing backend. `https://` required unless the host is this machine (see `allow_insecure_http`). No user name or password in it (`https://user:pw@host` is refused, and never printed: the agent signs in with `email` and the stored password); the same holds for every URL key"),
     key("email", Text, Described("(required)"),
@@ -261,12 +261,12 @@ pub const KEYS: &[Key] = &[
 ];
 
 /// The key named `name`, if this version has it.
-pub fn find(name: &str) -> Option<&'static Key> {
+pub(crate) fn find(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
 }
 
 /// The sections (`intake`, `local_api`, ...) in the table's order.
-pub fn sections() -> Vec<&'static str> {
+pub(crate) fn sections() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for (section, _) in KEYS.iter().filter_map(Key::section) {
         if !out.contains(&section) {
@@ -277,7 +277,7 @@ pub fn sections() -> Vec<&'static str> {
 }
 
 /// The names inside `section` (`bind`, `api_key`, ...).
-pub fn keys_of(section: &str) -> Vec<&'static str> {
+pub(crate) fn keys_of(section: &str) -> Vec<&'static str> {
     KEYS.iter()
         .filter_map(Key::section)
         .filter(|(s, _)| *s == section)
@@ -287,12 +287,12 @@ pub fn keys_of(section: &str) -> Vec<&'static str> {
 
 /// Whether `k`, a top-level name of the file or a flat `section.key`, is
 /// something this version reads (a section's name is).
-pub fn is_known(k: &str) -> bool {
+pub(crate) fn is_known(k: &str) -> bool {
     find(k).is_some() || sections().contains(&k)
 }
 
 /// README.md's configuration table, rendered from [`KEYS`].
-pub fn readme_table() -> String {
+pub(crate) fn readme_table() -> String {
     let mut out = String::from(
         "| key | type | default | environment | meaning |\n| --- | --- | --- | --- | --- |\n",
     );

@@ -11,19 +11,19 @@ use std::path::{Component, Path, PathBuf};
 /// The folder relative paths resolve against: the config file's own folder,
 /// made absolute (against the working directory only for a relative
 /// `--config`, which is what the operator typed).
-pub fn base_folder(config_file: &Path) -> PathBuf {
+pub(crate) fn base_folder(config_file: &Path) -> PathBuf {
     let file = absolute(config_file);
     file.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// `path` made absolute against the working directory and normalized.
-pub fn absolute(path: &Path) -> PathBuf {
+pub(crate) fn absolute(path: &Path) -> PathBuf {
     normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
 /// `path` as given when absolute, else joined to `base`; `.` and `..`
 /// removed lexically (no symlinks followed, the folder need not exist).
-pub fn resolve(base: &Path, path: &Path) -> PathBuf {
+pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         normalize(path)
     } else {
@@ -32,7 +32,7 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
 }
 
 /// Removes `.` and folds `..` without touching the disk.
-pub fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

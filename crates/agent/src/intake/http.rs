@@ -23,9 +23,9 @@ use super::{conflict_message, Intake};
 use crate::store::{Enqueued, Job};
 
 /// Request bodies larger than this are refused (413).
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-pub fn routes(intake: Intake) -> Router {
+pub(crate) fn routes(intake: Intake) -> Router {
     Router::new()
         .route("/v1/sales", post(post_sales))
         .route("/v1/sales/{invoice_number}", get(get_sale))

@@ -42,11 +42,11 @@ use crate::clock::Clock;
 use crate::store::Enqueued;
 use crate::sync_interval::SyncInterval;
 
-pub const PROCESSING: &str = "processing";
-pub const ARCHIVE: &str = "archive";
-pub const REJECTED: &str = "rejected";
+pub(crate) const PROCESSING: &str = "processing";
+pub(crate) const ARCHIVE: &str = "archive";
+pub(crate) const REJECTED: &str = "rejected";
 /// Larger files are rejected rather than read into memory.
-pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 /// Reads of one file in one pass while it keeps changing; then it waits in
 /// `processing/` for the next pass.
 const MAX_READS_PER_PASS: u32 = 5;
@@ -472,7 +472,7 @@ fn list_files(dir: &Path) -> io::Result<Vec<(String, u64, Option<SystemTime>)>> 
 }
 
 /// Names that say "still being written".
-pub fn is_in_progress_name(name: &str) -> bool {
+pub(crate) fn is_in_progress_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     [
         ".tmp",

@@ -9,9 +9,9 @@
 //! - `http.rs`: `POST /v1/sales` and `GET /v1/sales/{invoice_number}`.
 //! - `receipts.rs`: the provisional receipt printed for each new sale.
 
-pub mod http;
+pub(crate) mod http;
 pub mod inbox;
-pub mod receipts;
+pub(crate) mod receipts;
 pub mod sale;
 
 use std::sync::Arc;
@@ -50,17 +50,17 @@ impl Intake {
         }
     }
 
-    pub fn options(&self) -> &IntakeOptions {
+    pub(crate) fn options(&self) -> &IntakeOptions {
         &self.options
     }
 
-    pub fn outbox(&self) -> &OutboxHandle {
+    pub(crate) fn outbox(&self) -> &OutboxHandle {
         &self.outbox
     }
 
     /// Commits the sales of one input in one transaction (all or, on a
     /// number conflict, none) and reports what happened to each.
-    pub async fn accept(
+    pub(crate) async fn accept(
         &self,
         sales: Vec<Sale>,
         source: String,
@@ -137,7 +137,7 @@ pub(crate) fn check_config(cfg: &Config) -> Vec<KeyProblem> {
 }
 
 /// A one-line account of a conflict: the number is held by another sale.
-pub fn conflict_message(job: &Job) -> String {
+pub(crate) fn conflict_message(job: &Job) -> String {
     format!(
         "invoice number {} is already in the outbox (job #{}, from {}, state {}) with different \
          content; a sale's number must be unique: correct the number, or the earlier sale if it \

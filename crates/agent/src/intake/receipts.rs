@@ -23,23 +23,23 @@ use crate::receipt::{self, Receipt, ReceiptLine};
 use crate::store::{Job, OutboxHandle};
 
 /// The first retry of receipts that could not be written, after this.
-pub const RETRY_FIRST: Duration = Duration::from_secs(30);
+pub(crate) const RETRY_FIRST: Duration = Duration::from_secs(30);
 /// Retries back off up to this.
-pub const RETRY_MAX: Duration = Duration::from_secs(600);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// What the printer has done since it started (for the status page).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct PrinterStats {
-    pub printed: u64,
+pub(crate) struct PrinterStats {
+    pub(crate) printed: u64,
     /// Receipts that could not be written (each retry counts).
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// The last write error, while receipts are waiting for a retry.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 /// Hands jobs to the printing task.
 #[derive(Clone)]
-pub struct ReceiptPrinter {
+pub(crate) struct ReceiptPrinter {
     tx: Option<mpsc::UnboundedSender<Job>>,
     stats: Arc<Mutex<PrinterStats>>,
 }
@@ -55,7 +55,7 @@ enum Printed {
 
 impl ReceiptPrinter {
     /// A printer that prints nothing (`receipts.enabled: false`).
-    pub fn disabled() -> ReceiptPrinter {
+    pub(crate) fn disabled() -> ReceiptPrinter {
         ReceiptPrinter {
             tx: None,
             stats: Arc::default(),
@@ -65,7 +65,7 @@ impl ReceiptPrinter {
     /// Starts the printing task; it first prints the receipts missing from
     /// earlier runs, then each job it is given, until every sender is gone;
     /// receipts that could not be written are tried again meanwhile.
-    pub fn start(
+    pub(crate) fn start(
         outbox: OutboxHandle,
         settings: ReceiptSettings,
         shop_name: String,
@@ -116,13 +116,13 @@ impl ReceiptPrinter {
         )
     }
 
-    pub fn print(&self, job: &Job) {
+    pub(crate) fn print(&self, job: &Job) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(job.clone());
         }
     }
 
-    pub fn stats(&self) -> PrinterStats {
+    pub(crate) fn stats(&self) -> PrinterStats {
         self.stats.lock().expect("printer stats").clone()
     }
 }
@@ -217,7 +217,7 @@ impl Printer {
 }
 
 /// The name printed at the top: `receipts.shop_name`, else the login email.
-pub fn shop_name(cfg: &Config) -> String {
+pub(crate) fn shop_name(cfg: &Config) -> String {
     cfg.receipts
         .shop_name
         .clone()
@@ -225,7 +225,7 @@ pub fn shop_name(cfg: &Config) -> String {
 }
 
 /// The receipt of a sale. `today` is used when the sale has no date.
-pub fn receipt_for(sale: &Sale, shop: &str, today: &str) -> Receipt {
+pub(crate) fn receipt_for(sale: &Sale, shop: &str, today: &str) -> Receipt {
     Receipt {
         shop_name: shop.to_string(),
         invoice_number: sale.invoice_number.clone(),
@@ -247,11 +247,11 @@ pub fn receipt_for(sale: &Sale, shop: &str, today: &str) -> Receipt {
 /// `dir/<invoice number>.pdf`, the number made safe as a file name (a
 /// short hash is added when characters had to be replaced, so two numbers
 /// never share a file).
-pub fn receipt_path(dir: &Path, invoice_number: &str) -> PathBuf {
+pub(crate) fn receipt_path(dir: &Path, invoice_number: &str) -> PathBuf {
     dir.join(format!("{}.pdf", safe_file_stem(invoice_number)))
 }
 
-pub fn safe_file_stem(s: &str) -> String {
+pub(crate) fn safe_file_stem(s: &str) -> String {
     let cleaned: String = s
         .chars()
         .map(|c| {

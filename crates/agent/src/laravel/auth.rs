@@ -27,20 +27,20 @@ use crate::secret::{self, StoredToken, Vault};
 use crate::token::{RefreshError, TokenSource, TokenValue};
 
 /// The name under which the token is kept in the secrets store.
-pub const VAULT_TOKEN_NAME: &str = "laravel";
+pub(crate) const VAULT_TOKEN_NAME: &str = "laravel";
 /// Cap on how much of an error body is read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// The Laravel login token.
 #[derive(Debug, Clone)]
 pub struct LaravelToken {
-    pub secret: SecretString,
-    pub expires_at: DateTime<Utc>,
+    pub(crate) secret: SecretString,
+    pub(crate) expires_at: DateTime<Utc>,
     /// When this agent signed in for it; `None` for a token the old
     /// connector wrote into config.json (its issue time is unknown, so the
     /// keeper gives it the whole refresh window).
-    pub obtained_at: Option<DateTime<Utc>>,
-    pub vendor_id: Option<u64>,
+    pub(crate) obtained_at: Option<DateTime<Utc>>,
+    pub(crate) vendor_id: Option<u64>,
 }
 
 impl TokenValue for LaravelToken {
@@ -57,15 +57,15 @@ impl TokenValue for LaravelToken {
 
 /// The login answer.
 #[derive(Debug)]
-pub struct LoginAnswer {
-    pub token: SecretString,
-    pub vendor: Vendor,
+pub(crate) struct LoginAnswer {
+    pub(crate) token: SecretString,
+    pub(crate) vendor: Vendor,
     /// Only when the backend says (`expires_at` or `expires_in`).
-    pub expires_at: Option<DateTime<Utc>>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /api/vendors/login`, once.
-pub async fn login(
+pub(crate) async fn login(
     http: &reqwest::Client,
     base: &Url,
     email: &str,
@@ -148,7 +148,7 @@ pub async fn login(
 }
 
 /// Reads at most `cap` bytes of a body (error pages can be large).
-pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Vec<u8> {
+pub(crate) async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Vec<u8> {
     let mut out = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
         let room = cap.saturating_sub(out.len());
@@ -163,24 +163,24 @@ pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Vec<u8> {
 /// Where the password comes from at each login: asked anew every time, so
 /// a password stored by `--setup-password` while the service runs is
 /// picked up without a restart.
-pub type PasswordProvider = Arc<dyn Fn() -> Option<SecretString> + Send + Sync>;
+pub(crate) type PasswordProvider = Arc<dyn Fn() -> Option<SecretString> + Send + Sync>;
 
 /// The keeper's source for the Laravel token.
 pub struct LaravelLogin {
-    pub http: reqwest::Client,
-    pub base: Url,
-    pub email: String,
-    pub password: PasswordProvider,
-    pub lifetime: Duration,
-    pub clock: Arc<dyn Clock>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: Url,
+    pub(crate) email: String,
+    pub(crate) password: PasswordProvider,
+    pub(crate) lifetime: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Where new tokens are persisted; `None` keeps them in memory only.
-    pub vault: Option<Vault>,
+    pub(crate) vault: Option<Vault>,
     hasher: std::hash::RandomState,
     stats: Option<Arc<CallStats>>,
 }
 
 impl LaravelLogin {
-    pub fn new(
+    pub(crate) fn new(
         http: reqwest::Client,
         base: Url,
         email: String,
@@ -203,13 +203,13 @@ impl LaravelLogin {
     }
 
     /// Counts the sign-in calls in `stats` (shared with the client).
-    pub fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
+    pub(crate) fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
         self.stats = Some(stats);
         self
     }
 
     /// The token persisted earlier for this backend and account, if any.
-    pub fn restore(&self) -> Option<LaravelToken> {
+    pub(crate) fn restore(&self) -> Option<LaravelToken> {
         let vault = self.vault.as_ref()?;
         let stored = match vault.token(VAULT_TOKEN_NAME) {
             Ok(t) => t?,
@@ -313,7 +313,7 @@ impl TokenSource for LaravelLogin {
 
 /// Where `--setup-password` keeps the password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordStore {
+pub(crate) enum PasswordStore {
     /// The encrypted secrets store (the default).
     Encrypted,
     /// config.json, plain text, mode 0600 (`--in-config`).
@@ -322,14 +322,14 @@ pub enum PasswordStore {
 
 /// What `verify_and_store_password` did.
 #[derive(Debug)]
-pub struct PasswordSaved {
-    pub location: std::path::PathBuf,
+pub(crate) struct PasswordSaved {
+    pub(crate) location: std::path::PathBuf,
     /// A plain-text `password` was removed from config.json.
-    pub removed_plaintext: bool,
+    pub(crate) removed_plaintext: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]
@@ -341,7 +341,7 @@ pub enum SetupError {
 /// Verifies `password` by logging in (retrying transient failures), then
 /// stores it, and keeps the token that login produced so the next command
 /// needs no login. Nothing is stored when the login fails.
-pub async fn verify_and_store_password(
+pub(crate) async fn verify_and_store_password(
     cfg: &crate::config::Config,
     password: &SecretString,
     store: PasswordStore,

@@ -34,7 +34,7 @@ use crate::token::{Lease, TokenKeeper, TokenValue};
 
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-pub type LaravelKeeper = TokenKeeper<LaravelLogin>;
+pub(crate) type LaravelKeeper = TokenKeeper<LaravelLogin>;
 
 /// What create did.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ pub enum CreateOutcome {
 #[derive(Debug)]
 pub struct SubmitOutcome {
     pub status: InvoiceStatus,
-    pub raw: Value,
+    pub(crate) raw: Value,
 }
 
 /// An error retried only when its request certainly had no effect (for
@@ -101,7 +101,7 @@ impl DocumentKind {
 #[derive(Debug, Clone)]
 pub struct Download {
     pub path: PathBuf,
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Clone)]
@@ -114,7 +114,7 @@ pub struct LaravelClient {
 }
 
 impl LaravelClient {
-    pub fn new(
+    pub(crate) fn new(
         http: reqwest::Client,
         base: Url,
         keeper: Arc<LaravelKeeper>,
@@ -130,12 +130,12 @@ impl LaravelClient {
     }
 
     /// Counts this client's calls in `stats` (shared with the sign-in).
-    pub fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
+    pub(crate) fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
         self.stats = stats;
         self
     }
 
-    pub fn stats(&self) -> &Arc<CallStats> {
+    pub(crate) fn stats(&self) -> &Arc<CallStats> {
         &self.stats
     }
 
@@ -143,7 +143,7 @@ impl LaravelClient {
         &self.keeper
     }
 
-    pub fn base_url(&self) -> &Url {
+    pub(crate) fn base_url(&self) -> &Url {
         &self.base
     }
 
@@ -182,7 +182,7 @@ impl LaravelClient {
 
     /// One authenticated request, with the 401 rule. Returns the response
     /// when its status is 2xx; any other status becomes an [`ApiError`].
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -289,7 +289,7 @@ impl LaravelClient {
 
     /// `GET <path>` answered like `GET /api/invoices/{id}`: also used for
     /// a backend's own lookup by invoice number (`pipeline.lookup_path`).
-    pub async fn invoice_at(&self, path: &str) -> Result<Invoice, ApiError> {
+    pub(crate) async fn invoice_at(&self, path: &str) -> Result<Invoice, ApiError> {
         self.retry
             .run("get invoice", |_| async move {
                 let raw = self.call_json(Method::GET, path, None).await?;
@@ -531,7 +531,7 @@ fn number_from_disposition(headers: &HeaderMap) -> Option<String> {
 /// one name, whatever their numbers ("COLL 1" and "COLL_1", "A/X" and
 /// "B/X"), even on a case-insensitive file system. Without a number (a
 /// backend that does not name the file): `invoice_<id>.pdf`.
-pub fn document_file_name(number: Option<&str>, id: u64, kind: DocumentKind) -> String {
+pub(crate) fn document_file_name(number: Option<&str>, id: u64, kind: DocumentKind) -> String {
     let readable: String = number
         .unwrap_or("")
         .chars()

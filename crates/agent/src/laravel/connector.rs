@@ -32,9 +32,9 @@ use crate::config::{Config, ENV_CONNECTOR_API_KEY};
 use crate::secret;
 
 /// The header carrying the shop's key.
-pub const API_KEY_HEADER: &str = "X-API-Key";
-pub const HEARTBEAT_PATH: &str = "/api/pos-connector/heartbeat";
-pub const TEST_PATH: &str = "/api/pos-connector/test";
+pub(crate) const API_KEY_HEADER: &str = "X-API-Key";
+pub(crate) const HEARTBEAT_PATH: &str = "/api/pos-connector/heartbeat";
+pub(crate) const TEST_PATH: &str = "/api/pos-connector/test";
 
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -76,7 +76,7 @@ fn key_fix(from_env: bool) -> String {
 
 impl ConnectorError {
     /// True when a person must act before this can succeed.
-    pub fn needs_person(&self) -> bool {
+    pub(crate) fn needs_person(&self) -> bool {
         match self {
             ConnectorError::KeyRefused { .. } | ConnectorError::KeyNotSendable { .. } => true,
             ConnectorError::Api(e) => e.needs_person(),
@@ -92,70 +92,70 @@ impl ConnectorError {
 /// `transactions_pending`, `last_sync`, `system_info`) plus
 /// `transactions_parked`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HeartbeatReport {
+pub(crate) struct HeartbeatReport {
     /// The agent's version (the crate's).
-    pub version: String,
+    pub(crate) version: String,
     /// The tills' POS software (`pos_systems` in config.json).
-    pub pos_systems: Vec<String>,
+    pub(crate) pos_systems: Vec<String>,
     /// Sales still on their way to the backend; null when the outbox could
     /// not be read (see `system_info.outbox_error`).
-    pub transactions_pending: Option<u64>,
+    pub(crate) transactions_pending: Option<u64>,
     /// Sales waiting for a person.
-    pub transactions_parked: Option<u64>,
+    pub(crate) transactions_parked: Option<u64>,
     /// The last successful step at the backend, RFC 3339 (UTC), or null.
-    pub last_sync: Option<String>,
-    pub system_info: SystemInfo,
+    pub(crate) last_sync: Option<String>,
+    pub(crate) system_info: SystemInfo,
 }
 
 /// The machine and the agent, for the fleet view. Nothing secret, nothing
 /// about customers: identity of the till, platform, and the agent's health.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SystemInfo {
+pub(crate) struct SystemInfo {
     /// `linux`, `windows`, `macos`, ...
-    pub os: String,
+    pub(crate) os: String,
     /// `unix` or `windows`.
-    pub os_family: String,
+    pub(crate) os_family: String,
     /// The distribution's name and version (`PRETTY_NAME` of
     /// /etc/os-release), where the system says.
-    pub os_version: Option<String>,
+    pub(crate) os_version: Option<String>,
     /// `x86_64`, `aarch64`, ...
-    pub arch: String,
-    pub hostname: Option<String>,
+    pub(crate) arch: String,
+    pub(crate) hostname: Option<String>,
     /// Logical CPUs available to the agent.
-    pub cpus: Option<usize>,
+    pub(crate) cpus: Option<usize>,
     /// The agent's process id, which with `started_at` shows restarts.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// When this agent process started, RFC 3339 (UTC).
-    pub started_at: String,
-    pub uptime_seconds: u64,
+    pub(crate) started_at: String,
+    pub(crate) uptime_seconds: u64,
     /// The polling interval in force (it may come from the backend).
-    pub sync_interval_seconds: u64,
-    pub heartbeat_interval_seconds: u64,
+    pub(crate) sync_interval_seconds: u64,
+    pub(crate) heartbeat_interval_seconds: u64,
     /// When the oldest pending sale was taken in, RFC 3339 (UTC).
-    pub oldest_pending_since: Option<String>,
+    pub(crate) oldest_pending_since: Option<String>,
     /// Jobs in each state of the outbox.
-    pub queue: BTreeMap<String, u64>,
+    pub(crate) queue: BTreeMap<String, u64>,
     /// Why the outbox could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outbox_error: Option<String>,
+    pub(crate) outbox_error: Option<String>,
 }
 
 /// The heartbeat's answer: `{"status": "ok", "config_updates": {...},
 /// "server_time": "..."}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct HeartbeatAnswer {
-    pub status: Option<String>,
+    pub(crate) status: Option<String>,
     /// Settings the backend wants the agent to use. Missing, null and
     /// PHP's empty array `[]` all mean none.
     pub config_updates: Map<String, Value>,
-    pub server_time: Option<String>,
+    pub(crate) server_time: Option<String>,
     /// Fields this version does not know.
     pub extra: Map<String, Value>,
 }
 
 impl HeartbeatAnswer {
     /// Reads an answer; the error says what is wrong with it.
-    pub fn from_json(v: Value) -> Result<HeartbeatAnswer, String> {
+    pub(crate) fn from_json(v: Value) -> Result<HeartbeatAnswer, String> {
         let Value::Object(mut o) = v else {
             return Err(format!("expected a JSON object, got {}", kind_of(&v)));
         };
@@ -183,18 +183,18 @@ impl HeartbeatAnswer {
 /// "customer_id", "server_time", "message"}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ConnectionTest {
-    pub status: Option<String>,
+    pub(crate) status: Option<String>,
     /// The shop the key belongs to.
     pub customer: Option<String>,
     /// Its id, as text (the backend may send a number or a string).
     pub customer_id: Option<String>,
-    pub server_time: Option<String>,
+    pub(crate) server_time: Option<String>,
     pub message: Option<String>,
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 impl ConnectionTest {
-    pub fn from_json(v: Value) -> Result<ConnectionTest, String> {
+    pub(crate) fn from_json(v: Value) -> Result<ConnectionTest, String> {
         let Value::Object(mut o) = v else {
             return Err(format!("expected a JSON object, got {}", kind_of(&v)));
         };
@@ -262,7 +262,7 @@ impl std::fmt::Debug for ConnectorClient {
 
 impl ConnectorClient {
     /// `http` as built by [`super::http_client`] (timeouts, no redirects).
-    pub fn new(http: reqwest::Client, base: Url, key: SecretString) -> ConnectorClient {
+    pub(crate) fn new(http: reqwest::Client, base: Url, key: SecretString) -> ConnectorClient {
         ConnectorClient {
             http,
             base,
@@ -273,7 +273,7 @@ impl ConnectorClient {
 
     /// Says where the key came from, so that a refusal names the right
     /// place to fix it.
-    pub fn key_from_env(mut self, from_env: bool) -> ConnectorClient {
+    pub(crate) fn key_from_env(mut self, from_env: bool) -> ConnectorClient {
         self.key_from_env = from_env;
         self
     }
@@ -288,12 +288,12 @@ impl ConnectorClient {
         )
     }
 
-    pub fn base_url(&self) -> &Url {
+    pub(crate) fn base_url(&self) -> &Url {
         &self.base
     }
 
     /// `POST /api/pos-connector/heartbeat`, one attempt.
-    pub async fn heartbeat(
+    pub(crate) async fn heartbeat(
         &self,
         report: &HeartbeatReport,
     ) -> Result<HeartbeatAnswer, ConnectorError> {

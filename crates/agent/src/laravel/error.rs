@@ -16,7 +16,7 @@ use crate::retry::{RetryHint, Retryable};
 use crate::token::TokenError;
 
 /// How much of a response body goes into errors and logs.
-pub const EXCERPT_CHARS: usize = 300;
+pub(crate) const EXCERPT_CHARS: usize = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -169,7 +169,7 @@ impl ApiError {
 
     /// True when the request may have taken effect although we saw no
     /// success (the answer was lost): the next attempt must check first.
-    pub fn outcome_unknown(&self) -> bool {
+    pub(crate) fn outcome_unknown(&self) -> bool {
         match self {
             ApiError::Transport { maybe_sent, .. } => *maybe_sent,
             ApiError::Server { .. } | ApiError::Parse { .. } => true,
@@ -216,7 +216,7 @@ impl Retryable for ApiError {
 }
 
 /// Text of a body, whitespace folded and capped, safe to log.
-pub fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_CHARS * 4)]);
     let folded: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut out: String = folded.chars().take(EXCERPT_CHARS).collect();
@@ -232,7 +232,7 @@ pub fn excerpt(body: &[u8]) -> String {
 
 /// The first `max` characters of `text`, with "..." when cut: for quoting
 /// a value or an error in a one-line message.
-pub fn first_chars(text: &str, max: usize) -> String {
+pub(crate) fn first_chars(text: &str, max: usize) -> String {
     let mut out: String = text.chars().take(max).collect();
     if text.chars().nth(max).is_some() {
         out.push_str("...");
@@ -241,7 +241,7 @@ pub fn first_chars(text: &str, max: usize) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -258,7 +258,7 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// A reqwest failure, with the chain of causes ("connection refused") that
 /// reqwest's own message leaves out.
-pub fn transport(method: &str, path: &str, err: &reqwest::Error) -> ApiError {
+pub(crate) fn transport(method: &str, path: &str, err: &reqwest::Error) -> ApiError {
     let detail = describe_transport(err);
     tracing::warn!(method, path, error = %detail, "backend not reached");
     ApiError::Transport {
@@ -269,11 +269,11 @@ pub fn transport(method: &str, path: &str, err: &reqwest::Error) -> ApiError {
     }
 }
 
-pub use crate::call_stats::describe_transport;
+pub(crate) use crate::call_stats::describe_transport;
 
 /// Turns a non-success answer into the matching error. `status` is not
 /// 2xx; `body` is the (capped) body already read.
-pub fn classify(
+pub(crate) fn classify(
     method: &str,
     path: &str,
     status: StatusCode,

@@ -3,21 +3,17 @@
 //! ([`model`]) and errors ([`error`]); the connector channel, keyed by the
 //! shop's API key ([`connector`]).
 
-pub mod auth;
-pub mod client;
-pub mod connector;
-pub mod error;
-pub mod model;
+pub(crate) mod auth;
+pub(crate) mod client;
+pub(crate) mod connector;
+pub(crate) mod error;
+pub(crate) mod model;
 
 use std::sync::Arc;
 
-pub use auth::{LaravelLogin, LaravelToken, PasswordProvider};
-pub use client::{
-    document_file_name, CreateOutcome, DocumentKind, Download, LaravelClient, SubmitOutcome,
-};
-pub use connector::{
-    ConnectionTest, ConnectorClient, ConnectorError, HeartbeatAnswer, HeartbeatReport, SystemInfo,
-};
+pub(crate) use auth::{LaravelLogin, LaravelToken, PasswordProvider};
+pub use client::{CreateOutcome, DocumentKind, Download, LaravelClient, SubmitOutcome};
+pub use connector::{ConnectionTest, ConnectorClient, ConnectorError, HeartbeatAnswer};
 pub use error::ApiError;
 pub use model::{InvoiceStatus, NewInvoice};
 
@@ -31,7 +27,7 @@ use crate::token::TokenKeeper;
 /// request, and no redirects (Laravel redirects to an HTML login page when
 /// it thinks it is talking to a browser; that must surface as an error,
 /// not be followed).
-pub fn http_client(cfg: &Config) -> reqwest::Client {
+pub(crate) fn http_client(cfg: &Config) -> reqwest::Client {
     let mut builder = reqwest::Client::builder();
     // A backend on this machine is never reached through a proxy, even when
     // the till's environment sets HTTP_PROXY for the outside world.
@@ -53,7 +49,7 @@ pub fn http_client(cfg: &Config) -> reqwest::Client {
 
 /// The password provider the agent uses: asked anew at each sign-in, by the
 /// precedence of `secret::resolve_password`.
-pub fn configured_password(cfg: &Config, vault: &Vault) -> PasswordProvider {
+pub(crate) fn configured_password(cfg: &Config, vault: &Vault) -> PasswordProvider {
     let cfg = cfg.clone();
     let vault = vault.clone();
     Arc::new(

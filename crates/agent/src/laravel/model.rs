@@ -13,30 +13,30 @@ use serde_json::Value;
 /// sent as null.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NewInvoice {
-    pub invoice_number: String,
+    pub(crate) invoice_number: String,
     pub customer_name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer_email: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub customer_phone: Option<String>,
-    pub items: Vec<NewItem>,
+    pub(crate) customer_phone: Option<String>,
+    pub(crate) items: Vec<NewItem>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct NewItem {
-    pub description: String,
+pub(crate) struct NewItem {
+    pub(crate) description: String,
     /// The backend takes whole quantities only (integer, min 1).
-    pub quantity: u32,
+    pub(crate) quantity: u32,
     /// Unit price, tax excluded.
     #[serde(with = "rust_decimal::serde::float")]
-    pub price: Decimal,
+    pub(crate) price: Decimal,
 }
 
 /// One thing wrong with an input field, named by its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldProblem {
-    pub field: String,
-    pub problem: String,
+    pub(crate) field: String,
+    pub(crate) problem: String,
 }
 
 impl fmt::Display for FieldProblem {
@@ -55,7 +55,7 @@ fn text_of(v: &Value) -> Option<String> {
 
 /// A decimal from a JSON number or numeric string, without going through
 /// a binary float (JSON numbers print in their shortest exact form).
-pub fn decimal_of(v: &Value) -> Option<Decimal> {
+pub(crate) fn decimal_of(v: &Value) -> Option<Decimal> {
     match v {
         Value::Number(n) => n.to_string().parse::<Decimal>().ok().or_else(|| {
             n.as_f64()
@@ -78,7 +78,7 @@ pub enum InvoiceStatus {
 }
 
 impl InvoiceStatus {
-    pub fn parse(s: &str) -> InvoiceStatus {
+    pub(crate) fn parse(s: &str) -> InvoiceStatus {
         match s.trim().to_ascii_lowercase().as_str() {
             "draft" => InvoiceStatus::Draft,
             "submitted" => InvoiceStatus::Submitted,
@@ -88,7 +88,7 @@ impl InvoiceStatus {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             InvoiceStatus::Draft => "draft",
             InvoiceStatus::Submitted => "submitted",
@@ -117,15 +117,15 @@ fn id_of(v: &Value) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct CreatedInvoice {
     pub id: u64,
-    pub invoice_number: String,
-    pub uuid: Option<String>,
+    pub(crate) invoice_number: String,
+    pub(crate) uuid: Option<String>,
     pub total_amount: Option<Decimal>,
     pub tax_amount: Option<Decimal>,
-    pub raw: Value,
+    pub(crate) raw: Value,
 }
 
 impl CreatedInvoice {
-    pub fn from_json(raw: Value) -> Result<CreatedInvoice, String> {
+    pub(crate) fn from_json(raw: Value) -> Result<CreatedInvoice, String> {
         let id = raw
             .get("id")
             .and_then(id_of)
@@ -148,27 +148,27 @@ impl CreatedInvoice {
 #[derive(Debug, Clone)]
 pub struct Invoice {
     pub id: u64,
-    pub invoice_number: String,
-    pub customer_name: Option<String>,
-    pub status: Option<InvoiceStatus>,
-    pub uuid: Option<String>,
-    pub total_amount: Option<Decimal>,
-    pub tax_amount: Option<Decimal>,
+    pub(crate) invoice_number: String,
+    pub(crate) customer_name: Option<String>,
+    pub(crate) status: Option<InvoiceStatus>,
+    pub(crate) uuid: Option<String>,
+    pub(crate) total_amount: Option<Decimal>,
+    pub(crate) tax_amount: Option<Decimal>,
     pub items: Vec<InvoiceLine>,
-    pub raw: Value,
+    pub(crate) raw: Value,
 }
 
 #[derive(Debug, Clone)]
 pub struct InvoiceLine {
-    pub item_name: String,
-    pub quantity: Option<Decimal>,
-    pub unit_price: Option<Decimal>,
-    pub tax: Option<Decimal>,
+    pub(crate) item_name: String,
+    pub(crate) quantity: Option<Decimal>,
+    pub(crate) unit_price: Option<Decimal>,
+    pub(crate) tax: Option<Decimal>,
     pub total: Option<Decimal>,
 }
 
 impl Invoice {
-    pub fn from_json(raw: Value) -> Result<Invoice, String> {
+    pub(crate) fn from_json(raw: Value) -> Result<Invoice, String> {
         let id = raw
             .get("id")
             .and_then(id_of)
@@ -218,7 +218,7 @@ impl Invoice {
 /// price), compared as a set of lines in any order. Totals are not
 /// compared: the backend computes them its own way (in floating point),
 /// while the lines are what the sale is. `None`: they are the same.
-pub fn sale_difference(sent: &NewInvoice, found: &Invoice) -> Option<String> {
+pub(crate) fn sale_difference(sent: &NewInvoice, found: &Invoice) -> Option<String> {
     let text = |v: Option<&str>| {
         v.map(str::trim)
             .filter(|s| !s.is_empty())
@@ -313,14 +313,14 @@ pub fn sale_difference(sent: &NewInvoice, found: &Invoice) -> Option<String> {
 /// The signed-in vendor (`user` of the login answer, or the profile).
 #[derive(Debug, Clone)]
 pub struct Vendor {
-    pub id: Option<u64>,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub raw: Value,
+    pub(crate) id: Option<u64>,
+    pub(crate) name: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) raw: Value,
 }
 
 impl Vendor {
-    pub fn from_json(raw: Value) -> Vendor {
+    pub(crate) fn from_json(raw: Value) -> Vendor {
         Vendor {
             id: raw.get("id").and_then(id_of),
             name: raw.get("name").and_then(text_of),
@@ -331,7 +331,7 @@ impl Vendor {
 }
 
 /// Reads `{"status": "..."}`.
-pub fn status_from_json(v: &Value) -> Result<InvoiceStatus, String> {
+pub(crate) fn status_from_json(v: &Value) -> Result<InvoiceStatus, String> {
     v.get("status")
         .and_then(Value::as_str)
         .map(InvoiceStatus::parse)

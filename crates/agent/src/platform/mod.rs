@@ -13,8 +13,8 @@
 //! agent goes quiet (glibc's `malloc_trim`, `MADV_PAGEOUT`; a no-op
 //! elsewhere).
 
-pub mod notify;
-pub mod trim;
+pub(crate) mod notify;
+pub(crate) mod trim;
 
 #[cfg(unix)]
 mod unix;
@@ -33,14 +33,14 @@ use windows as os;
 use std::future::Future;
 use std::path::PathBuf;
 
-pub use os::ServiceManager;
+pub(crate) use os::ServiceManager;
 
 /// Completes when the agent is asked to stop: SIGTERM / SIGINT on Unix;
 /// Ctrl-C, Ctrl-Break, console close, logoff and shutdown on Windows. The
 /// handlers are installed when this is called, not when the future is first
 /// polled, so a stop that arrives while the agent is still starting is not
 /// lost to the default action (an immediate kill).
-pub fn shutdown_signal() -> impl Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     let os_signal = os::shutdown_signal();
     async move {
         os_signal.await;
@@ -53,7 +53,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 /// (`run --service`), reporting Running and Stopped and turning Stop,
 /// Shutdown and Preshutdown into [`shutdown_signal`]; directly elsewhere
 /// (systemd needs nothing more than the process and its signals).
-pub fn run_as_service(body: impl FnOnce() -> u8 + Send + 'static) -> u8 {
+pub(crate) fn run_as_service(body: impl FnOnce() -> u8 + Send + 'static) -> u8 {
     os::run_as_service(Box::new(body))
 }
 
@@ -61,7 +61,7 @@ pub fn run_as_service(body: impl FnOnce() -> u8 + Send + 'static) -> u8 {
 /// scope) on Windows, so a copied data folder cannot be decrypted on
 /// another machine; as it is on Unix, where the file's mode 0600 in a 0700
 /// folder is the protection.
-pub fn protect_key(key: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) fn protect_key(key: &[u8]) -> std::io::Result<Vec<u8>> {
     #[cfg(windows)]
     return win_security::protect_key(key);
     #[cfg(not(windows))]
@@ -70,7 +70,7 @@ pub fn protect_key(key: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// The key from its stored form, and whether it should be written again in
 /// the protected form (a key stored before the wrapping existed).
-pub fn unprotect_key(stored: &[u8]) -> std::io::Result<(Vec<u8>, bool)> {
+pub(crate) fn unprotect_key(stored: &[u8]) -> std::io::Result<(Vec<u8>, bool)> {
     #[cfg(windows)]
     return win_security::unprotect_key(stored);
     #[cfg(not(windows))]
@@ -80,7 +80,7 @@ pub fn unprotect_key(stored: &[u8]) -> std::io::Result<(Vec<u8>, bool)> {
 /// Restricts a folder to the agent: on Windows an ACL for SYSTEM,
 /// Administrators and `account` only (inherited by everything in it); on
 /// Unix mode 0700 (the service user owns it).
-pub fn restrict_folder(dir: &std::path::Path, account: Option<&str>) -> std::io::Result<()> {
+pub(crate) fn restrict_folder(dir: &std::path::Path, account: Option<&str>) -> std::io::Result<()> {
     #[cfg(windows)]
     return win_security::restrict_folder(dir, account);
     #[cfg(not(windows))]
@@ -94,7 +94,7 @@ pub fn restrict_folder(dir: &std::path::Path, account: Option<&str>) -> std::io:
 /// The system's own log for the service's warnings and errors, beside the
 /// console and the files: the Windows Event Log (source `pos-connector`);
 /// none on Unix, where systemd's journal already takes the console.
-pub fn system_log_layer<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
+pub(crate) fn system_log_layer<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
@@ -103,7 +103,7 @@ where
 
 /// Which console stream a log layer writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     Stdout,
     Stderr,
 }
@@ -111,7 +111,7 @@ pub enum Stream {
 /// True when `stream` is connected to the systemd journal (systemd sets
 /// `JOURNAL_STREAM=<device>:<inode>` for the stream it gave the service;
 /// a pipe into something else, e.g. `| tee`, does not match).
-pub fn stream_is_journal(stream: Stream) -> bool {
+pub(crate) fn stream_is_journal(stream: Stream) -> bool {
     match std::env::var("JOURNAL_STREAM") {
         Ok(value) => os::stream_matches_journal(stream, &value),
         Err(_) => false,
@@ -122,7 +122,7 @@ pub fn stream_is_journal(stream: Stream) -> bool {
 /// `POS_CONNECTOR_CONFIG` names one, in order: beside the working directory
 /// first (a developer's checkout, an unpacked zip), then the system's place
 /// (`/etc/pos-connector/config.json`, `%ProgramData%\pos-connector\config.json`).
-pub fn default_config_paths() -> Vec<PathBuf> {
+pub(crate) fn default_config_paths() -> Vec<PathBuf> {
     let mut paths = vec![
         PathBuf::from("config/config.json"),
         PathBuf::from("config.json"),
@@ -133,7 +133,7 @@ pub fn default_config_paths() -> Vec<PathBuf> {
 
 /// What `pos-connector service status` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServiceState {
+pub(crate) enum ServiceState {
     NotInstalled,
     Stopped,
     Running,
@@ -145,7 +145,7 @@ pub enum ServiceState {
 /// first (run as root / Administrator, install it); `Failed`: the system
 /// refused or is not there.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -154,14 +154,14 @@ pub enum ServiceError {
 
 /// How `service install` registers the agent.
 #[derive(Debug, Clone)]
-pub struct InstallOptions {
+pub(crate) struct InstallOptions {
     /// The executable the service runs (this one, by default).
-    pub exe: PathBuf,
+    pub(crate) exe: PathBuf,
     /// The config file the service reads (absolute).
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Windows: a named account (`.\\till`, `DOMAIN\\user`) instead of
     /// LocalSystem. Linux: the system user (default `pos-connector`).
-    pub account: Option<String>,
+    pub(crate) account: Option<String>,
     /// Windows: the named account's password.
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 /// Tells systemd the service is up (and what it is doing).
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     #[cfg(unix)]
     {
         let _ = sd_notify::notify(&[
@@ -18,7 +18,7 @@ pub fn ready(status: &str) {
     let _ = status;
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     #[cfg(unix)]
     {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -26,7 +26,7 @@ pub fn stopping() {
 }
 
 /// One watchdog ping.
-pub fn watchdog_ping() {
+pub(crate) fn watchdog_ping() {
     #[cfg(unix)]
     {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -35,7 +35,7 @@ pub fn watchdog_ping() {
 
 /// How often to ping, when systemd's watchdog is on (`WatchdogSec=`):
 /// half its timeout, as sd_watchdog_enabled(3) advises.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     #[cfg(unix)]
     {
         sd_notify::watchdog_enabled().map(|d| d / 2)

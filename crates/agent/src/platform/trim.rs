@@ -27,13 +27,13 @@ use std::future::Future;
 use std::time::Duration;
 
 /// How often the CPU clock is read.
-pub const CHECK_EVERY: Duration = Duration::from_secs(15);
+pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(15);
 /// CPU time within one check interval below which the agent is quiet.
 const QUIET_CPU: Duration = Duration::from_millis(20);
 
 /// Trims after every busy spell, once the agent is quiet, until
 /// `shutdown` completes. The start counts as a busy spell.
-pub async fn run(shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut last = cpu_time();
     if last.is_none() {
@@ -66,16 +66,16 @@ pub async fn run(shutdown: impl Future<Output = ()>) {
 
 /// What one [`trim`] gave back.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Trimmed {
+pub(crate) struct Trimmed {
     /// The allocator returned memory to the system.
-    pub heap: bool,
+    pub(crate) heap: bool,
     /// Bytes of the binary's mappings advised out.
-    pub code_bytes: usize,
+    pub(crate) code_bytes: usize,
 }
 
 /// Returns the allocator's free memory and advises the kernel to drop the
 /// binary's code pages now. Safe at any time; costs a few milliseconds.
-pub fn trim() -> Trimmed {
+pub(crate) fn trim() -> Trimmed {
     Trimmed {
         heap: trim_heap(),
         code_bytes: page_out_binary(),
@@ -110,7 +110,7 @@ fn cpu_time() -> Option<Duration> {
 /// meets contention): the agent's few threads share two, so memory freed
 /// by one is reused by the others instead of sitting in an arena of its
 /// own. Call before any thread starts.
-pub fn limit_arenas() {
+pub(crate) fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter.
     unsafe {

@@ -67,8 +67,8 @@ pub(super) fn system_config_path() -> Option<PathBuf> {
 
 /// The unit as shipped; `service install` writes it with this machine's
 /// executable, config and account when no package installed it.
-pub const UNIT: &str = include_str!("../../../../packaging/pos-connector.service");
-pub const UNIT_NAME: &str = "pos-connector.service";
+pub(crate) const UNIT: &str = include_str!("../../../../packaging/pos-connector.service");
+pub(crate) const UNIT_NAME: &str = "pos-connector.service";
 /// Where packages put units (then `service install` only enables it).
 const PACKAGED_UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system", "/lib/systemd/system"];
 /// The folders systemd creates for the unit (StateDirectory, LogsDirectory):
@@ -78,7 +78,7 @@ const UNIT_FOLDERS: [&str; 2] = ["/var/lib/pos-connector", "/var/log/pos-connect
 /// systemd through `systemctl`. The unit folder can be moved with
 /// `POS_CONNECTOR_SYSTEMD_UNIT_DIR` (packaging and tests; default
 /// /etc/systemd/system), `systemctl` is found on PATH.
-pub struct ServiceManager {
+pub(crate) struct ServiceManager {
     unit_dir: PathBuf,
 }
 
@@ -93,7 +93,7 @@ impl Default for ServiceManager {
 }
 
 impl ServiceManager {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         "systemd"
     }
 
@@ -114,7 +114,7 @@ impl ServiceManager {
     /// Writes the unit (unless a package installed one), then
     /// `systemctl daemon-reload` and `systemctl enable`. Returns what was
     /// done, one line each.
-    pub fn install(
+    pub(crate) fn install(
         &self,
         opts: &InstallOptions,
         writable: &[PathBuf],
@@ -153,7 +153,7 @@ impl ServiceManager {
         Ok(done)
     }
 
-    pub fn uninstall(&self) -> Result<Vec<String>, ServiceError> {
+    pub(crate) fn uninstall(&self) -> Result<Vec<String>, ServiceError> {
         let mut done = Vec::new();
         // Stopping a unit that is not running is fine; a missing one too.
         let _ = systemctl(&["stop", UNIT_NAME]);
@@ -182,12 +182,12 @@ impl ServiceManager {
         Ok(done)
     }
 
-    pub fn start(&self) -> Result<(), ServiceError> {
+    pub(crate) fn start(&self) -> Result<(), ServiceError> {
         self.require_installed()?;
         systemctl(&["start", UNIT_NAME])
     }
 
-    pub fn stop(&self) -> Result<(), ServiceError> {
+    pub(crate) fn stop(&self) -> Result<(), ServiceError> {
         self.require_installed()?;
         systemctl(&["stop", UNIT_NAME])
     }
@@ -202,7 +202,7 @@ impl ServiceManager {
         }
     }
 
-    pub fn status(&self) -> Result<ServiceState, ServiceError> {
+    pub(crate) fn status(&self) -> Result<ServiceState, ServiceError> {
         let out = run_systemctl(&[
             "show",
             "--property=LoadState,ActiveState,SubState",
@@ -234,7 +234,7 @@ impl ServiceManager {
 /// the config's folders outside the unit's own (ProtectSystem=strict makes
 /// everything else read-only; a leading `-` lets the unit start before a
 /// folder exists).
-pub fn render_unit(opts: &InstallOptions, writable: &[PathBuf]) -> String {
+pub(crate) fn render_unit(opts: &InstallOptions, writable: &[PathBuf]) -> String {
     let mut out = String::new();
     for line in UNIT.lines() {
         if line.starts_with("ExecStart=") {

@@ -30,7 +30,7 @@ use windows_sys::Win32::System::Registry::{
 };
 
 /// The Event Log source (Event Viewer's "Source" column).
-pub const SOURCE: &str = "pos-connector";
+pub(crate) const SOURCE: &str = "pos-connector";
 /// The one message in the exe's message table: `%1`, the whole text.
 const EVENT_ID: u32 = 1;
 /// Where a source of the Application log is registered.
@@ -55,7 +55,7 @@ fn win32(code: u32) -> io::Result<()> {
 
 /// Registers the source (needs Administrator rights): this exe as the
 /// message file, error, warning and information events.
-pub fn register_source(exe: &Path) -> io::Result<()> {
+pub(crate) fn register_source(exe: &Path) -> io::Result<()> {
     let mut key: HKEY = null_mut();
     win32(unsafe {
         RegCreateKeyExW(
@@ -99,7 +99,7 @@ pub fn register_source(exe: &Path) -> io::Result<()> {
 }
 
 /// Removes the source's registration; true when there was one.
-pub fn deregister_source() -> io::Result<bool> {
+pub(crate) fn deregister_source() -> io::Result<bool> {
     match unsafe { RegDeleteTreeW(HKEY_LOCAL_MACHINE, wide(SOURCE_KEY).as_ptr()) } {
         0 => Ok(true),
         ERROR_FILE_NOT_FOUND => Ok(false),
@@ -110,7 +110,7 @@ pub fn deregister_source() -> io::Result<bool> {
 /// The layer: warnings and errors, in the files' format (every field made
 /// safe by the one escaping step) without the timestamp (the Event Log has
 /// its own), one entry per event.
-pub fn layer_with<S, K>(sink: Arc<K>) -> impl Layer<S> + Send + Sync
+pub(crate) fn layer_with<S, K>(sink: Arc<K>) -> impl Layer<S> + Send + Sync
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     K: EventSink,
@@ -122,12 +122,12 @@ where
 }
 
 /// Where formatted lines go: the Event Log, or a test's list.
-pub trait EventSink: Send + Sync + 'static {
+pub(crate) trait EventSink: Send + Sync + 'static {
     fn report(&self, kind: REPORT_EVENT_TYPE, text: &str) -> io::Result<()>;
 }
 
 /// An open handle on the source.
-pub struct EventSource(HANDLE);
+pub(crate) struct EventSource(HANDLE);
 
 // SAFETY: an event source handle may be used from any thread
 // (ReportEventW is thread-safe); it is closed once, on drop.
@@ -135,7 +135,7 @@ unsafe impl Send for EventSource {}
 unsafe impl Sync for EventSource {}
 
 impl EventSource {
-    pub fn open() -> io::Result<EventSource> {
+    pub(crate) fn open() -> io::Result<EventSource> {
         let h = unsafe { RegisterEventSourceW(null(), wide(SOURCE).as_ptr()) };
         if h.is_null() {
             return Err(io::Error::last_os_error());
@@ -177,7 +177,7 @@ impl EventSink for EventSource {
 
 /// The event type of a log level: error and warning; anything else (the
 /// layer is filtered to warnings and errors) information.
-pub fn event_type(level: &Level) -> REPORT_EVENT_TYPE {
+pub(crate) fn event_type(level: &Level) -> REPORT_EVENT_TYPE {
     match *level {
         Level::ERROR => EVENTLOG_ERROR_TYPE,
         Level::WARN => EVENTLOG_WARNING_TYPE,
@@ -187,18 +187,18 @@ pub fn event_type(level: &Level) -> REPORT_EVENT_TYPE {
 
 /// A `MakeWriter` for the log format: each event is formatted into one
 /// buffer, which becomes one Event Log entry of its level's type.
-pub struct EventLogWriter<S: EventSink> {
+pub(crate) struct EventLogWriter<S: EventSink> {
     sink: Arc<S>,
 }
 
 impl<S: EventSink> EventLogWriter<S> {
-    pub fn new(sink: Arc<S>) -> Self {
+    pub(crate) fn new(sink: Arc<S>) -> Self {
         EventLogWriter { sink }
     }
 }
 
 /// One event's text, reported when the formatter is done with it.
-pub struct EventLine<S: EventSink> {
+pub(crate) struct EventLine<S: EventSink> {
     sink: Arc<S>,
     kind: REPORT_EVENT_TYPE,
     buf: Vec<u8>,
@@ -256,7 +256,7 @@ mod tests {
 
     /// The registered message file, if the source is registered (what the
     /// tests read back).
-    pub fn registered_message_file() -> io::Result<Option<std::path::PathBuf>> {
+    pub(crate) fn registered_message_file() -> io::Result<Option<std::path::PathBuf>> {
         let mut buf = vec![0u16; 1024];
         let mut bytes = (buf.len() * 2) as u32;
         let code = unsafe {

@@ -47,7 +47,7 @@ unsafe fn take(out: CRYPT_INTEGER_BLOB) -> Vec<u8> {
 }
 
 /// The key as stored: the magic, then DPAPI's machine-scope blob.
-pub fn protect_key(key: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn protect_key(key: &[u8]) -> io::Result<Vec<u8>> {
     let input = blob(key);
     let entropy = blob(ENTROPY);
     let mut out = CRYPT_INTEGER_BLOB {
@@ -75,7 +75,7 @@ pub fn protect_key(key: &[u8]) -> io::Result<Vec<u8>> {
 
 /// The key from its stored form, and whether it should be stored again
 /// wrapped (a bare key written before the wrapping is returned as it is).
-pub fn unprotect_key(stored: &[u8]) -> io::Result<(Vec<u8>, bool)> {
+pub(crate) fn unprotect_key(stored: &[u8]) -> io::Result<(Vec<u8>, bool)> {
     let Some(wrapped) = stored.strip_prefix(MAGIC) else {
         return Ok((stored.to_vec(), true));
     };
@@ -140,7 +140,7 @@ fn account_sid(account: &str) -> io::Result<String> {
 /// The folder's ACL in SDDL: protected (nothing inherited from
 /// C:\ProgramData), full control for SYSTEM, Administrators and `account`,
 /// inherited by files and subfolders.
-pub fn folder_sddl(account_sid: Option<&str>) -> String {
+pub(crate) fn folder_sddl(account_sid: Option<&str>) -> String {
     let mut sddl = String::from("D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)");
     if let Some(sid) = account_sid {
         sddl.push_str(&format!("(A;OICI;FA;;;{sid})"));
@@ -150,7 +150,7 @@ pub fn folder_sddl(account_sid: Option<&str>) -> String {
 
 /// Sets the folder's ACL (and re-applies it to what is already inside).
 /// `account`: the service's named account; LocalSystem is SYSTEM.
-pub fn restrict_folder(dir: &Path, account: Option<&str>) -> io::Result<()> {
+pub(crate) fn restrict_folder(dir: &Path, account: Option<&str>) -> io::Result<()> {
     let sid = match account {
         Some(a) => Some(account_sid(a)?),
         None => None,

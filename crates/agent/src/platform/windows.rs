@@ -25,7 +25,7 @@ use windows_service::{define_windows_service, service_dispatcher};
 use super::{InstallOptions, ServiceError, ServiceState, Stream};
 
 /// The service's name in the SCM.
-pub const SERVICE_NAME: &str = "pos-connector";
+pub(crate) const SERVICE_NAME: &str = "pos-connector";
 const DISPLAY_NAME: &str = "pos-connector (point-of-sale e-invoicing agent)";
 const DESCRIPTION: &str = "Turns every sale of this till into a JoFotara e-invoice through the \
      shop's invoicing backend. Config and data: %ProgramData%\\pos-connector.";
@@ -199,7 +199,7 @@ fn status(state: ScmState, exit: u8) -> ServiceStatus {
 
 /// The SCM's controls, as the handler answers them (a function of its own
 /// so tests can drive it): Stop, Shutdown and Preshutdown request the stop.
-pub fn handle_control(control: ServiceControl) -> ServiceControlHandlerResult {
+pub(crate) fn handle_control(control: ServiceControl) -> ServiceControlHandlerResult {
     match control {
         ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
             scm_stop().notify_one();
@@ -278,14 +278,14 @@ fn scm_error(what: &str, e: windows_service::Error) -> ServiceError {
 /// The SCM on this machine (made with `default()`, as on Unix, where it
 /// has settings).
 #[derive(Default)]
-pub struct ServiceManager {
+pub(crate) struct ServiceManager {
     _private: (),
 }
 
 /// Restart after a failure three times quickly, then every 5 minutes:
 /// Windows repeats the last action for every later failure; the count
 /// resets after a day without one.
-pub fn failure_actions() -> ServiceFailureActions {
+pub(crate) fn failure_actions() -> ServiceFailureActions {
     let restart = |secs| ServiceAction {
         action_type: ServiceActionType::Restart,
         delay: Duration::from_secs(secs),
@@ -300,7 +300,7 @@ pub fn failure_actions() -> ServiceFailureActions {
 
 /// What `service install` registers: auto start, this exe with
 /// `--config <abs> run --service`, LocalSystem unless an account is named.
-pub fn service_info(opts: &InstallOptions) -> ServiceInfo {
+pub(crate) fn service_info(opts: &InstallOptions) -> ServiceInfo {
     ServiceInfo {
         name: SERVICE_NAME.into(),
         display_name: DISPLAY_NAME.into(),
@@ -321,7 +321,7 @@ pub fn service_info(opts: &InstallOptions) -> ServiceInfo {
 }
 
 impl ServiceManager {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         "Windows Service Control Manager"
     }
 
@@ -330,7 +330,7 @@ impl ServiceManager {
             .map_err(|e| scm_error("cannot open the Service Control Manager", e))
     }
 
-    pub fn install(
+    pub(crate) fn install(
         &self,
         opts: &InstallOptions,
         writable: &[PathBuf],
@@ -411,7 +411,7 @@ impl ServiceManager {
         Ok(done)
     }
 
-    pub fn uninstall(&self) -> Result<Vec<String>, ServiceError> {
+    pub(crate) fn uninstall(&self) -> Result<Vec<String>, ServiceError> {
         let scm = self.connect(ServiceManagerAccess::CONNECT)?;
         let service = scm
             .open_service(
@@ -443,7 +443,7 @@ impl ServiceManager {
         Ok(done)
     }
 
-    pub fn start(&self) -> Result<(), ServiceError> {
+    pub(crate) fn start(&self) -> Result<(), ServiceError> {
         let scm = self.connect(ServiceManagerAccess::CONNECT)?;
         let service = scm
             .open_service(
@@ -456,7 +456,7 @@ impl ServiceManager {
             .map_err(|e| scm_error("cannot start the service", e))
     }
 
-    pub fn stop(&self) -> Result<(), ServiceError> {
+    pub(crate) fn stop(&self) -> Result<(), ServiceError> {
         let scm = self.connect(ServiceManagerAccess::CONNECT)?;
         let service = scm
             .open_service(
@@ -467,7 +467,7 @@ impl ServiceManager {
         stop_and_wait(&service).map(|_| ())
     }
 
-    pub fn status(&self) -> Result<ServiceState, ServiceError> {
+    pub(crate) fn status(&self) -> Result<ServiceState, ServiceError> {
         let scm = self.connect(ServiceManagerAccess::CONNECT)?;
         let service = match scm.open_service(SERVICE_NAME, ServiceAccess::QUERY_STATUS) {
             Ok(s) => s,

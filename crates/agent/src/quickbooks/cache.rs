@@ -56,15 +56,15 @@ use crate::store::{CacheKind, CacheRow, CacheState, CacheSynced, OutboxHandle, S
 use crate::token::TokenError;
 
 /// How far back change data capture reaches (Intuit: 30 days).
-pub const CDC_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const CDC_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 /// Not used within this much of the window's edge: the request must still
 /// be inside it when it reaches Intuit.
 const CDC_MARGIN: Duration = Duration::from_secs(3600);
 /// `changedSince` goes back this much further than the last refresh's
 /// start, for the difference between the till's clock and Intuit's.
-pub const CDC_OVERLAP: Duration = Duration::from_secs(300);
+pub(crate) const CDC_OVERLAP: Duration = Duration::from_secs(300);
 /// Objects in one `cdc` answer at most (all entities together).
-pub const CDC_MAX_OBJECTS: usize = 1000;
+pub(crate) const CDC_MAX_OBJECTS: usize = 1000;
 /// A load stops after this many full pages of one entity (10 million
 /// rows): a server that never sends a short page must not fill the disk.
 const MAX_PAGES: u32 = 10_000;
@@ -82,7 +82,7 @@ const BACKOFF: Backoff = Backoff::new(
 /// database (searches scan these linearly).
 const OVERLAY_MAX: usize = 500;
 /// Rows `data` answers at most.
-pub const DATA_MAX: usize = 1000;
+pub(crate) const DATA_MAX: usize = 1000;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
@@ -116,7 +116,7 @@ impl CacheError {
     }
 
     /// A short stable name for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             CacheError::NotConnected { .. } => "not_connected",
             CacheError::Qbo(e) => e.kind(),
@@ -153,7 +153,7 @@ pub struct EntityRefresh {
     /// Reloaded whole.
     pub full: bool,
     /// Entities read from QuickBooks (rows of a load, entries of a `cdc`).
-    pub read: u64,
+    pub(crate) read: u64,
     /// Rows written by a change set (a newer version or a new entity).
     pub upserted: u64,
     pub deleted: u64,
@@ -168,9 +168,9 @@ pub struct RefreshReport {
     /// Why this kind of refresh ("the cache is empty", "changes since ...").
     pub reason: String,
     pub realm: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_ms: u64,
+    pub(crate) started_at: String,
+    pub(crate) finished_at: String,
+    pub(crate) duration_ms: u64,
     /// QuickBooks API requests made (query pages and `cdc` calls).
     pub requests: u32,
     pub customers: EntityRefresh,
@@ -190,7 +190,7 @@ impl RefreshReport {
     }
 
     /// One entity's part of the report.
-    pub fn entity(&self, kind: CacheKind) -> &EntityRefresh {
+    pub(crate) fn entity(&self, kind: CacheKind) -> &EntityRefresh {
         match kind {
             CacheKind::Customer => &self.customers,
             CacheKind::Vendor => &self.vendors,
@@ -204,9 +204,9 @@ impl RefreshReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CacheCounts {
     pub customers: u64,
-    pub vendors: u64,
-    pub items: u64,
-    pub invoices: u64,
+    pub(crate) vendors: u64,
+    pub(crate) items: u64,
+    pub(crate) invoices: u64,
 }
 
 /// The cache at a glance.
@@ -222,13 +222,13 @@ pub struct CacheStatus {
     pub refreshing: bool,
     /// Why the last refresh failed; cleared by the next success.
     pub last_error: Option<String>,
-    pub last_attempt_at: Option<String>,
+    pub(crate) last_attempt_at: Option<String>,
     /// When `run` refreshes next (not set while it is not running, or
     /// while QuickBooks needs reconnecting).
     pub next_refresh_at: Option<String>,
     /// Set while refreshes wait for QuickBooks to be reconnected: why.
     pub reconnect_needed: Option<String>,
-    pub refresh_every_seconds: u64,
+    pub(crate) refresh_every_seconds: u64,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -586,7 +586,7 @@ impl QboCache {
     /// Keeps an entity the push found or created (its JSON as QuickBooks
     /// answered), in the database and the indexes at once. Never fails the
     /// push: a problem is logged.
-    pub async fn remember(&self, kind: CacheKind, entity: &Value) {
+    pub(crate) async fn remember(&self, kind: CacheKind, entity: &Value) {
         if self.for_this_company().is_none() {
             return;
         }
@@ -609,7 +609,7 @@ impl QboCache {
     }
 
     /// Drops an entity QuickBooks no longer accepts as a reference.
-    pub async fn forget(&self, kind: CacheKind, id: &str) {
+    pub(crate) async fn forget(&self, kind: CacheKind, id: &str) {
         let owned = id.to_string();
         if let Err(e) = self
             .inner

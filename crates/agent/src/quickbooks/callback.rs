@@ -10,13 +10,13 @@ use std::collections::HashMap;
 
 /// A valid callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Callback {
-    pub code: String,
-    pub realm_id: String,
+pub(crate) struct Callback {
+    pub(crate) code: String,
+    pub(crate) realm_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallbackError {
+pub(crate) enum CallbackError {
     #[error("the callback's state does not match this connection attempt: it was not started here (or is an old one); it was ignored")]
     StateMismatch,
     #[error("QuickBooks did not authorize the connection ({error}{}); start again with `pos-connector qbo connect`", .description.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
@@ -29,7 +29,7 @@ pub enum CallbackError {
 }
 
 /// Checks a callback's query parameters against the expected `state`.
-pub fn check(
+pub(crate) fn check(
     params: &HashMap<String, String>,
     expected_state: &str,
 ) -> Result<Callback, CallbackError> {

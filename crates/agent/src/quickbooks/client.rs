@@ -25,9 +25,9 @@ use crate::laravel::error::parse_retry_after;
 use crate::token::TokenError;
 
 /// Sent on every call: versions below 75 are ignored since August 2025.
-pub const MINOR_VERSION: &str = "75";
+pub(crate) const MINOR_VERSION: &str = "75";
 /// Rows per page when reading everything (QuickBooks' maximum).
-pub const PAGE_SIZE: u32 = 1000;
+pub(crate) const PAGE_SIZE: u32 = 1000;
 
 /// A `requestid` derived from what is being created, so every retry and
 /// replay of one logical operation sends the same one (at most 36 chars,
@@ -75,7 +75,7 @@ fn sign_in_error(e: TokenError) -> QboError {
 
 impl QboClient {
     /// `api_base` ends in `/v3/`.
-    pub fn new(
+    pub(crate) fn new(
         http: reqwest::Client,
         api_base: Url,
         keeper: Arc<QboKeeper>,
@@ -92,16 +92,16 @@ impl QboClient {
 
     /// Counts this client's calls in `stats` (shared with the token
     /// endpoint's).
-    pub fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
+    pub(crate) fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
         self.stats = stats;
         self
     }
 
-    pub fn stats(&self) -> &Arc<CallStats> {
+    pub(crate) fn stats(&self) -> &Arc<CallStats> {
         &self.stats
     }
 
-    pub fn keeper(&self) -> &Arc<QboKeeper> {
+    pub(crate) fn keeper(&self) -> &Arc<QboKeeper> {
         &self.keeper
     }
 
@@ -300,7 +300,11 @@ impl QboClient {
     }
 
     /// Reads one entity by Id.
-    pub async fn read<T: DeserializeOwned>(&self, entity: Entity, id: &str) -> Result<T, QboError> {
+    pub(crate) async fn read<T: DeserializeOwned>(
+        &self,
+        entity: Entity,
+        id: &str,
+    ) -> Result<T, QboError> {
         self.call(
             Method::GET,
             &format!("{}/{id}", entity.path()),
@@ -313,7 +317,7 @@ impl QboClient {
     }
 
     /// Up to 30 operations in one request (one request against the limits).
-    pub async fn batch(
+    pub(crate) async fn batch(
         &self,
         request: &BatchRequest,
         request_id: &str,
@@ -331,7 +335,7 @@ impl QboClient {
     }
 
     /// What changed since `since` (at most 30 days back).
-    pub async fn cdc(
+    pub(crate) async fn cdc(
         &self,
         entities: &[Entity],
         since: DateTime<Utc>,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// How much of an unparseable body goes into errors and logs.
-pub const EXCERPT_CHARS: usize = 200;
+pub(crate) const EXCERPT_CHARS: usize = 200;
 
 /// Runs of token-like characters at least this long are replaced in texts
 /// taken from bodies: a gateway Detail can echo part of a bearer token, and
@@ -24,33 +24,33 @@ const TOKEN_RUN: usize = 40;
 
 /// One error in a QuickBooks fault body.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FaultItem {
+pub(crate) struct FaultItem {
     /// As QuickBooks gave it ("6140", sometimes "003200"); taken from the
     /// message's `errorCode=...` (leading zeros stripped) when missing.
-    pub code: String,
-    pub message: String,
-    pub detail: Option<String>,
-    pub element: Option<String>,
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) detail: Option<String>,
+    pub(crate) element: Option<String>,
 }
 
 /// A QuickBooks fault: its type and its errors, in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Fault {
+pub(crate) struct Fault {
     /// "ValidationFault", "AUTHENTICATION", "SERVICE", "SystemFault"...
-    pub kind: Option<String>,
-    pub errors: Vec<FaultItem>,
+    pub(crate) kind: Option<String>,
+    pub(crate) errors: Vec<FaultItem>,
 }
 
 impl Fault {
     /// The first error's code, as given.
-    pub fn first_code(&self) -> Option<&str> {
+    pub(crate) fn first_code(&self) -> Option<&str> {
         self.errors.first().map(|e| e.code.as_str())
     }
 
     /// Whether any error carries `code`. Leading zeros are ignored on both
     /// sides, because the same code appears as "3200" in one field and
     /// "003200" in another.
-    pub fn has_code(&self, code: &str) -> bool {
+    pub(crate) fn has_code(&self, code: &str) -> bool {
         let want = strip_zeros(code);
         self.errors.iter().any(|e| strip_zeros(&e.code) == want)
     }
@@ -59,7 +59,7 @@ impl Fault {
     /// `{"fault": {...}}`, or the inner `{"Error": [...], "type": ...}`
     /// object (a batch item's `Fault` value). `None` when `v` is none of
     /// these.
-    pub fn from_value(v: &Value) -> Option<Fault> {
+    pub(crate) fn from_value(v: &Value) -> Option<Fault> {
         let obj = v.as_object()?;
         let inner = match obj.get("Fault").or_else(|| obj.get("fault")) {
             Some(inner) => inner.as_object()?,
@@ -164,7 +164,7 @@ fn find_ci(hay: &str, needle: &str) -> Option<usize> {
 /// Parses a fault out of a response body in any of QuickBooks' three
 /// shapes (JSON `Fault`, gateway `fault`, XML), or `None` when the body
 /// holds no fault.
-pub fn parse_fault(body: &[u8]) -> Option<Fault> {
+pub(crate) fn parse_fault(body: &[u8]) -> Option<Fault> {
     let text = String::from_utf8_lossy(body);
     let text = text.trim_start_matches('\u{feff}').trim();
     if text.starts_with('{') {
@@ -415,7 +415,7 @@ fn redact(text: &str) -> String {
 
 /// The start of a body, whitespace folded, capped and redacted: for an
 /// answer that could not be understood.
-pub fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT_CHARS * 8)]);
     let folded = clean(&text);
     let mut out: String = folded.chars().take(EXCERPT_CHARS).collect();
@@ -600,7 +600,7 @@ impl QboError {
     /// caller), the `intuit_tid` header and the body. Fault codes decide
     /// first (QuickBooks answers some faults with 200 and throttling with
     /// 403), then the status.
-    pub fn from_response(
+    pub(crate) fn from_response(
         status: u16,
         retry_after: Option<Duration>,
         tid: Option<String>,
@@ -650,11 +650,11 @@ impl QboError {
     }
 
     /// From a batch item's Fault value (no HTTP status of its own).
-    pub fn from_fault(fault: &Fault, tid: Option<String>) -> QboError {
+    pub(crate) fn from_fault(fault: &Fault, tid: Option<String>) -> QboError {
         by_code(fault, None, tid.clone()).unwrap_or_else(|| validation(fault, tid))
     }
 
-    pub fn intuit_tid(&self) -> Option<&str> {
+    pub(crate) fn intuit_tid(&self) -> Option<&str> {
         match self {
             QboError::Auth { tid, .. }
             | QboError::Forbidden { tid, .. }
@@ -683,7 +683,7 @@ impl QboError {
     }
 
     /// The wait QuickBooks (or the token endpoint) asked for, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             QboError::Throttled { retry_after, .. }
             | QboError::Server { retry_after, .. }
@@ -693,7 +693,7 @@ impl QboError {
     }
 
     /// A stable short name for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             QboError::Auth { .. } => "auth",
             QboError::Forbidden { .. } => "forbidden",

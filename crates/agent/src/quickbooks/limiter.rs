@@ -67,21 +67,21 @@ const BATCH_RESERVE: u32 = 1;
 /// holding a tenth keeps 90 %. Tills holding more than their share give
 /// back more than their share (quadratically), which is what brings a
 /// fleet to fair shares within a few 429s.
-pub const DECREASE_MIN: f64 = 0.5;
-pub const DECREASE_MAX: f64 = 0.9;
+pub(crate) const DECREASE_MIN: f64 = 0.5;
+pub(crate) const DECREASE_MAX: f64 = 0.9;
 /// After each clean interval a budget grows by this fraction of its limit
 /// (0.05 request a second, 2.5 a minute, 0.2 batches a minute every 2 s:
 /// from half back to the limit in 3 minutes).
-pub const INCREASE: f64 = 0.005;
+pub(crate) const INCREASE: f64 = 0.005;
 /// The clean interval, in QuickBooks seconds (scaled by `time_scale`).
-pub const INCREASE_EVERY: f64 = 2.0;
+pub(crate) const INCREASE_EVERY: f64 = 2.0;
 /// A budget never falls below this fraction of its limit (a company
 /// shared by 20 busy tills).
-pub const FLOOR: f64 = 0.05;
+pub(crate) const FLOOR: f64 = 0.05;
 /// The first pause after a 429 without `Retry-After`, in seconds; it
 /// doubles on consecutive 429s up to [`MAX_PAUSE`].
-pub const FIRST_PAUSE: f64 = 1.0;
-pub const MAX_PAUSE: f64 = 60.0;
+pub(crate) const FIRST_PAUSE: f64 = 1.0;
+pub(crate) const MAX_PAUSE: f64 = 60.0;
 /// Paced gaps vary by up to this fraction either way (seeded), so tills
 /// pacing at the same rate do not stay in step.
 const PACING_JITTER: f64 = 0.1;
@@ -104,12 +104,12 @@ impl RateLimits {
     }
 
     /// QuickBooks' second, scaled.
-    pub fn second(&self) -> Duration {
+    pub(crate) fn second(&self) -> Duration {
         Duration::from_secs_f64(self.scale())
     }
 
     /// QuickBooks' minute, scaled.
-    pub fn minute(&self) -> Duration {
+    pub(crate) fn minute(&self) -> Duration {
         Duration::from_secs_f64(60.0 * self.scale())
     }
 
@@ -162,13 +162,13 @@ pub struct LimiterStatus {
     /// Requests a second this agent allows itself now (Intuit's limit for
     /// the whole company: `per_second_limit`).
     pub per_second: f64,
-    pub per_second_limit: u32,
+    pub(crate) per_second_limit: u32,
     /// Requests a minute this agent allows itself now (at most
     /// `per_minute_limit` - 5, a margin).
     pub per_minute: f64,
-    pub per_minute_limit: u32,
-    pub batch_per_minute: f64,
-    pub batch_per_minute_limit: u32,
+    pub(crate) per_minute_limit: u32,
+    pub(crate) batch_per_minute: f64,
+    pub(crate) batch_per_minute_limit: u32,
     /// The budget as a fraction of the limits (the tighter of the second
     /// and the minute): 1.0 alone on the company, about 1/3 with two
     /// other busy tills.
@@ -176,12 +176,12 @@ pub struct LimiterStatus {
     /// 429s met since the agent started.
     pub throttled: u64,
     /// 429s in a row without a successful answer between them.
-    pub consecutive_throttled: u32,
-    pub last_throttled_at: Option<DateTime<Utc>>,
+    pub(crate) consecutive_throttled: u32,
+    pub(crate) last_throttled_at: Option<DateTime<Utc>>,
     /// The pause in force: milliseconds left (0: none).
-    pub paused_ms: u64,
+    pub(crate) paused_ms: u64,
     /// Requests sent in the last minute.
-    pub sent_last_minute: usize,
+    pub(crate) sent_last_minute: usize,
 }
 
 /// When requests went out, per window, oldest first; the learned budgets.
@@ -257,7 +257,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(limits: RateLimits) -> RateLimiter {
+    pub(crate) fn new(limits: RateLimits) -> RateLimiter {
         let seed = limits.jitter_seed.unwrap_or_else(rand::random);
         tracing::debug!(backend = "quickbooks", seed, "rate limiter's jitter seed");
         RateLimiter {
@@ -282,12 +282,12 @@ impl RateLimiter {
         }
     }
 
-    pub fn limits(&self) -> RateLimits {
+    pub(crate) fn limits(&self) -> RateLimits {
         self.limits
     }
 
     /// The jitter's seed (print it in tests to replay a run).
-    pub fn seed(&self) -> u64 {
+    pub(crate) fn seed(&self) -> u64 {
         self.seed
     }
 
@@ -347,7 +347,7 @@ impl RateLimiter {
     /// also holds back the plain requests queued behind it; with 39
     /// batches a minute against 495 requests that wait is rare, and
     /// fairness is worth it.
-    pub async fn acquire(&self, batch: bool) {
+    pub(crate) async fn acquire(&self, batch: bool) {
         let _turn = self.turn.lock().await;
         loop {
             let now = Instant::now();
@@ -403,7 +403,7 @@ impl RateLimiter {
 
     /// QuickBooks answered a request with anything but a 429: the company
     /// took it, so the next 429 starts a new episode (1 s pause again).
-    pub fn admitted(&self) {
+    pub(crate) fn admitted(&self) {
         self.state().consecutive = 0;
     }
 
@@ -413,7 +413,7 @@ impl RateLimiter {
     /// success) and pauses every request to the company: `retry_after`
     /// when given, else 1 s doubling per consecutive 429 up to 60 s, with
     /// jitter. Returns the pause.
-    pub fn throttled(&self, retry_after: Option<Duration>, batch: bool) -> Duration {
+    pub(crate) fn throttled(&self, retry_after: Option<Duration>, batch: bool) -> Duration {
         let now = Instant::now();
         let mut st = self.state();
         st.throttled += 1;
@@ -470,7 +470,7 @@ impl RateLimiter {
 
     /// After a 429: no request goes out before `until`. Extends a pause in
     /// force, never shortens it.
-    pub fn pause_until(&self, until: Instant) {
+    pub(crate) fn pause_until(&self, until: Instant) {
         let mut st = self.state();
         if st.paused_until.is_none_or(|p| p < until) {
             st.paused_until = Some(until);
@@ -484,7 +484,7 @@ impl RateLimiter {
     }
 
     /// Requests sent in the last `minute()` (for status and benches).
-    pub fn recent(&self) -> usize {
+    pub(crate) fn recent(&self) -> usize {
         let now = Instant::now();
         let minute = self.limits.minute();
         self.state()

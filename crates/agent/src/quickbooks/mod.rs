@@ -6,15 +6,15 @@
 //! flow, the [`push`] of invoices, and the local [`cache`] of the company's
 //! customers, vendors, items and invoices with its [`search`].
 
-pub mod cache;
-pub mod callback;
+pub(crate) mod cache;
+pub(crate) mod callback;
 pub mod client;
-pub mod error;
+pub(crate) mod error;
 pub mod limiter;
 pub mod model;
 pub mod oauth;
-pub mod push;
-pub mod search;
+pub(crate) mod push;
+pub(crate) mod search;
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ pub use cache::{
 };
 pub use client::QboClient;
 pub use error::QboError;
-pub use oauth::{ConnectionStore, OAuthClient, QboConnection, QboKeeper, QboToken};
+pub(crate) use oauth::{ConnectionStore, OAuthClient};
 pub use push::{PushOutcome, PushSettings, Pusher};
 pub use search::{IndexStatus, SearchAnswer, SearchError, SearchHit};
 

@@ -18,10 +18,10 @@ use serde_json::{Map, Value};
 use super::error::Fault;
 
 /// Items per batch request: QuickBooks' limit.
-pub const BATCH_MAX: usize = 30;
+pub(crate) const BATCH_MAX: usize = 30;
 
 /// Rows per query page: QuickBooks' limit for MAXRESULTS.
-pub const QUERY_MAX_RESULTS: u32 = 1000;
+pub(crate) const QUERY_MAX_RESULTS: u32 = 1000;
 
 /// Serde for a required amount: reads a JSON number or a numeric string,
 /// writes a JSON number.
@@ -33,7 +33,7 @@ pub const QUERY_MAX_RESULTS: u32 = 1000;
 /// 15 significant digits, far beyond any invoice). rust_decimal's own
 /// `from_f64` would keep binary noise such as 19.989999999999998.
 /// Writing goes through the decimal's text too, for the same reason.
-pub mod amount {
+pub(crate) mod amount {
     use std::fmt;
     use std::str::FromStr;
 
@@ -42,7 +42,7 @@ pub mod amount {
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
         // Whole amounts stay integers and others become floats, so an
         // answer read and echoed keeps the form it had (100 vs 116.0).
         if value.scale() == 0 {
@@ -58,7 +58,7 @@ pub mod amount {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
         d.deserialize_any(AmountVisitor)
     }
 
@@ -109,21 +109,26 @@ pub mod amount {
 
 /// Serde for an optional amount: as [`amount`], with `null` (and an empty
 /// string, which some exports carry) read as `None`.
-pub mod opt_amount {
+pub(crate) mod opt_amount {
     use std::fmt;
 
     use rust_decimal::Decimal;
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(v) => super::amount::serialize(v, s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Decimal>, D::Error> {
         d.deserialize_any(OptVisitor)
     }
 
@@ -175,9 +180,9 @@ pub mod opt_amount {
 /// Sanctuary"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Ref {
-    pub value: String,
+    pub(crate) value: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 impl Ref {
@@ -192,7 +197,7 @@ impl Ref {
 /// `{"value": "..."}`, as `CustomerMemo` is written.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MemoRef {
-    pub value: String,
+    pub(crate) value: String,
 }
 
 /// `{"Address": "..."}`, as `PrimaryEmailAddr` and `BillEmail` are written.
@@ -200,9 +205,9 @@ pub struct MemoRef {
 #[serde(rename_all = "PascalCase")]
 pub struct EmailAddress {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub address: Option<String>,
+    pub(crate) address: Option<String>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// When QuickBooks created and last changed an object.
@@ -210,11 +215,11 @@ pub struct EmailAddress {
 #[serde(rename_all = "PascalCase")]
 pub struct MetaData {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub create_time: Option<DateTime<FixedOffset>>,
+    pub(crate) create_time: Option<DateTime<FixedOffset>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub last_updated_time: Option<DateTime<FixedOffset>>,
+    pub(crate) last_updated_time: Option<DateTime<FixedOffset>>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// One invoice line: an item line we send, or a line QuickBooks adds
@@ -224,21 +229,21 @@ pub struct MetaData {
 #[serde(rename_all = "PascalCase")]
 pub struct Line {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub line_num: Option<u32>,
+    pub(crate) line_num: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(with = "opt_amount", skip_serializing_if = "Option::is_none", default)]
-    pub amount: Option<Decimal>,
+    pub(crate) amount: Option<Decimal>,
     /// "SalesItemLineDetail", "SubTotalLineDetail", "DiscountLineDetail"...
-    pub detail_type: String,
+    pub(crate) detail_type: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sales_item_line_detail: Option<SalesItemLineDetail>,
+    pub(crate) sales_item_line_detail: Option<SalesItemLineDetail>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sub_total_line_detail: Option<Value>,
+    pub(crate) sub_total_line_detail: Option<Value>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 impl Line {
@@ -270,30 +275,30 @@ impl Line {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SalesItemLineDetail {
+pub(crate) struct SalesItemLineDetail {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub item_ref: Option<Ref>,
+    pub(crate) item_ref: Option<Ref>,
     #[serde(with = "opt_amount", skip_serializing_if = "Option::is_none", default)]
-    pub qty: Option<Decimal>,
+    pub(crate) qty: Option<Decimal>,
     #[serde(with = "opt_amount", skip_serializing_if = "Option::is_none", default)]
-    pub unit_price: Option<Decimal>,
+    pub(crate) unit_price: Option<Decimal>,
     /// US: "TAX" / "NON"; elsewhere a TaxCode Id.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub tax_code_ref: Option<Ref>,
+    pub(crate) tax_code_ref: Option<Ref>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TxnTaxDetail {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub txn_tax_code_ref: Option<Ref>,
+    pub(crate) txn_tax_code_ref: Option<Ref>,
     #[serde(with = "opt_amount", skip_serializing_if = "Option::is_none", default)]
-    pub total_tax: Option<Decimal>,
+    pub(crate) total_tax: Option<Decimal>,
     /// `TaxLine` and the rest.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// An invoice, as sent and as answered. Only `customer_ref` and `line` are
@@ -345,107 +350,107 @@ pub struct Invoice {
 #[serde(rename_all = "PascalCase")]
 pub struct Customer {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sync_token: Option<String>,
+    pub(crate) sync_token: Option<String>,
     /// Unique among customers, vendors and employees (6240 on a clash).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub company_name: Option<String>,
+    pub(crate) company_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub given_name: Option<String>,
+    pub(crate) given_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub family_name: Option<String>,
+    pub(crate) family_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub primary_email_addr: Option<EmailAddress>,
+    pub(crate) primary_email_addr: Option<EmailAddress>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub active: Option<bool>,
+    pub(crate) active: Option<bool>,
     #[serde(with = "opt_amount", skip_serializing_if = "Option::is_none", default)]
-    pub balance: Option<Decimal>,
+    pub(crate) balance: Option<Decimal>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub meta_data: Option<MetaData>,
+    pub(crate) meta_data: Option<MetaData>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Item {
+pub(crate) struct Item {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sync_token: Option<String>,
+    pub(crate) sync_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sku: Option<String>,
+    pub(crate) sku: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// "Service", "NonInventory", "Inventory", "Category"...
     #[serde(rename = "Type", skip_serializing_if = "Option::is_none", default)]
-    pub item_type: Option<String>,
+    pub(crate) item_type: Option<String>,
     #[serde(with = "opt_amount", skip_serializing_if = "Option::is_none", default)]
-    pub unit_price: Option<Decimal>,
+    pub(crate) unit_price: Option<Decimal>,
     /// Needed to create a Service or NonInventory item.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub income_account_ref: Option<Ref>,
+    pub(crate) income_account_ref: Option<Ref>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub taxable: Option<bool>,
+    pub(crate) taxable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub active: Option<bool>,
+    pub(crate) active: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub meta_data: Option<MetaData>,
+    pub(crate) meta_data: Option<MetaData>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Account {
+pub(crate) struct Account {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sync_token: Option<String>,
+    pub(crate) sync_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub fully_qualified_name: Option<String>,
+    pub(crate) fully_qualified_name: Option<String>,
     /// "Income", "Bank", "Other Current Liability"...
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub account_type: Option<String>,
+    pub(crate) account_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub account_sub_type: Option<String>,
+    pub(crate) account_sub_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub active: Option<bool>,
+    pub(crate) active: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub meta_data: Option<MetaData>,
+    pub(crate) meta_data: Option<MetaData>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct TaxCode {
+pub(crate) struct TaxCode {
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub sync_token: Option<String>,
+    pub(crate) sync_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub active: Option<bool>,
+    pub(crate) active: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub taxable: Option<bool>,
+    pub(crate) taxable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub tax_group: Option<bool>,
+    pub(crate) tax_group: Option<bool>,
     /// `SalesTaxRateList`, `PurchaseTaxRateList` and the rest.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// Whether a CDC entry is a deletion (`{"Id": "5", "status": "Deleted"}`).
@@ -458,7 +463,7 @@ fn deleted(extra: &Map<String, Value>) -> bool {
 
 impl Invoice {
     /// A deletion reported by CDC.
-    pub fn is_deleted(&self) -> bool {
+    pub(crate) fn is_deleted(&self) -> bool {
         deleted(&self.extra)
     }
 }
@@ -466,14 +471,14 @@ impl Invoice {
 impl Customer {
     /// A deletion reported by CDC (customers are usually made inactive
     /// rather than deleted, which shows as `active == Some(false)`).
-    pub fn is_deleted(&self) -> bool {
+    pub(crate) fn is_deleted(&self) -> bool {
         deleted(&self.extra)
     }
 }
 
 impl Item {
     /// A deletion reported by CDC.
-    pub fn is_deleted(&self) -> bool {
+    pub(crate) fn is_deleted(&self) -> bool {
         deleted(&self.extra)
     }
 }
@@ -490,7 +495,7 @@ pub enum Entity {
 }
 
 impl Entity {
-    pub const ALL: [Entity; 6] = [
+    pub(crate) const ALL: [Entity; 6] = [
         Entity::Customer,
         Entity::Item,
         Entity::Invoice,
@@ -500,7 +505,7 @@ impl Entity {
     ];
 
     /// As in queries and JSON keys: "Customer", "TaxCode"...
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Entity::Customer => "Customer",
             Entity::Item => "Item",
@@ -512,7 +517,7 @@ impl Entity {
     }
 
     /// As in URLs: `/company/{realm}/customer`.
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Entity::Customer => "customer",
             Entity::Item => "item",
@@ -523,7 +528,7 @@ impl Entity {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Entity> {
+    pub(crate) fn from_name(name: &str) -> Option<Entity> {
         Entity::ALL.into_iter().find(|e| e.name() == name)
     }
 }
@@ -535,7 +540,7 @@ impl std::fmt::Display for Entity {
 }
 
 /// The single object in an answer such as `{"Invoice": {...}, "time": ...}`.
-pub fn parse_entity<T: DeserializeOwned>(entity: Entity, body: &Value) -> Result<T, String> {
+pub(crate) fn parse_entity<T: DeserializeOwned>(entity: Entity, body: &Value) -> Result<T, String> {
     let v = body
         .get(entity.name())
         .ok_or_else(|| format!("the answer holds no {}", entity.name()))?;
@@ -548,10 +553,10 @@ pub fn parse_entity<T: DeserializeOwned>(entity: Entity, body: &Value) -> Result
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResponse<T> {
     pub items: Vec<T>,
-    pub start_position: Option<u32>,
-    pub max_results: Option<u32>,
+    pub(crate) start_position: Option<u32>,
+    pub(crate) max_results: Option<u32>,
     /// Set by `SELECT COUNT(*)`.
-    pub total_count: Option<u64>,
+    pub(crate) total_count: Option<u64>,
 }
 
 /// Reads `{"QueryResponse": {"<Entity>": [...], "startPosition": 1,
@@ -559,7 +564,7 @@ pub struct QueryResponse<T> {
 /// page. The wrapper is required: an answer without it (a fault in a 200,
 /// a proxy's page) must not read as "nothing found", or the agent would
 /// create a customer that already exists.
-pub fn parse_query_response<T: DeserializeOwned>(
+pub(crate) fn parse_query_response<T: DeserializeOwned>(
     entity: Entity,
     body: &Value,
 ) -> Result<QueryResponse<T>, String> {
@@ -571,7 +576,7 @@ pub fn parse_query_response<T: DeserializeOwned>(
 
 /// Reads the object inside `QueryResponse` (as a batch item's
 /// [`BatchOutcome::Query`] holds it).
-pub fn parse_query_object<T: DeserializeOwned>(
+pub(crate) fn parse_query_object<T: DeserializeOwned>(
     entity: Entity,
     inner: &Value,
 ) -> Result<QueryResponse<T>, String> {
@@ -656,7 +661,7 @@ impl QueryValue {
 /// becomes `\\` (the backslash first, or the quote's escape would be
 /// doubled). Anything else, accents and Arabic included, passes as is;
 /// URL-encoding is the HTTP client's job.
-pub fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('\'');
     for c in text.chars() {
@@ -720,13 +725,17 @@ impl Query {
     }
 
     /// `field > value`, e.g. `MetaData.LastUpdatedTime > '2024-01-01T00:00:00Z'`.
-    pub fn where_gt(self, field: &str, value: impl Into<QueryValue>) -> Query {
+    pub(crate) fn where_gt(self, field: &str, value: impl Into<QueryValue>) -> Query {
         self.condition(field, ">", value.into())
     }
 
     /// `field IN ('a', 'b')`. QuickBooks refuses an empty list (4000), so
     /// callers skip the query when they have nothing to look for.
-    pub fn where_in<V: Into<QueryValue> + Clone>(mut self, field: &str, values: &[V]) -> Query {
+    pub(crate) fn where_in<V: Into<QueryValue> + Clone>(
+        mut self,
+        field: &str,
+        values: &[V],
+    ) -> Query {
         let mut c = format!("{} IN (", Query::field(field));
         for (i, v) in values.iter().enumerate() {
             if i > 0 {
@@ -741,29 +750,29 @@ impl Query {
 
     /// `Active IN (true, false)`: without it a query sees active objects
     /// only, and a name clash (6240) with an inactive one stays invisible.
-    pub fn where_bool_in_active_both(self) -> Query {
+    pub(crate) fn where_bool_in_active_both(self) -> Query {
         self.where_in("Active", &[true, false])
     }
 
-    pub fn order_by(mut self, field: &str) -> Query {
+    pub(crate) fn order_by(mut self, field: &str) -> Query {
         self.order_by = Some(Query::field(field).to_string());
         self
     }
 
     /// STARTPOSITION, counted from 1.
-    pub fn start(mut self, n: u32) -> Query {
+    pub(crate) fn start(mut self, n: u32) -> Query {
         self.start = Some(n.max(1));
         self
     }
 
     /// MAXRESULTS, clamped to 1..=1000 (QuickBooks' page limit).
-    pub fn max(mut self, m: u32) -> Query {
+    pub(crate) fn max(mut self, m: u32) -> Query {
         self.max = Some(m.clamp(1, QUERY_MAX_RESULTS));
         self
     }
 
     /// `SELECT COUNT(*)`: the answer carries `totalCount` and no rows.
-    pub fn count(mut self) -> Query {
+    pub(crate) fn count(mut self) -> Query {
         self.count = true;
         self
     }
@@ -803,15 +812,15 @@ impl std::fmt::Display for Query {
 /// A batch of at most [`BATCH_MAX`] operations:
 /// `{"BatchItemRequest": [...]}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BatchRequest {
+pub(crate) struct BatchRequest {
     #[serde(rename = "BatchItemRequest")]
-    pub items: Vec<BatchItemRequest>,
+    pub(crate) items: Vec<BatchItemRequest>,
 }
 
 impl BatchRequest {
     /// Checks what QuickBooks would refuse: no items, more than
     /// [`BATCH_MAX`], or a repeated `bId` (answers are matched by it).
-    pub fn new(items: Vec<BatchItemRequest>) -> Result<BatchRequest, String> {
+    pub(crate) fn new(items: Vec<BatchItemRequest>) -> Result<BatchRequest, String> {
         if items.is_empty() {
             return Err("a batch needs at least one item".into());
         }
@@ -832,20 +841,24 @@ impl BatchRequest {
 /// One operation: `{"bId": "1", "operation": "create", "Invoice": {...}}`
 /// or `{"bId": "2", "Query": "SELECT ..."}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BatchItemRequest {
+pub(crate) struct BatchItemRequest {
     #[serde(rename = "bId")]
-    pub bid: String,
+    pub(crate) bid: String,
     /// "create", "update", "delete"; absent for a query.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub operation: Option<String>,
+    pub(crate) operation: Option<String>,
     /// `{"Invoice": {...}}` or `{"Query": "..."}`.
     #[serde(flatten)]
-    pub body: Map<String, Value>,
+    pub(crate) body: Map<String, Value>,
 }
 
 impl BatchItemRequest {
     /// Creates any entity from its JSON form.
-    pub fn create(bid: impl Into<String>, entity: Entity, object: Value) -> BatchItemRequest {
+    pub(crate) fn create(
+        bid: impl Into<String>,
+        entity: Entity,
+        object: Value,
+    ) -> BatchItemRequest {
         let mut body = Map::new();
         body.insert(entity.name().to_string(), object);
         BatchItemRequest {
@@ -855,14 +868,14 @@ impl BatchItemRequest {
         }
     }
 
-    pub fn create_invoice(bid: impl Into<String>, invoice: &Invoice) -> BatchItemRequest {
+    pub(crate) fn create_invoice(bid: impl Into<String>, invoice: &Invoice) -> BatchItemRequest {
         // Only a map with a non-string key or a non-finite float fails to
         // serialise, and an Invoice has neither (amounts are decimals).
         let object = serde_json::to_value(invoice).expect("an Invoice always serialises to JSON");
         BatchItemRequest::create(bid, Entity::Invoice, object)
     }
 
-    pub fn query(bid: impl Into<String>, query: &str) -> BatchItemRequest {
+    pub(crate) fn query(bid: impl Into<String>, query: &str) -> BatchItemRequest {
         let mut body = Map::new();
         body.insert("Query".into(), Value::String(query.to_string()));
         BatchItemRequest {
@@ -875,7 +888,7 @@ impl BatchItemRequest {
 
 /// What one batch item came back as.
 #[derive(Debug, Clone, PartialEq)]
-pub enum BatchOutcome {
+pub(crate) enum BatchOutcome {
     /// The object created or read: the value under its entity key (e.g.
     /// the `Invoice` object itself), for `serde_json::from_value`.
     Entity(Value),
@@ -885,20 +898,20 @@ pub enum BatchOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct BatchItemResult {
-    pub bid: String,
-    pub outcome: BatchOutcome,
+pub(crate) struct BatchItemResult {
+    pub(crate) bid: String,
+    pub(crate) outcome: BatchOutcome,
 }
 
 /// `{"BatchItemResponse": [...]}`, in QuickBooks' order (not necessarily
 /// the request's: match items by `bid`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct BatchResponse {
-    pub items: Vec<BatchItemResult>,
+pub(crate) struct BatchResponse {
+    pub(crate) items: Vec<BatchItemResult>,
 }
 
 impl BatchResponse {
-    pub fn parse(body: &Value) -> Result<BatchResponse, String> {
+    pub(crate) fn parse(body: &Value) -> Result<BatchResponse, String> {
         let list = body
             .get("BatchItemResponse")
             .ok_or("the answer holds no BatchItemResponse")?
@@ -913,7 +926,7 @@ impl BatchResponse {
     }
 
     /// The result for `bid`.
-    pub fn get(&self, bid: &str) -> Option<&BatchItemResult> {
+    pub(crate) fn get(&self, bid: &str) -> Option<&BatchItemResult> {
         self.items.iter().find(|i| i.bid == bid)
     }
 }
@@ -955,16 +968,16 @@ fn batch_item(item: &Value) -> Result<BatchItemResult, String> {
 /// What changed since a time. Deleted objects are included, as
 /// `{"Id": "5", "status": "Deleted"}` (see `is_deleted`).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct CdcChanges {
-    pub customers: Vec<Customer>,
-    pub items: Vec<Item>,
-    pub invoices: Vec<Invoice>,
-    pub vendors: Vec<Value>,
+pub(crate) struct CdcChanges {
+    pub(crate) customers: Vec<Customer>,
+    pub(crate) items: Vec<Item>,
+    pub(crate) invoices: Vec<Invoice>,
+    pub(crate) vendors: Vec<Value>,
 }
 
 /// Reads `{"CDCResponse": [{"QueryResponse": [{"Customer": [...]},
 /// {"Item": [...]}]}]}`. Entities the agent did not ask for are skipped.
-pub fn parse_cdc(body: &Value) -> Result<CdcChanges, String> {
+pub(crate) fn parse_cdc(body: &Value) -> Result<CdcChanges, String> {
     let responses = body
         .get("CDCResponse")
         .ok_or("the answer holds no CDCResponse")?

@@ -44,15 +44,15 @@ use crate::token::{RefreshError, TokenKeeper, TokenSource, TokenValue};
 /// The vault entry holding the connection.
 pub const VAULT_NAME: &str = "quickbooks";
 /// The scope the agent asks for.
-pub const SCOPE: &str = "com.intuit.quickbooks.accounting";
+pub(crate) const SCOPE: &str = "com.intuit.quickbooks.accounting";
 /// Refresh this long before the access token expires (design.md).
-pub const ACCESS_WINDOW: Duration = Duration::from_secs(5 * 60);
+pub(crate) const ACCESS_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Warn when the refresh token's rolling or hard expiry is this close.
-pub const EXPIRY_WARNING_DAYS: i64 = 14;
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 14;
 /// The cross-process refresh lock, in the data folder.
 const LOCK_FILE: &str = "quickbooks-refresh.lock";
 
-pub type QboKeeper = TokenKeeper<QboTokenSource>;
+pub(crate) type QboKeeper = TokenKeeper<QboTokenSource>;
 
 /// The tokens of one connection. `Debug` never shows a token.
 #[derive(Clone)]
@@ -60,14 +60,14 @@ pub struct QboToken {
     pub access: SecretString,
     pub refresh: SecretString,
     pub realm_id: String,
-    pub expires_at: DateTime<Utc>,
-    pub obtained_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) obtained_at: DateTime<Utc>,
     /// The refresh token's rolling expiry (about 100 days, renewed by use).
-    pub refresh_expires_at: Option<DateTime<Utc>>,
+    pub(crate) refresh_expires_at: Option<DateTime<Utc>>,
     /// The grant's hard expiry (5 years): after it, only a reconnect helps.
-    pub hard_expires_at: Option<DateTime<Utc>>,
+    pub(crate) hard_expires_at: Option<DateTime<Utc>>,
     /// Already written to the vault (by the refresh that produced it).
-    pub durable: bool,
+    pub(crate) durable: bool,
 }
 
 impl std::fmt::Debug for QboToken {
@@ -122,9 +122,9 @@ impl QboToken {
 /// The last refresh, as kept on disk for `qbo status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RefreshOutcome {
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     pub ok: bool,
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// A connection to one company, as stored in the vault.
@@ -133,10 +133,10 @@ pub struct QboConnection {
     pub token: QboToken,
     /// The app it was made with: tokens of another app are useless.
     pub client_id: String,
-    pub connected_at: DateTime<Utc>,
+    pub(crate) connected_at: DateTime<Utc>,
     pub last_refresh: Option<RefreshOutcome>,
     /// Set by `invalid_grant`: only a new connection helps.
-    pub reconnect_needed: Option<String>,
+    pub(crate) reconnect_needed: Option<String>,
 }
 
 impl QboConnection {
@@ -196,7 +196,7 @@ impl QboConnection {
 
     /// Why the app `client_id` cannot use this connection, if it cannot:
     /// its grant is dead, or it belongs to another app.
-    pub fn unusable(&self, client_id: &str) -> Option<String> {
+    pub(crate) fn unusable(&self, client_id: &str) -> Option<String> {
         if let Some(why) = &self.reconnect_needed {
             return Some(why.clone());
         }
@@ -210,7 +210,7 @@ impl QboConnection {
     }
 
     /// Warnings a person should see before the connection dies on its own.
-    pub fn expiry_warnings(&self, now: DateTime<Utc>) -> Vec<String> {
+    pub(crate) fn expiry_warnings(&self, now: DateTime<Utc>) -> Vec<String> {
         let soon = now + chrono::Duration::days(EXPIRY_WARNING_DAYS);
         let mut out = Vec::new();
         if let Some(at) = self.token.refresh_expires_at.filter(|at| *at <= soon) {
@@ -244,7 +244,7 @@ pub struct ConnectionStore {
 }
 
 /// Held while a process refreshes (or replaces) the connection.
-pub struct RefreshLock {
+pub(crate) struct RefreshLock {
     _file: std::fs::File,
 }
 
@@ -262,13 +262,13 @@ impl ConnectionStore {
     }
 
     /// Writes durably (fsync + rename) before returning.
-    pub fn save(&self, conn: &QboConnection) -> Result<(), String> {
+    pub(crate) fn save(&self, conn: &QboConnection) -> Result<(), String> {
         self.vault
             .save_token(VAULT_NAME, &conn.to_stored())
             .map_err(|e| e.to_string())
     }
 
-    pub fn forget(&self) -> Result<(), String> {
+    pub(crate) fn forget(&self) -> Result<(), String> {
         self.vault
             .forget_token(VAULT_NAME)
             .map_err(|e| e.to_string())
@@ -276,7 +276,7 @@ impl ConnectionStore {
 
     /// Takes the cross-process refresh lock, waiting up to 60 s for another
     /// process that holds it (a refresh takes well under that).
-    pub async fn lock(&self) -> Result<RefreshLock, String> {
+    pub(crate) async fn lock(&self) -> Result<RefreshLock, String> {
         let file = crate::fsutil::open_lock_file(&self.lock_path)
             .map_err(|e| format!("cannot open {}: {e}", self.lock_path.display()))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -304,9 +304,9 @@ impl ConnectionStore {
 pub struct TokenAnswer {
     pub access_token: SecretString,
     pub refresh_token: SecretString,
-    pub expires_in: i64,
-    pub refresh_expires_in: Option<i64>,
-    pub hard_expires_in: Option<i64>,
+    pub(crate) expires_in: i64,
+    pub(crate) refresh_expires_in: Option<i64>,
+    pub(crate) hard_expires_in: Option<i64>,
 }
 
 /// The wire shape; never printed (no `Debug`).
@@ -366,7 +366,7 @@ pub enum OAuthError {
 
 impl OAuthError {
     /// Transport, 5xx and 429: try again later with the same token.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             OAuthError::Unavailable { .. } | OAuthError::Transport(_) | OAuthError::Parse { .. }
@@ -424,22 +424,22 @@ impl OAuthClient {
 
     /// Counts the token endpoint's calls in `stats` (shared with the
     /// accounting client).
-    pub fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
+    pub(crate) fn with_stats(mut self, stats: Arc<CallStats>) -> Self {
         self.stats = stats;
         self
     }
 
-    pub fn client_id(&self) -> &str {
+    pub(crate) fn client_id(&self) -> &str {
         &self.client_id
     }
 
-    pub fn redirect_uri(&self) -> &Url {
+    pub(crate) fn redirect_uri(&self) -> &Url {
         &self.redirect_uri
     }
 
     /// Where a person approves the connection; `state` comes back with the
     /// redirect and must be checked.
-    pub fn authorize_url(&self, state: &str) -> Url {
+    pub(crate) fn authorize_url(&self, state: &str) -> Url {
         let mut url = self.authorize_url.clone();
         url.query_pairs_mut()
             .append_pair("client_id", &self.client_id)
@@ -478,7 +478,10 @@ impl OAuthClient {
     }
 
     /// Refreshes; the answer may carry a new (rotated) refresh token.
-    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenAnswer, OAuthError> {
+    pub(crate) async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+    ) -> Result<TokenAnswer, OAuthError> {
         self.token_request(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose_secret()),
@@ -559,7 +562,7 @@ impl OAuthClient {
     }
 
     /// Revokes the grant `token` belongs to (`qbo disconnect`).
-    pub async fn revoke(&self, token: &SecretString) -> Result<(), OAuthError> {
+    pub(crate) async fn revoke(&self, token: &SecretString) -> Result<(), OAuthError> {
         let resp = self
             .http
             .post(self.revoke_url.clone())
@@ -596,7 +599,7 @@ impl OAuthClient {
     }
 }
 
-pub fn intuit_tid(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn intuit_tid(headers: &HeaderMap) -> Option<String> {
     headers
         .get("intuit_tid")
         .and_then(|v| v.to_str().ok())
@@ -604,7 +607,7 @@ pub fn intuit_tid(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A random `state` for one authorization attempt (CSRF protection).
-pub fn new_state() -> String {
+pub(crate) fn new_state() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -641,7 +644,7 @@ pub async fn connect_with_code(
 /// company it was for (`None`: nothing was connected). A revoke Intuit
 /// refuses (the grant is already dead) still forgets; a network failure
 /// keeps the connection unless `force`.
-pub async fn disconnect(
+pub(crate) async fn disconnect(
     oauth: &OAuthClient,
     store: &ConnectionStore,
     force: bool,
@@ -667,7 +670,7 @@ pub async fn disconnect(
 }
 
 /// The keeper's source for QuickBooks tokens.
-pub struct QboTokenSource {
+pub(crate) struct QboTokenSource {
     oauth: OAuthClient,
     store: ConnectionStore,
     clock: Arc<dyn Clock>,
@@ -677,7 +680,7 @@ pub struct QboTokenSource {
 }
 
 impl QboTokenSource {
-    pub fn new(
+    pub(crate) fn new(
         oauth: OAuthClient,
         store: ConnectionStore,
         clock: Arc<dyn Clock>,
@@ -691,16 +694,16 @@ impl QboTokenSource {
         }
     }
 
-    pub fn oauth(&self) -> &OAuthClient {
+    pub(crate) fn oauth(&self) -> &OAuthClient {
         &self.oauth
     }
 
-    pub fn store(&self) -> &ConnectionStore {
+    pub(crate) fn store(&self) -> &ConnectionStore {
         &self.store
     }
 
     /// Logs the expiry warnings, at most once a day.
-    pub fn warn_ahead(&self, conn: &QboConnection) {
+    pub(crate) fn warn_ahead(&self, conn: &QboConnection) {
         let now = self.clock.now();
         let warnings = conn.expiry_warnings(now);
         if warnings.is_empty() {
@@ -855,7 +858,7 @@ impl TokenSource for QboTokenSource {
 
 /// The keeper for the configured app, starting from the stored connection
 /// (and in "reconnect needed" if that is what it says).
-pub fn keeper(
+pub(crate) fn keeper(
     qb: &QuickbooksConfig,
     data_dir: &std::path::Path,
     http: reqwest::Client,

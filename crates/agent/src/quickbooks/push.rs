@@ -62,17 +62,17 @@ const PRIVATE_NOTE_MAX: usize = 4000;
 /// How the push behaves; from `quickbooks.*`.
 #[derive(Debug, Clone)]
 pub struct PushSettings {
-    pub push_after: PushAfter,
-    pub income_account_id: Option<String>,
-    pub item_id: Option<String>,
-    pub tax_code: Option<String>,
-    pub global_tax_calculation: Option<String>,
+    pub(crate) push_after: PushAfter,
+    pub(crate) income_account_id: Option<String>,
+    pub(crate) item_id: Option<String>,
+    pub(crate) tax_code: Option<String>,
+    pub(crate) global_tax_calculation: Option<String>,
     /// More due pushes than this go out in batches.
-    pub batch_threshold: usize,
+    pub(crate) batch_threshold: usize,
     /// Backoff of a push that failed transiently.
-    pub backoff: Backoff,
+    pub(crate) backoff: Backoff,
     /// Without news, the outbox is looked at this often.
-    pub idle_poll: Duration,
+    pub(crate) idle_poll: Duration,
 }
 
 impl PushSettings {
@@ -100,7 +100,7 @@ impl PushSettings {
     }
 
     /// The outbox stage from which a job is due for QuickBooks.
-    pub fn due_stage(&self) -> Stage {
+    pub(crate) fn due_stage(&self) -> Stage {
         match self.push_after {
             PushAfter::Created => Stage::Created,
             PushAfter::Submitted => Stage::Submitted,
@@ -217,7 +217,7 @@ impl Pusher {
     }
 
     /// News for the pusher (a job reached the push point, a retry).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.inner.wake.notify_one();
     }
 

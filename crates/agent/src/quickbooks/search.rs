@@ -51,12 +51,12 @@ use super::model::opt_amount;
 use crate::store::{CacheKind, CacheRow};
 
 /// Results when the caller does not say.
-pub const DEFAULT_LIMIT: usize = 15;
+pub(crate) const DEFAULT_LIMIT: usize = 15;
 /// Results at most, whatever the caller says.
-pub const MAX_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 100;
 
 /// Every index name `search` accepts (`part_names` is `product_names`).
-pub const INDEX_NAMES: [&str; 6] = [
+pub(crate) const INDEX_NAMES: [&str; 6] = [
     "client_names",
     "vendor_names",
     "product_names",
@@ -83,13 +83,13 @@ pub struct SearchHit {
     #[serde(rename = "type")]
     pub kind: String,
     pub active: bool,
-    pub sku: Option<String>,
+    pub(crate) sku: Option<String>,
     /// A JSON number, as QuickBooks writes it (held as a decimal).
     #[serde(with = "opt_amount")]
     pub unit_price: Option<Decimal>,
-    pub email: Option<String>,
-    pub company_name: Option<String>,
-    pub description: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) company_name: Option<String>,
+    pub(crate) description: Option<String>,
     /// The field that matched best: "name", "company_name", "email",
     /// "sku" or "description".
     pub matched: &'static str,
@@ -101,7 +101,7 @@ pub struct SearchHit {
 /// The answer of a search: `{"query", "results", "total"}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchAnswer {
-    pub query: String,
+    pub(crate) query: String,
     pub results: Vec<SearchHit>,
     /// Matches before the limit.
     pub total: usize,
@@ -114,25 +114,25 @@ pub struct IndexStatus {
     /// Set for `part_names`: the index it is another name for.
     pub alias_of: Option<&'static str>,
     /// "customers", "vendors" or "items".
-    pub entity: &'static str,
-    pub fields: Vec<&'static str>,
+    pub(crate) entity: &'static str,
+    pub(crate) fields: Vec<&'static str>,
     /// Entries searchable now (the built index plus what was learnt since).
     pub entries: usize,
     /// Changes learnt since the build, searched from the overlay until the
     /// next build.
     pub pending: usize,
     /// Distinct 1-, 2- and 3-character grams.
-    pub grams: usize,
+    pub(crate) grams: usize,
     /// Rough memory of the postings, in bytes.
     pub approx_bytes: usize,
-    pub built_at: String,
+    pub(crate) built_at: String,
     pub build_ms: u64,
 }
 
 // ------------------------------------------------------------- folding
 
 /// The search form of a text (see the module's doc).
-pub fn fold(text: &str) -> String {
+pub(crate) fn fold(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut space = false;
     for c in text.to_lowercase().chars() {
@@ -164,7 +164,7 @@ pub fn fold(text: &str) -> String {
 /// The key of an exact name lookup (the push's "DisplayName = ..."):
 /// QuickBooks compares names case-insensitively, but "أحمد" and "احمد" are
 /// two names, so no folding beyond case and spaces.
-pub fn exact_key(name: &str) -> String {
+pub(crate) fn exact_key(name: &str) -> String {
     name.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
@@ -181,23 +181,23 @@ const ITEM_FIELDS: [&str; 3] = ["name", "sku", "description"];
 /// One searchable entity.
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
-    pub kind: CacheKind,
-    pub id: String,
-    pub name: String,
-    pub company_name: Option<String>,
-    pub email: Option<String>,
-    pub sku: Option<String>,
-    pub description: Option<String>,
-    pub item_type: Option<String>,
-    pub unit_price: Option<Decimal>,
-    pub active: bool,
+    pub(crate) kind: CacheKind,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) company_name: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) sku: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) item_type: Option<String>,
+    pub(crate) unit_price: Option<Decimal>,
+    pub(crate) active: bool,
     folded: [Box<str>; 3],
     name_chars: u32,
     id_num: u64,
 }
 
 impl Record {
-    pub fn from_row(row: CacheRow) -> Record {
+    pub(crate) fn from_row(row: CacheRow) -> Record {
         let name = row
             .name
             .clone()
@@ -512,7 +512,7 @@ pub(crate) struct Base {
 impl Base {
     /// Builds a kind's indexes from its cached rows (CPU-bound: run it off
     /// the async workers).
-    pub fn build(kind: CacheKind, rows: Vec<CacheRow>, now: DateTime<Utc>) -> Base {
+    pub(crate) fn build(kind: CacheKind, rows: Vec<CacheRow>, now: DateTime<Utc>) -> Base {
         let started = Instant::now();
         let mut records: Vec<Record> = rows.into_iter().map(Record::from_row).collect();
         records.sort_by(Record::order);
@@ -545,7 +545,7 @@ impl Base {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.records.len()
     }
 }
@@ -624,8 +624,8 @@ impl KindIndex {
 /// An entity found by exact name or SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Found {
-    pub id: String,
-    pub active: bool,
+    pub(crate) id: String,
+    pub(crate) active: bool,
 }
 
 /// Every index at one moment: swapped whole, read without locks held.
@@ -648,7 +648,7 @@ pub(crate) const INDEXED: [CacheKind; 3] =
     [CacheKind::Customer, CacheKind::Vendor, CacheKind::Item];
 
 impl Snapshot {
-    pub fn empty(now: DateTime<Utc>) -> Snapshot {
+    pub(crate) fn empty(now: DateTime<Utc>) -> Snapshot {
         Snapshot {
             kinds: INDEXED
                 .map(|k| KindIndex::new(Arc::new(Base::build(k, Vec::new(), now)), Arc::default())),
@@ -657,7 +657,7 @@ impl Snapshot {
 
     /// With `base` for its kind; changes learnt after `seq` (when its rows
     /// were read) are kept on top of it.
-    pub fn with_base(&self, base: Base, seq: u64) -> Snapshot {
+    pub(crate) fn with_base(&self, base: Base, seq: u64) -> Snapshot {
         let mut s = self.clone();
         if let Some(i) = slot_of(base.kind) {
             let overlay = s.kinds[i].overlay.after(seq);
@@ -667,7 +667,7 @@ impl Snapshot {
     }
 
     /// With `row` learnt (created or read by the push) under `seq`.
-    pub fn with_upsert(&self, row: CacheRow, seq: u64) -> Snapshot {
+    pub(crate) fn with_upsert(&self, row: CacheRow, seq: u64) -> Snapshot {
         let mut s = self.clone();
         if let Some(i) = slot_of(row.kind) {
             let mut o = (*s.kinds[i].overlay).clone();
@@ -681,7 +681,7 @@ impl Snapshot {
 
     /// With a change set of `kind` learnt under `seq` (one overlay copy for
     /// all of it).
-    pub fn with_changes(
+    pub(crate) fn with_changes(
         &self,
         kind: CacheKind,
         upserts: Vec<CacheRow>,
@@ -706,7 +706,7 @@ impl Snapshot {
     }
 
     /// Without entity `id` of `kind` (QuickBooks refused it), under `seq`.
-    pub fn with_removal(&self, kind: CacheKind, id: &str, seq: u64) -> Snapshot {
+    pub(crate) fn with_removal(&self, kind: CacheKind, id: &str, seq: u64) -> Snapshot {
         let mut s = self.clone();
         if let Some(i) = slot_of(kind) {
             let mut o = (*s.kinds[i].overlay).clone();
@@ -718,12 +718,12 @@ impl Snapshot {
     }
 
     /// Changes waiting in `kind`'s overlay.
-    pub fn pending(&self, kind: CacheKind) -> usize {
+    pub(crate) fn pending(&self, kind: CacheKind) -> usize {
         slot_of(kind).map_or(0, |i| self.kinds[i].overlay.len())
     }
 
     /// Entries searchable for `kind`.
-    pub fn entries(&self, kind: CacheKind) -> usize {
+    pub(crate) fn entries(&self, kind: CacheKind) -> usize {
         let Some(i) = slot_of(kind) else { return 0 };
         let k = &self.kinds[i];
         let hidden = k
@@ -738,12 +738,12 @@ impl Snapshot {
 
     /// An entity of `kind` whose name is `name` (case-insensitive), the
     /// active one if there are several.
-    pub fn find_by_name(&self, kind: CacheKind, name: &str) -> Option<Found> {
+    pub(crate) fn find_by_name(&self, kind: CacheKind, name: &str) -> Option<Found> {
         self.find(kind, &exact_key(name), |r| Some(&r.name), |b| &b.by_name)
     }
 
     /// An item whose SKU is `sku` (case-insensitive).
-    pub fn find_by_sku(&self, sku: &str) -> Option<Found> {
+    pub(crate) fn find_by_sku(&self, sku: &str) -> Option<Found> {
         self.find(
             CacheKind::Item,
             &exact_key(sku),
@@ -788,7 +788,7 @@ impl Snapshot {
     }
 
     /// Searches `index` for `q` (see the module's doc).
-    pub fn search(
+    pub(crate) fn search(
         &self,
         index: &str,
         q: &str,
@@ -820,7 +820,7 @@ impl Snapshot {
         Ok(answer)
     }
 
-    pub fn status(&self) -> Vec<IndexStatus> {
+    pub(crate) fn status(&self) -> Vec<IndexStatus> {
         INDEX_NAMES
             .iter()
             .map(|name| {

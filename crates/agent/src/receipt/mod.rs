@@ -112,7 +112,7 @@ pub fn render(r: &Receipt, paper: Paper) -> Result<Vec<u8>, ReceiptError> {
 
 /// Like [`render`], plus human-readable warnings: today only "some characters
 /// could not be printed", which the receipt itself also states.
-pub fn render_with_warnings(
+pub(crate) fn render_with_warnings(
     r: &Receipt,
     paper: Paper,
 ) -> Result<(Vec<u8>, Vec<String>), ReceiptError> {
@@ -157,12 +157,12 @@ pub fn render_with_warnings(
 /// leaves a partial file under the final name. On Unix the file is readable
 /// by the agent's user only (0600, [`AtomicFile`]'s default): it names the
 /// customer.
-pub fn write(r: &Receipt, paper: Paper, path: &Path) -> Result<(), ReceiptError> {
+pub(crate) fn write(r: &Receipt, paper: Paper, path: &Path) -> Result<(), ReceiptError> {
     write_with_warnings(r, paper, path).map(|_| ())
 }
 
 /// [`write()`], returning the warnings of [`render_with_warnings`].
-pub fn write_with_warnings(
+pub(crate) fn write_with_warnings(
     r: &Receipt,
     paper: Paper,
     path: &Path,

@@ -47,7 +47,7 @@ const CONNECT_FLOW_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// The running agent's parts the API reads and acts on. Cheap to clone.
 #[derive(Clone)]
-pub struct LocalApi {
+pub(crate) struct LocalApi {
     cfg: Arc<Config>,
     clock: Arc<dyn Clock>,
     started_at: DateTime<Utc>,
@@ -64,16 +64,21 @@ pub struct LocalApi {
 
 /// The QuickBooks side, when `quickbooks.enabled`.
 #[derive(Clone)]
-pub struct QboSide {
-    pub client: QboClient,
-    pub oauth: OAuthClient,
-    pub pusher: Pusher,
-    pub cache: QboCache,
+pub(crate) struct QboSide {
+    pub(crate) client: QboClient,
+    pub(crate) oauth: OAuthClient,
+    pub(crate) pusher: Pusher,
+    pub(crate) cache: QboCache,
     flows: Arc<ConnectFlows>,
 }
 
 impl QboSide {
-    pub fn new(client: QboClient, oauth: OAuthClient, pusher: Pusher, cache: QboCache) -> QboSide {
+    pub(crate) fn new(
+        client: QboClient,
+        oauth: OAuthClient,
+        pusher: Pusher,
+        cache: QboCache,
+    ) -> QboSide {
         QboSide {
             client,
             oauth,
@@ -130,7 +135,7 @@ impl ConnectFlows {
 }
 
 impl LocalApi {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &Config,
         clock: Arc<dyn Clock>,
         outbox: OutboxHandle,
@@ -152,13 +157,16 @@ impl LocalApi {
     }
 
     /// The inbox's live polling interval, for the report.
-    pub fn with_sync_interval(mut self, sync: crate::sync_interval::SyncInterval) -> LocalApi {
+    pub(crate) fn with_sync_interval(
+        mut self,
+        sync: crate::sync_interval::SyncInterval,
+    ) -> LocalApi {
         self.sync = Some(sync);
         self
     }
 
     /// The pipeline whose backend gate `/api/health` and the report show.
-    pub fn with_pipeline(mut self, pipeline: Pipeline) -> LocalApi {
+    pub(crate) fn with_pipeline(mut self, pipeline: Pipeline) -> LocalApi {
         self.pipeline = Some(pipeline);
         self
     }
@@ -167,19 +175,22 @@ impl LocalApi {
         self.pipeline.as_ref().and_then(Pipeline::gate)
     }
 
-    pub fn with_quickbooks(mut self, side: QboSide) -> LocalApi {
+    pub(crate) fn with_quickbooks(mut self, side: QboSide) -> LocalApi {
         self.qbo = Some(side);
         self
     }
 
     /// `status` gives the heartbeat's state for the page.
-    pub fn with_heartbeat(mut self, status: Arc<dyn Fn() -> Value + Send + Sync>) -> LocalApi {
+    pub(crate) fn with_heartbeat(
+        mut self,
+        status: Arc<dyn Fn() -> Value + Send + Sync>,
+    ) -> LocalApi {
         self.heartbeat = Some(status);
         self
     }
 
     /// The whole report, as `GET /api/status` and the page show it.
-    pub async fn report(&self) -> Result<StatusReport, StoreError> {
+    pub(crate) async fn report(&self) -> Result<StatusReport, StoreError> {
         let cache = match &self.qbo {
             Some(side) => side
                 .cache
@@ -214,7 +225,7 @@ impl LocalApi {
 }
 
 /// The routes that need the key (the caller wraps them in the check).
-pub fn protected_routes(api: LocalApi) -> Router {
+pub(crate) fn protected_routes(api: LocalApi) -> Router {
     Router::new()
         .route("/api/status", get(get_status))
         .route("/api/config", get(get_config))
@@ -245,7 +256,7 @@ pub fn protected_routes(api: LocalApi) -> Router {
 }
 
 /// The routes open without the key.
-pub fn open_routes(api: LocalApi) -> Router {
+pub(crate) fn open_routes(api: LocalApi) -> Router {
     Router::new()
         .route("/", get(super::page::status_page))
         .route("/api/health", get(health))
@@ -260,7 +271,7 @@ fn qbo_not_enabled() -> Response {
     )
 }
 
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "message": message.into() }))).into_response()
 }
 
@@ -754,7 +765,7 @@ impl LocalApi {
 }
 
 /// `Content-Type` for Prometheus' text format.
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(super) fn text(content_type: &'static str, body: String) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()

@@ -18,7 +18,7 @@ use crate::config::is_loopback_host;
 use crate::quickbooks::callback::{check, Callback, CallbackError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ListenError {
+pub(crate) enum ListenError {
     #[error("quickbooks.redirect_uri {0} is not on this machine, so `qbo connect` cannot receive the callback; approve in a browser, then pass the code with `pos-connector qbo exchange-code --code C --realm R`")]
     NotLocal(String),
     #[error("cannot listen on {addr} for the QuickBooks callback: {source}; if the agent's service holds that port, press \"Connect to QuickBooks\" on its status page (http://{addr}/) instead, or use `qbo exchange-code`")]
@@ -82,7 +82,7 @@ async fn on_callback(
 }
 
 /// The address to listen on for `redirect_uri` (loopback only).
-pub fn listen_addr(redirect_uri: &Url) -> Result<SocketAddr, ListenError> {
+pub(crate) fn listen_addr(redirect_uri: &Url) -> Result<SocketAddr, ListenError> {
     let host = redirect_uri.host_str().unwrap_or("");
     if !is_loopback_host(host) {
         return Err(ListenError::NotLocal(redirect_uri.to_string()));
@@ -99,7 +99,7 @@ pub fn listen_addr(redirect_uri: &Url) -> Result<SocketAddr, ListenError> {
 /// Listens on the redirect URI's port until a callback with `state`
 /// arrives (or `timeout`); callbacks with another state are refused and
 /// waiting goes on. `listening` is told once the port is open.
-pub async fn wait_for_callback(
+pub(crate) async fn wait_for_callback(
     redirect_uri: &Url,
     state: &str,
     timeout: Duration,

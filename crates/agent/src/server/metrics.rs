@@ -49,7 +49,7 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub async fn metrics(State(api): State<LocalApi>) -> Response {
+pub(crate) async fn metrics(State(api): State<LocalApi>) -> Response {
     let now = api.now();
     let read = api
         .outbox()

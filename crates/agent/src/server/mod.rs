@@ -28,10 +28,10 @@
 //!   key in a minute, one at a time, and logged at most once a minute
 //!   ([`protect`]).
 
-pub mod api;
+pub(crate) mod api;
 pub(crate) mod callback;
-pub mod metrics;
-pub mod page;
+pub(crate) mod metrics;
+pub(crate) mod page;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -89,7 +89,7 @@ impl ServeOptions {
     /// The local API's: `local_api.*`, and the names this machine answers
     /// to (the QuickBooks redirect URI's host, the machine's name when
     /// other machines may connect).
-    pub fn from_config(cfg: &Config) -> ServeOptions {
+    pub(crate) fn from_config(cfg: &Config) -> ServeOptions {
         let api = &cfg.local_api;
         let mut hosts = HostPolicy::new(&api.allowed_hosts);
         if let Some(h) = cfg.quickbooks.redirect_uri.host_str() {
@@ -113,7 +113,7 @@ impl ServeOptions {
 
     /// `qbo connect`'s listener on the redirect URI: the defaults, and the
     /// redirect URI's host.
-    pub fn for_redirect(redirect_uri: &reqwest::Url) -> ServeOptions {
+    pub(crate) fn for_redirect(redirect_uri: &reqwest::Url) -> ServeOptions {
         let hosts = match redirect_uri.host_str() {
             Some(h) => HostPolicy::default().with(h),
             None => HostPolicy::default(),
@@ -144,7 +144,7 @@ impl HostPolicy {
     }
 
     /// Also answers to `name`.
-    pub fn with(mut self, name: &str) -> HostPolicy {
+    pub(crate) fn with(mut self, name: &str) -> HostPolicy {
         let name = name
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -158,7 +158,7 @@ impl HostPolicy {
 
     /// Whether `host` (as sent, with or without a port) names this machine;
     /// `local` is the address the connection was accepted on.
-    pub fn allows(&self, host: &str, local: Option<IpAddr>) -> bool {
+    pub(crate) fn allows(&self, host: &str, local: Option<IpAddr>) -> bool {
         let Some(name) = host_part(host) else {
             return false;
         };
@@ -217,7 +217,7 @@ fn requested_host(req: &Request<impl Sized>) -> Result<Option<String>, ()> {
 
 /// The peer of a request's connection, for logs (set by [`serve`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 /// Counts refusals and says when one should be logged: the first, then at
 /// most once per [`LOG_EVERY`] with how many were not.
@@ -246,7 +246,7 @@ const ACCEPT_QUEUE: u32 = 1024;
 
 /// Binds the configured address (port 0 picks a free one, for tests), with
 /// a long accept queue: connections beyond `max_connections` wait there.
-pub async fn bind(settings: &LocalApiSettings) -> Result<TcpListener, ServerError> {
+pub(crate) async fn bind(settings: &LocalApiSettings) -> Result<TcpListener, ServerError> {
     let addr = settings.bind;
     let listen = || {
         let socket = match addr {
@@ -372,7 +372,7 @@ fn unauthorized(message: &str) -> Response {
 
 /// Everything the server answers: the open routes, the keyed ones (the
 /// API and the sales intake), and a JSON 404 for the rest.
-pub fn app(
+pub(crate) fn app(
     local: api::LocalApi,
     intake: crate::intake::Intake,
     settings: &LocalApiSettings,

@@ -13,7 +13,7 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
                    connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
                    frame-ancestors 'none'";
 
-pub async fn status_page() -> Response {
+pub(crate) async fn status_page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

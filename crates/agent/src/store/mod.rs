@@ -31,10 +31,10 @@ mod qbo_cache;
 mod qbo_pushes;
 mod queue_stats;
 mod submits;
-pub use qbo_cache::{CacheApplied, CacheChanges, CacheKind, CacheRow, CacheState, CacheSynced};
-pub use qbo_pushes::{QboPush, QboUpdate};
-pub use queue_stats::QueueStats;
-pub use submits::SubmitAttempt;
+pub use qbo_cache::{CacheKind, CacheState};
+pub(crate) use qbo_cache::{CacheRow, CacheSynced};
+pub(crate) use qbo_pushes::{QboPush, QboUpdate};
+pub(crate) use queue_stats::QueueStats;
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "outbox.sqlite3";
@@ -205,7 +205,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub(crate) const ALL: [Stage; 5] = [
         Stage::Queued,
         Stage::Created,
         Stage::Submitted,
@@ -223,13 +223,13 @@ impl Stage {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Stage> {
+    pub(crate) fn parse(s: &str) -> Option<Stage> {
         Stage::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 
 /// Every value of the `state` column, for `queue list --state`.
-pub const STATES: [&str; 7] = [
+pub(crate) const STATES: [&str; 7] = [
     "queued",
     "created",
     "submitted",
@@ -295,7 +295,7 @@ pub struct Job {
     pub qbo: Option<QboPush>,
     /// Highest backend invoice id seen before the first create attempt:
     /// a lost create's invoice has a larger id.
-    pub id_floor: Option<u64>,
+    pub(crate) id_floor: Option<u64>,
     /// The step begun and not yet recorded (`create`, `submit`): after a
     /// crash, its outcome at the backend is unknown and must be checked.
     /// `recover`: the backend said the number is taken; the invoice an
@@ -311,13 +311,13 @@ pub struct Job {
     /// invoice found under its number be adopted as this job's own.
     pub lost_create: bool,
     #[serde(serialize_with = "ser_ms")]
-    pub next_attempt_at: i64,
+    pub(crate) next_attempt_at: i64,
     pub last_error: Option<String>,
     pub pdf_path: Option<String>,
     pub receipt_path: Option<String>,
-    pub source: String,
-    pub created_at: String,
-    pub updated_at: String,
+    pub(crate) source: String,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
     #[serde(skip)]
     pub content_hash: String,
     #[serde(rename = "sale", serialize_with = "ser_sale")]
@@ -342,7 +342,7 @@ fn ser_sale<S: serde::Serializer>(json: &str, s: S) -> Result<S::Ok, S::Error> {
 /// One line of a job's log.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobEvent {
-    pub at: String,
+    pub(crate) at: String,
     pub event: String,
     pub detail: Option<String>,
 }
@@ -429,8 +429,8 @@ fn stamp(now: DateTime<Utc>) -> String {
 /// Which jobs to list.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
-    pub state: Option<String>,
-    pub limit: Option<usize>,
+    pub(crate) state: Option<String>,
+    pub(crate) limit: Option<usize>,
 }
 
 /// The outbox database (synchronous).
@@ -458,7 +458,7 @@ impl Outbox {
         Outbox::open_file(&data_dir.join(DB_FILE))
     }
 
-    pub fn open_file(path: &Path) -> Result<Outbox, StoreError> {
+    pub(crate) fn open_file(path: &Path) -> Result<Outbox, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -486,7 +486,7 @@ impl Outbox {
         Ok(outbox)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -682,7 +682,7 @@ impl Outbox {
     /// The newest job (the sale that came in last) whose next step is due,
     /// skipping `busy`: the pipeline keeps one of its slots for it, so a
     /// sale rung up while a day's backlog drains is not queued behind it.
-    pub fn newest_due(
+    pub(crate) fn newest_due(
         &self,
         now: DateTime<Utc>,
         busy: &[i64],
@@ -706,7 +706,7 @@ impl Outbox {
     }
 
     /// When the earliest waiting job becomes due (for the worker's timer).
-    pub fn next_due_at(
+    pub(crate) fn next_due_at(
         &self,
         busy: &[i64],
         stop_at_created: bool,
@@ -772,7 +772,7 @@ impl Outbox {
     }
 
     /// Records a failed attempt that will be retried at `next_at`.
-    pub fn record_retry(
+    pub(crate) fn record_retry(
         &mut self,
         id: i64,
         error: &str,
@@ -784,7 +784,7 @@ impl Outbox {
 
     /// [`Outbox::record_retry`] for a submit that answered `error` (or a
     /// 5xx): also counts it in [`Job::submit_errors`].
-    pub fn record_submit_error(
+    pub(crate) fn record_submit_error(
         &mut self,
         id: i64,
         error: &str,
@@ -832,7 +832,7 @@ impl Outbox {
 
     /// Delays a job without counting a failed attempt (the backend as a
     /// whole is unavailable, or the agent is stopping mid-step).
-    pub fn postpone(
+    pub(crate) fn postpone(
         &mut self,
         id: i64,
         reason: &str,
@@ -930,7 +930,7 @@ impl Outbox {
         Ok(job)
     }
 
-    pub fn set_receipt_path(&mut self, id: i64, path: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_receipt_path(&mut self, id: i64, path: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE jobs SET receipt_path = ?2 WHERE id = ?1",
             params![id, path],
@@ -952,7 +952,7 @@ impl Outbox {
         max_seen_id(&self.conn)
     }
 
-    pub fn note_seen_id(&mut self, id: u64) -> Result<(), StoreError> {
+    pub(crate) fn note_seen_id(&mut self, id: u64) -> Result<(), StoreError> {
         raise_max_seen_id(&self.conn, id)
     }
 }
@@ -1077,7 +1077,7 @@ impl OutboxHandle {
         Ok(OutboxHandle { tx, path })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 

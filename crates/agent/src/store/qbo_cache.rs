@@ -33,7 +33,7 @@ pub enum CacheKind {
 }
 
 impl CacheKind {
-    pub const ALL: [CacheKind; 4] = [
+    pub(crate) const ALL: [CacheKind; 4] = [
         CacheKind::Customer,
         CacheKind::Vendor,
         CacheKind::Item,
@@ -41,7 +41,7 @@ impl CacheKind {
     ];
 
     /// As stored in the `entity` column.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheKind::Customer => "customer",
             CacheKind::Vendor => "vendor",
@@ -51,7 +51,7 @@ impl CacheKind {
     }
 
     /// As the API and the status name them: "customers", "items"...
-    pub fn plural(self) -> &'static str {
+    pub(crate) fn plural(self) -> &'static str {
         match self {
             CacheKind::Customer => "customers",
             CacheKind::Vendor => "vendors",
@@ -60,7 +60,7 @@ impl CacheKind {
         }
     }
 
-    pub fn from_plural(name: &str) -> Option<CacheKind> {
+    pub(crate) fn from_plural(name: &str) -> Option<CacheKind> {
         CacheKind::ALL.into_iter().find(|k| k.plural() == name)
     }
 
@@ -75,30 +75,30 @@ impl CacheKind {
 /// `unit_price`; invoices `name` (DocNumber), `customer_name`, `total_amt`
 /// and `txn_date`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CacheRow {
-    pub kind: CacheKind,
-    pub id: String,
-    pub name: Option<String>,
-    pub company_name: Option<String>,
-    pub email: Option<String>,
-    pub sku: Option<String>,
-    pub description: Option<String>,
-    pub item_type: Option<String>,
-    pub unit_price: Option<Decimal>,
-    pub customer_name: Option<String>,
-    pub total_amt: Option<Decimal>,
-    pub txn_date: Option<String>,
-    pub active: bool,
-    pub sync_token: Option<String>,
-    pub updated_at: Option<DateTime<Utc>>,
+pub(crate) struct CacheRow {
+    pub(crate) kind: CacheKind,
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) company_name: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) sku: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) item_type: Option<String>,
+    pub(crate) unit_price: Option<Decimal>,
+    pub(crate) customer_name: Option<String>,
+    pub(crate) total_amt: Option<Decimal>,
+    pub(crate) txn_date: Option<String>,
+    pub(crate) active: bool,
+    pub(crate) sync_token: Option<String>,
+    pub(crate) updated_at: Option<DateTime<Utc>>,
     /// The entity as QuickBooks sent it. Empty when read for the search
     /// indexes, which never need it.
-    pub raw: String,
+    pub(crate) raw: String,
 }
 
 impl CacheRow {
     /// A row with only its identity set (the converter fills the rest).
-    pub fn new(kind: CacheKind, id: impl Into<String>) -> CacheRow {
+    pub(crate) fn new(kind: CacheKind, id: impl Into<String>) -> CacheRow {
         CacheRow {
             kind,
             id: id.into(),
@@ -127,44 +127,44 @@ pub struct CacheState {
     pub realm: Option<String>,
     /// When the last successful refresh started: everything changed before
     /// it is in the copy, so the next change data capture asks from here.
-    pub synced_from: Option<DateTime<Utc>>,
-    pub last_full_at: Option<DateTime<Utc>>,
-    pub last_incremental_at: Option<DateTime<Utc>>,
-    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub(crate) synced_from: Option<DateTime<Utc>>,
+    pub(crate) last_full_at: Option<DateTime<Utc>>,
+    pub(crate) last_incremental_at: Option<DateTime<Utc>>,
+    pub(crate) last_attempt_at: Option<DateTime<Utc>>,
     /// Why the last refresh failed; cleared by a success.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 impl CacheState {
     /// When the copy was last brought up to date, by either kind of refresh.
-    pub fn last_success_at(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn last_success_at(&self) -> Option<DateTime<Utc>> {
         self.last_full_at.max(self.last_incremental_at)
     }
 }
 
 /// The state a successful refresh leaves.
 #[derive(Debug, Clone)]
-pub struct CacheSynced {
-    pub realm: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub full: bool,
+pub(crate) struct CacheSynced {
+    pub(crate) realm: String,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) finished_at: DateTime<Utc>,
+    pub(crate) full: bool,
 }
 
 /// What applying a change set did to one kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct CacheApplied {
-    pub upserted: u64,
-    pub deleted: u64,
+pub(crate) struct CacheApplied {
+    pub(crate) upserted: u64,
+    pub(crate) deleted: u64,
 }
 
 /// What applying a change set did: counts per kind, and the rows written
 /// and removed (what the search indexes must learn).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct CacheChanges {
-    pub counts: BTreeMap<CacheKind, CacheApplied>,
-    pub upserted: Vec<CacheRow>,
-    pub deleted: Vec<(CacheKind, String)>,
+pub(crate) struct CacheChanges {
+    pub(crate) counts: BTreeMap<CacheKind, CacheApplied>,
+    pub(crate) upserted: Vec<CacheRow>,
+    pub(crate) deleted: Vec<(CacheKind, String)>,
 }
 
 const COLUMNS: &str = "entity, qbo_id, name, company_name, email, sku, description, item_type, \
@@ -274,7 +274,7 @@ impl Outbox {
 
     /// Empties the copy and forgets its history: the company changed (or
     /// is not known). `realm` is recorded as the one the copy is for.
-    pub fn qbo_cache_wipe(&mut self, realm: Option<&str>) -> Result<(), StoreError> {
+    pub(crate) fn qbo_cache_wipe(&mut self, realm: Option<&str>) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM qbo_cache", [])?;
         tx.execute("DELETE FROM qbo_cache_staging", [])?;
@@ -289,7 +289,7 @@ impl Outbox {
 
     /// Starts a full load of `kinds`: drops whatever an interrupted load
     /// left in the staging table.
-    pub fn qbo_cache_stage_begin(&mut self, kinds: &[CacheKind]) -> Result<(), StoreError> {
+    pub(crate) fn qbo_cache_stage_begin(&mut self, kinds: &[CacheKind]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for k in kinds {
             tx.execute(
@@ -302,7 +302,7 @@ impl Outbox {
     }
 
     /// One page of a full load, into the staging table (one transaction).
-    pub fn qbo_cache_stage(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
+    pub(crate) fn qbo_cache_stage(&mut self, rows: &[CacheRow]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         for r in rows {
             // A page boundary may repeat a row: the later copy wins.
@@ -315,7 +315,7 @@ impl Outbox {
     /// Ends a full load of `kinds`: their staged rows replace their rows in
     /// one transaction, with the state (`synced`) when the load was of
     /// everything. Returns the number of rows now held per kind.
-    pub fn qbo_cache_swap(
+    pub(crate) fn qbo_cache_swap(
         &mut self,
         kinds: &[CacheKind],
         synced: Option<&CacheSynced>,
@@ -349,7 +349,7 @@ impl Outbox {
 
     /// A change set (change data capture) in one transaction, with the
     /// state it leaves. Rows older than the ones held are skipped.
-    pub fn qbo_cache_apply(
+    pub(crate) fn qbo_cache_apply(
         &mut self,
         upserts: Vec<CacheRow>,
         deletions: Vec<(CacheKind, String)>,
@@ -380,7 +380,7 @@ impl Outbox {
 
     /// One entity learnt outside a refresh (a push found or created it).
     /// Returns false when a newer copy was already held.
-    pub fn qbo_cache_put(&mut self, row: &CacheRow) -> Result<bool, StoreError> {
+    pub(crate) fn qbo_cache_put(&mut self, row: &CacheRow) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         let changed = upsert_row(&tx, row)?;
         tx.commit()?;
@@ -388,7 +388,11 @@ impl Outbox {
     }
 
     /// Drops one entity (QuickBooks said the reference is no longer valid).
-    pub fn qbo_cache_delete(&mut self, kind: CacheKind, id: &str) -> Result<bool, StoreError> {
+    pub(crate) fn qbo_cache_delete(
+        &mut self,
+        kind: CacheKind,
+        id: &str,
+    ) -> Result<bool, StoreError> {
         let n = self.conn.execute(
             "DELETE FROM qbo_cache WHERE entity = ?1 AND qbo_id = ?2",
             params![kind.as_str(), id],
@@ -397,7 +401,11 @@ impl Outbox {
     }
 
     /// A refresh failed: when and why (the copy itself is kept).
-    pub fn qbo_cache_failed(&mut self, at: DateTime<Utc>, error: &str) -> Result<(), StoreError> {
+    pub(crate) fn qbo_cache_failed(
+        &mut self,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE qbo_cache_state SET last_attempt_at = ?1, last_error = ?2 WHERE id = 1",
             params![stamp(at), error],
@@ -423,7 +431,7 @@ impl Outbox {
 
     /// Every row of `kind` without its raw JSON: what the search indexes
     /// are built from.
-    pub fn qbo_cache_rows(&self, kind: CacheKind) -> Result<Vec<CacheRow>, StoreError> {
+    pub(crate) fn qbo_cache_rows(&self, kind: CacheKind) -> Result<Vec<CacheRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT qbo_id, name, company_name, email, sku, description, item_type, unit_price,
                     customer_name, total_amt, txn_date, active, sync_token, updated_ms
@@ -456,7 +464,11 @@ impl Outbox {
 
     /// The raw JSON of up to `limit` rows of `kind`, most recently changed
     /// first.
-    pub fn qbo_cache_raw(&self, kind: CacheKind, limit: usize) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn qbo_cache_raw(
+        &self,
+        kind: CacheKind,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT raw_json FROM qbo_cache WHERE entity = ?1
              ORDER BY updated_ms DESC, CAST(qbo_id AS INTEGER) DESC LIMIT ?2",

@@ -28,20 +28,20 @@ pub struct QboPush {
     pub qbo_id: Option<String>,
     pub attempts: u32,
     #[serde(serialize_with = "super::ser_ms")]
-    pub next_attempt_at: i64,
+    pub(crate) next_attempt_at: i64,
     pub last_error: Option<String>,
-    pub pushed_at: Option<String>,
+    pub(crate) pushed_at: Option<String>,
 }
 
 impl QboPush {
-    pub fn is_pushed(&self) -> bool {
+    pub(crate) fn is_pushed(&self) -> bool {
         self.state == "pushed"
     }
 }
 
 /// What happened to one push.
 #[derive(Debug, Clone, PartialEq)]
-pub enum QboUpdate {
+pub(crate) enum QboUpdate {
     /// In QuickBooks as `qbo_id`.
     Pushed {
         id: i64,
@@ -111,7 +111,7 @@ fn apply(conn: &Connection, u: &QboUpdate, now: DateTime<Utc>) -> Result<(), Sto
 }
 
 /// Every `push_state`, for counts.
-pub const PUSH_STATES: [&str; 5] = ["pending", "retrying", "waiting", "parked", "pushed"];
+pub(crate) const PUSH_STATES: [&str; 5] = ["pending", "retrying", "waiting", "parked", "pushed"];
 
 /// Makes job `id` due for a push (nothing if it already has a row).
 pub(super) fn queue_push(
@@ -153,7 +153,11 @@ impl Outbox {
 
     /// Queues job `id` for a push whatever its stage (`qbo push NUMBER`).
     /// Returns the job; false when it already had a push row.
-    pub fn qbo_queue(&mut self, id: i64, now: DateTime<Utc>) -> Result<(Job, bool), StoreError> {
+    pub(crate) fn qbo_queue(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(Job, bool), StoreError> {
         let tx = self.conn.transaction()?;
         let added = queue_push(&tx, id, now)?;
         let job = job_by_id(&tx, id)?;
@@ -162,7 +166,7 @@ impl Outbox {
     }
 
     /// Pushes due now, oldest first, skipping `busy` jobs.
-    pub fn qbo_due(
+    pub(crate) fn qbo_due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
@@ -184,7 +188,7 @@ impl Outbox {
 
     /// Every push not yet done and not parked, due or not (`qbo push
     /// --all-pending`).
-    pub fn qbo_pending(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+    pub(crate) fn qbo_pending(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM {JOB_FROM} \
              WHERE push_state IN ('pending', 'retrying', 'waiting') ORDER BY id LIMIT ?1"
@@ -194,7 +198,7 @@ impl Outbox {
     }
 
     /// When the earliest waiting push becomes due.
-    pub fn qbo_next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub(crate) fn qbo_next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let ms: Option<i64> = self.conn.query_row(
             "SELECT MIN(push_next_at) FROM qbo_pushes \
              WHERE push_state IN ('pending', 'retrying', 'waiting')",
@@ -206,7 +210,7 @@ impl Outbox {
 
     /// Records push outcomes, all in one transaction (a batch of 30 is one
     /// fsync, not 30). A push already `pushed` is never changed again.
-    pub fn qbo_record(
+    pub(crate) fn qbo_record(
         &mut self,
         updates: &[QboUpdate],
         now: DateTime<Utc>,
@@ -221,7 +225,7 @@ impl Outbox {
 
     /// Makes every held (`waiting`) push due now: what held them is over
     /// (QuickBooks was reconnected). Returns how many.
-    pub fn qbo_release_waiting(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub(crate) fn qbo_release_waiting(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         Ok(self.conn.execute(
             "UPDATE qbo_pushes SET push_next_at = 0, push_updated_at = ?1 \
              WHERE push_state = 'waiting'",

@@ -14,26 +14,26 @@ use super::{Outbox, Stage, StoreError};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueueStats {
     /// Jobs in each state, every state listed.
-    pub counts: BTreeMap<String, u64>,
+    pub(crate) counts: BTreeMap<String, u64>,
     /// Jobs still on their way (neither done nor parked).
-    pub pending: u64,
+    pub(crate) pending: u64,
     /// Jobs waiting for a person.
-    pub parked: u64,
+    pub(crate) parked: u64,
     /// When the oldest pending job was taken in.
     pub oldest_pending_since: Option<DateTime<Utc>>,
     /// The last time a step succeeded at the backend (create, submit, PDF).
-    pub last_success_at: Option<DateTime<Utc>>,
+    pub(crate) last_success_at: Option<DateTime<Utc>>,
     /// Jobs that failed [`FAILING_AFTER`] times or more in a row and are
     /// still retrying: the agent is degraded even if the backend answers.
     #[serde(default)]
-    pub failing: u64,
+    pub(crate) failing: u64,
     /// The last error of the job failing longest, to say why.
     #[serde(default)]
-    pub failing_error: Option<String>,
+    pub(crate) failing_error: Option<String>,
 }
 
 /// Failed attempts in a row after which a retrying job counts as failing.
-pub const FAILING_AFTER: u32 = 3;
+pub(crate) const FAILING_AFTER: u32 = 3;
 
 /// The states of a job still on its way; listed (rather than "not done,
 /// not parked") so SQLite can use the state index.

@@ -28,13 +28,13 @@ use super::{job_by_id, Job, Outbox, StoreError};
 /// One submit attempt whose outcome is not known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SubmitAttempt {
-    pub laravel_id: u64,
+    pub(crate) laravel_id: u64,
     pub started_at: DateTime<Utc>,
     /// Before this, the backend may still be working on the attempt: no
     /// status read can tell "not submitted" from "not finished".
     pub check_after: DateTime<Utc>,
     /// `service` or `cli`.
-    pub started_by: String,
+    pub(crate) started_by: String,
 }
 
 fn at_ms(ms: i64) -> DateTime<Utc> {
@@ -117,7 +117,7 @@ impl Outbox {
     /// Whether invoice `laravel_id` was ever submitted from here (its
     /// attempts settled or not): a new submit then reads the status first
     /// (a `rejected` invoice released by `queue retry` is not sent again).
-    pub fn submitted_before(&self, laravel_id: u64) -> Result<bool, StoreError> {
+    pub(crate) fn submitted_before(&self, laravel_id: u64) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT 1 FROM submit_attempts WHERE laravel_id = ?1")?
@@ -130,7 +130,7 @@ impl Outbox {
     /// 5xx from the application, an unreadable body): the request is over,
     /// so the status can be read at once, but it must be read before any
     /// new submit.
-    pub fn submit_answered(
+    pub(crate) fn submit_answered(
         &mut self,
         laravel_id: u64,
         now: DateTime<Utc>,
@@ -146,13 +146,13 @@ impl Outbox {
 
     /// The attempt's outcome is known and recorded (or it never reached
     /// the backend).
-    pub fn settle_submit(&mut self, laravel_id: u64) -> Result<(), StoreError> {
+    pub(crate) fn settle_submit(&mut self, laravel_id: u64) -> Result<(), StoreError> {
         settle(&self.conn, laravel_id)
     }
 
     /// Forgets that job `id`'s step is in flight: its request certainly did
     /// not take effect (the connection was refused, the backend said no).
-    pub fn end_step(&mut self, id: i64) -> Result<(), StoreError> {
+    pub(crate) fn end_step(&mut self, id: i64) -> Result<(), StoreError> {
         self.conn
             .execute("UPDATE jobs SET in_flight = NULL WHERE id = ?1", [id])?;
         Ok(())

@@ -30,7 +30,7 @@ impl Default for IntakeOptions {
 
 /// A canonical field of a sale or of one of its lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Field {
+pub(crate) enum Field {
     InvoiceNumber,
     CustomerName,
     CustomerEmail,
@@ -48,7 +48,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 13] = [
+    pub(crate) const ALL: [Field; 13] = [
         Field::InvoiceNumber,
         Field::CustomerName,
         Field::CustomerEmail,
@@ -65,7 +65,7 @@ impl Field {
     ];
 
     /// The name used in `intake.mapping`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Field::InvoiceNumber => "invoice_number",
             Field::CustomerName => "customer_name",
@@ -84,7 +84,7 @@ impl Field {
     }
 
     /// A mapping key, matched like any field name (case, `_`, `-`, spaces ignored).
-    pub fn from_name(name: &str) -> Option<Field> {
+    pub(crate) fn from_name(name: &str) -> Option<Field> {
         let n = norm(name);
         Field::ALL.into_iter().find(|f| norm(f.name()) == n)
     }
@@ -241,7 +241,7 @@ pub struct Mapping {
 
 impl Mapping {
     /// Validates the config value (a JSON object of string -> string). Err names the bad key and lists the valid canonical fields.
-    pub fn from_json(v: &Value) -> Result<Mapping, String> {
+    pub(crate) fn from_json(v: &Value) -> Result<Mapping, String> {
         let obj = match v {
             Value::Null => return Ok(Mapping::default()),
             Value::Object(obj) => obj,
@@ -309,7 +309,7 @@ impl Mapping {
     }
 
     /// Maps `field` to a CSV column name or dotted JSON path.
-    pub fn set(&mut self, field: Field, path: &str) {
+    pub(crate) fn set(&mut self, field: Field, path: &str) {
         let path = path.trim().to_string();
         let norm = path.split('.').map(norm).collect::<Vec<_>>().join(".");
         let path = Some(path);
@@ -317,7 +317,7 @@ impl Mapping {
     }
 
     /// Ignores `field`: it is never read, whatever the input calls it.
-    pub fn ignore(&mut self, field: Field) {
+    pub(crate) fn ignore(&mut self, field: Field) {
         let entry = MapEntry {
             path: None,
             norm: String::new(),
@@ -326,12 +326,12 @@ impl Mapping {
     }
 
     /// The configured column or path of `field`.
-    pub fn get(&self, field: Field) -> Option<&str> {
+    pub(crate) fn get(&self, field: Field) -> Option<&str> {
         self.entries.get(&field).and_then(|e| e.path.as_deref())
     }
 
     /// The mapping as config.json holds it (the inverse of [`Mapping::from_json`]).
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let map: Map<String, Value> = self
             .entries
             .iter()
@@ -344,11 +344,11 @@ impl Mapping {
     }
 
     /// Whether `field` is configured as null (ignored).
-    pub fn ignores(&self, field: Field) -> bool {
+    pub(crate) fn ignores(&self, field: Field) -> bool {
         self.entries.get(&field).is_some_and(|e| e.path.is_none())
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 

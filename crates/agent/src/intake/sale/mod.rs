@@ -123,20 +123,20 @@ use sha2::{Digest, Sha256};
 use crate::laravel::model::{NewInvoice, NewItem};
 
 /// The customer of a sale that names none.
-pub const DEFAULT_CUSTOMER: &str = "Walk-in customer";
+pub(crate) const DEFAULT_CUSTOMER: &str = "Walk-in customer";
 /// Longest accepted text field, in characters.
-pub const MAX_TEXT_CHARS: usize = 1000;
+pub(crate) const MAX_TEXT_CHARS: usize = 1000;
 /// Longest accepted CSV line, in bytes.
-pub const MAX_CSV_LINE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_CSV_LINE_BYTES: usize = 64 * 1024;
 /// Most sales accepted in one document.
-pub const MAX_SALES: usize = 10_000;
+pub(crate) const MAX_SALES: usize = 10_000;
 /// Most lines accepted in one sale.
-pub const MAX_LINES_PER_SALE: usize = 1_000;
+pub(crate) const MAX_LINES_PER_SALE: usize = 1_000;
 /// The largest amount the backend's `decimal(15,2)` columns hold (unit
 /// price, line tax and total, the invoice's tax and total).
-pub const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_319, 232_830, 0, false, 2);
+pub(crate) const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_319, 232_830, 0, false, 2);
 /// The largest quantity the backend's integer column holds.
-pub const MAX_QUANTITY: u32 = i32::MAX as u32;
+pub(crate) const MAX_QUANTITY: u32 = i32::MAX as u32;
 /// Problems listed in one error; the rest are counted.
 const MAX_PROBLEMS: usize = 100;
 /// Where a problem about a whole JSON document is reported.
@@ -153,8 +153,9 @@ mod numbers;
 use self::csv_rows::*;
 use self::decode::*;
 use self::drafts::*;
+pub(crate) use self::fields::Field;
 use self::fields::*;
-pub use self::fields::{Field, IntakeOptions, Mapping};
+pub use self::fields::{IntakeOptions, Mapping};
 use self::json::*;
 use self::lookup::*;
 use self::numbers::*;
@@ -199,24 +200,24 @@ pub struct SaleLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginalQuantity {
     #[serde(with = "rust_decimal::serde::str")]
-    pub quantity: Decimal,
+    pub(crate) quantity: Decimal,
     /// The till's unit price; when the till gave only a line total that does
     /// not divide evenly, total / quantity rounded to 6 decimals (for
     /// display only) and `line_total` holds the exact amount.
     #[serde(with = "rust_decimal::serde::str")]
-    pub unit_price: Decimal,
+    pub(crate) unit_price: Decimal,
     /// The till's line total, when the line was converted from it.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "rust_decimal::serde::str_option"
     )]
-    pub line_total: Option<Decimal>,
+    pub(crate) line_total: Option<Decimal>,
 }
 
 impl Sale {
     /// The body of `POST /api/invoices` for this sale.
-    pub fn to_new_invoice(&self) -> NewInvoice {
+    pub(crate) fn to_new_invoice(&self) -> NewInvoice {
         NewInvoice {
             invoice_number: self.invoice_number.clone(),
             customer_name: self.customer_name.clone(),
