@@ -29,6 +29,7 @@ use rand::{Rng, RngExt};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Jitter {
     /// The schedule itself.
+    #[cfg(test)]
     None,
     /// The step plus a random share of it (0 to 100 %), capped at `max`.
     Up,
@@ -79,6 +80,7 @@ impl Backoff {
     pub(crate) fn after_with<R: Rng + ?Sized>(&self, failures: u32, rng: &mut R) -> Duration {
         let step = self.step(failures);
         match self.jitter {
+            #[cfg(test)]
             Jitter::None => step,
             Jitter::Up => step
                 .saturating_add(step.mul_f64(rng.random_range(0.0..1.0)))

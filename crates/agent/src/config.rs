@@ -309,6 +309,7 @@ pub(crate) const DEFAULT_LOCAL_API_BIND: &str = "127.0.0.1:8765";
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// The default `local_api.header_timeout_seconds`.
 pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+#[cfg(test)]
 pub(crate) const DEFAULT_CUSTOMER: &str = "Walk-in customer";
 /// Above PHP's 30 s execution limit and nginx's 60 s read timeout: after
 /// that, a submit whose client left is certainly over at the backend.

@@ -84,6 +84,7 @@ pub struct HeartbeatStatus {
 
 impl HeartbeatStatus {
     /// The status when no heartbeat runs.
+    #[cfg(test)]
     pub(crate) fn disabled() -> HeartbeatStatus {
         HeartbeatStatus {
             enabled: false,
@@ -295,11 +296,6 @@ impl Heartbeat {
             Err(e) => self.on_failure(e),
         }
         result
-    }
-
-    /// The body of a beat, from the outbox and the machine as they are now.
-    pub(crate) async fn report(&self) -> HeartbeatReport {
-        self.report_at(self.inner.clock.now()).await
     }
 
     /// The report of a beat that began at `now` (its uptime is measured

@@ -62,6 +62,7 @@ impl RetryPolicy {
     }
 
     /// How long to wait after the `failures`-th failure in a row (from 1).
+    #[cfg(test)]
     pub(crate) fn delay_after(&self, failures: u32) -> Duration {
         self.backoff().after(failures)
     }

@@ -47,6 +47,7 @@ pub struct SyncInterval {
     // `subscribe` gives each waiter its own view of changes.
     tx: Arc<watch::Sender<(Duration, Origin)>>,
     /// The configured value, to go back to.
+    #[cfg(test)]
     configured: Duration,
 }
 
@@ -61,6 +62,7 @@ impl SyncInterval {
     pub fn new(every: Duration) -> SyncInterval {
         SyncInterval {
             tx: Arc::new(watch::Sender::new((every, Origin::Config))),
+            #[cfg(test)]
             configured: every,
         }
     }
@@ -76,6 +78,7 @@ impl SyncInterval {
     }
 
     /// The configured interval (config.json's `sync_interval`).
+    #[cfg(test)]
     pub(crate) fn configured(&self) -> Duration {
         self.configured
     }

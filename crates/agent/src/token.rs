@@ -231,11 +231,6 @@ impl<S: TokenSource> TokenKeeper<S> {
         }
     }
 
-    pub(crate) fn with_cooldown(mut self, cooldown: Cooldown) -> Self {
-        self.cooldown = cooldown;
-        self
-    }
-
     pub(crate) fn source(&self) -> &S {
         &self.source
     }

@@ -41,6 +41,7 @@ pub(crate) struct PrinterStats {
 #[derive(Clone)]
 pub(crate) struct ReceiptPrinter {
     tx: Option<mpsc::UnboundedSender<Job>>,
+    #[cfg(test)]
     stats: Arc<Mutex<PrinterStats>>,
 }
 
@@ -58,6 +59,7 @@ impl ReceiptPrinter {
     pub(crate) fn disabled() -> ReceiptPrinter {
         ReceiptPrinter {
             tx: None,
+            #[cfg(test)]
             stats: Arc::default(),
         }
     }
@@ -110,6 +112,7 @@ impl ReceiptPrinter {
         (
             ReceiptPrinter {
                 tx: Some(tx),
+                #[cfg(test)]
                 stats,
             },
             task,
@@ -122,6 +125,7 @@ impl ReceiptPrinter {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn stats(&self) -> PrinterStats {
         self.stats.lock().expect("printer stats").clone()
     }

@@ -143,10 +143,6 @@ impl LaravelClient {
         &self.keeper
     }
 
-    pub(crate) fn base_url(&self) -> &Url {
-        &self.base
-    }
-
     /// Sends one request with `lease`'s token; a transport failure becomes
     /// an [`ApiError::Transport`], any answer is returned as it is.
     async fn send(

@@ -117,7 +117,6 @@ fn id_of(v: &Value) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct CreatedInvoice {
     pub id: u64,
-    pub(crate) invoice_number: String,
     pub(crate) uuid: Option<String>,
     pub total_amount: Option<Decimal>,
     pub tax_amount: Option<Decimal>,
@@ -132,10 +131,6 @@ impl CreatedInvoice {
             .ok_or("the answer has no numeric \"id\"")?;
         Ok(CreatedInvoice {
             id,
-            invoice_number: raw
-                .get("invoice_number")
-                .and_then(text_of)
-                .unwrap_or_default(),
             uuid: raw.get("uuid").and_then(text_of),
             total_amount: raw.get("total_amount").and_then(decimal_of),
             tax_amount: raw.get("tax_amount").and_then(decimal_of),
@@ -316,7 +311,6 @@ pub struct Vendor {
     pub(crate) id: Option<u64>,
     pub(crate) name: Option<String>,
     pub(crate) email: Option<String>,
-    pub(crate) raw: Value,
 }
 
 impl Vendor {
@@ -325,7 +319,6 @@ impl Vendor {
             id: raw.get("id").and_then(id_of),
             name: raw.get("name").and_then(text_of),
             email: raw.get("email").and_then(text_of),
-            raw,
         }
     }
 }

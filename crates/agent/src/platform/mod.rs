@@ -77,18 +77,12 @@ pub(crate) fn unprotect_key(stored: &[u8]) -> std::io::Result<(Vec<u8>, bool)> {
     Ok((stored.to_vec(), false))
 }
 
-/// Restricts a folder to the agent: on Windows an ACL for SYSTEM,
-/// Administrators and `account` only (inherited by everything in it); on
-/// Unix mode 0700 (the service user owns it).
+/// Restricts a folder to the agent: an ACL for SYSTEM, Administrators and
+/// `account` only (inherited by everything in it). Windows only: on Unix
+/// the unit's `StateDirectory` and the service user own the folders.
+#[cfg(windows)]
 pub(crate) fn restrict_folder(dir: &std::path::Path, account: Option<&str>) -> std::io::Result<()> {
-    #[cfg(windows)]
-    return win_security::restrict_folder(dir, account);
-    #[cfg(not(windows))]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = account;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-    }
+    win_security::restrict_folder(dir, account)
 }
 
 /// The system's own log for the service's warnings and errors, beside the
@@ -163,5 +157,6 @@ pub(crate) struct InstallOptions {
     /// LocalSystem. Linux: the system user (default `pos-connector`).
     pub(crate) account: Option<String>,
     /// Windows: the named account's password.
+    #[cfg_attr(not(windows), allow(dead_code))]
     pub(crate) password: Option<String>,
 }

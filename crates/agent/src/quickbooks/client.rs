@@ -26,8 +26,6 @@ use crate::token::TokenError;
 
 /// Sent on every call: versions below 75 are ignored since August 2025.
 pub(crate) const MINOR_VERSION: &str = "75";
-/// Rows per page when reading everything (QuickBooks' maximum).
-pub(crate) const PAGE_SIZE: u32 = 1000;
 
 /// A `requestid` derived from what is being created, so every retry and
 /// replay of one logical operation sends the same one (at most 36 chars,
@@ -293,23 +291,6 @@ impl QboClient {
             entity.path(),
             &[("requestid", request_id)],
             Some(&body),
-            false,
-        )
-        .await?
-        .decode(|v| model::parse_entity(entity, v))
-    }
-
-    /// Reads one entity by Id.
-    pub(crate) async fn read<T: DeserializeOwned>(
-        &self,
-        entity: Entity,
-        id: &str,
-    ) -> Result<T, QboError> {
-        self.call(
-            Method::GET,
-            &format!("{}/{id}", entity.path()),
-            &[],
-            None,
             false,
         )
         .await?

@@ -43,6 +43,7 @@ pub(crate) struct Fault {
 
 impl Fault {
     /// The first error's code, as given.
+    #[cfg(test)]
     pub(crate) fn first_code(&self) -> Option<&str> {
         self.errors.first().map(|e| e.code.as_str())
     }
@@ -683,6 +684,7 @@ impl QboError {
     }
 
     /// The wait QuickBooks (or the token endpoint) asked for, if any.
+    #[cfg(test)]
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             QboError::Throttled { retry_after, .. }

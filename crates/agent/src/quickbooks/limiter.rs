@@ -247,6 +247,7 @@ fn rate_in(
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: RateLimits,
+    #[cfg(test)]
     seed: u64,
     /// Held only for short, non-async bookkeeping.
     state: Mutex<State>,
@@ -262,6 +263,7 @@ impl RateLimiter {
         tracing::debug!(backend = "quickbooks", seed, "rate limiter's jitter seed");
         RateLimiter {
             limits,
+            #[cfg(test)]
             seed,
             state: Mutex::new(State {
                 second: VecDeque::new(),
@@ -282,11 +284,8 @@ impl RateLimiter {
         }
     }
 
-    pub(crate) fn limits(&self) -> RateLimits {
-        self.limits
-    }
-
     /// The jitter's seed (print it in tests to replay a run).
+    #[cfg(test)]
     pub(crate) fn seed(&self) -> u64 {
         self.seed
     }
@@ -470,6 +469,7 @@ impl RateLimiter {
 
     /// After a 429: no request goes out before `until`. Extends a pause in
     /// force, never shortens it.
+    #[cfg(test)]
     pub(crate) fn pause_until(&self, until: Instant) {
         let mut st = self.state();
         if st.paused_until.is_none_or(|p| p < until) {

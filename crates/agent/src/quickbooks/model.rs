@@ -34,13 +34,18 @@ pub(crate) const QUERY_MAX_RESULTS: u32 = 1000;
 /// `from_f64` would keep binary noise such as 19.989999999999998.
 /// Writing goes through the decimal's text too, for the same reason.
 pub(crate) mod amount {
+    #[cfg(test)]
     use std::fmt;
     use std::str::FromStr;
 
     use rust_decimal::prelude::ToPrimitive;
     use rust_decimal::Decimal;
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
+    use serde::de;
+    #[cfg(test)]
+    use serde::de::Visitor;
+    #[cfg(test)]
+    use serde::Deserializer;
+    use serde::Serializer;
 
     pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
         // Whole amounts stay integers and others become floats, so an
@@ -58,6 +63,7 @@ pub(crate) mod amount {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
         d.deserialize_any(AmountVisitor)
     }
@@ -80,8 +86,10 @@ pub(crate) mod amount {
         parse(&format!("{v:?}")).ok_or_else(|| E::custom(format!("amount {v} is out of range")))
     }
 
+    #[cfg(test)]
     struct AmountVisitor;
 
+    #[cfg(test)]
     impl Visitor<'_> for AmountVisitor {
         type Value = Decimal;
 
@@ -407,6 +415,7 @@ pub(crate) struct Item {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
+#[cfg(test)]
 pub(crate) struct Account {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) id: Option<String>,
@@ -433,6 +442,7 @@ pub(crate) struct Account {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
+#[cfg(test)]
 pub(crate) struct TaxCode {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) id: Option<String>,
@@ -454,6 +464,7 @@ pub(crate) struct TaxCode {
 }
 
 /// Whether a CDC entry is a deletion (`{"Id": "5", "status": "Deleted"}`).
+#[cfg(test)]
 fn deleted(extra: &Map<String, Value>) -> bool {
     extra
         .get("status")
@@ -461,6 +472,7 @@ fn deleted(extra: &Map<String, Value>) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("Deleted"))
 }
 
+#[cfg(test)]
 impl Invoice {
     /// A deletion reported by CDC.
     pub(crate) fn is_deleted(&self) -> bool {
@@ -468,16 +480,10 @@ impl Invoice {
     }
 }
 
+#[cfg(test)]
 impl Customer {
     /// A deletion reported by CDC (customers are usually made inactive
     /// rather than deleted, which shows as `active == Some(false)`).
-    pub(crate) fn is_deleted(&self) -> bool {
-        deleted(&self.extra)
-    }
-}
-
-impl Item {
-    /// A deletion reported by CDC.
     pub(crate) fn is_deleted(&self) -> bool {
         deleted(&self.extra)
     }
@@ -725,6 +731,7 @@ impl Query {
     }
 
     /// `field > value`, e.g. `MetaData.LastUpdatedTime > '2024-01-01T00:00:00Z'`.
+    #[cfg(test)]
     pub(crate) fn where_gt(self, field: &str, value: impl Into<QueryValue>) -> Query {
         self.condition(field, ">", value.into())
     }
@@ -820,6 +827,7 @@ pub(crate) struct BatchRequest {
 impl BatchRequest {
     /// Checks what QuickBooks would refuse: no items, more than
     /// [`BATCH_MAX`], or a repeated `bId` (answers are matched by it).
+    #[cfg(test)]
     pub(crate) fn new(items: Vec<BatchItemRequest>) -> Result<BatchRequest, String> {
         if items.is_empty() {
             return Err("a batch needs at least one item".into());
@@ -875,6 +883,7 @@ impl BatchItemRequest {
         BatchItemRequest::create(bid, Entity::Invoice, object)
     }
 
+    #[cfg(test)]
     pub(crate) fn query(bid: impl Into<String>, query: &str) -> BatchItemRequest {
         let mut body = Map::new();
         body.insert("Query".into(), Value::String(query.to_string()));
@@ -926,6 +935,7 @@ impl BatchResponse {
     }
 
     /// The result for `bid`.
+    #[cfg(test)]
     pub(crate) fn get(&self, bid: &str) -> Option<&BatchItemResult> {
         self.items.iter().find(|i| i.bid == bid)
     }

@@ -694,14 +694,6 @@ impl QboTokenSource {
         }
     }
 
-    pub(crate) fn oauth(&self) -> &OAuthClient {
-        &self.oauth
-    }
-
-    pub(crate) fn store(&self) -> &ConnectionStore {
-        &self.store
-    }
-
     /// Logs the expiry warnings, at most once a day.
     pub(crate) fn warn_ahead(&self, conn: &QboConnection) {
         let now = self.clock.now();

@@ -157,6 +157,7 @@ pub(crate) fn render_with_warnings(
 /// leaves a partial file under the final name. On Unix the file is readable
 /// by the agent's user only (0600, [`AtomicFile`]'s default): it names the
 /// customer.
+#[cfg(test)]
 pub(crate) fn write(r: &Receipt, paper: Paper, path: &Path) -> Result<(), ReceiptError> {
     write_with_warnings(r, paper, path).map(|_| ())
 }

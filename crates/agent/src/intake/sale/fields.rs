@@ -331,6 +331,7 @@ impl Mapping {
     }
 
     /// The mapping as config.json holds it (the inverse of [`Mapping::from_json`]).
+    #[cfg(test)]
     pub(crate) fn to_json(&self) -> Value {
         let map: Map<String, Value> = self
             .entries
@@ -348,6 +349,7 @@ impl Mapping {
         self.entries.get(&field).is_some_and(|e| e.path.is_none())
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
