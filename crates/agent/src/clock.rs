@@ -5,7 +5,9 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+/// Wall time, behind a trait so that tests can run on tokio's paused clock.
 pub trait Clock: Send + Sync + fmt::Debug {
+    /// What time it is, in UTC.
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -30,6 +32,7 @@ pub struct TokioClock {
 }
 
 impl TokioClock {
+    /// Starts at the machine's time and then follows tokio's clock (paused in tests).
     pub fn new() -> TokioClock {
         TokioClock {
             base: Utc::now(),

@@ -40,6 +40,7 @@ pub(crate) const ENV_CONFIG_PATH: &str = "POS_CONNECTOR_CONFIG";
 /// The validated configuration. Secrets it carries (the legacy plain-text
 /// password and token) are wrapped so that `Debug` never shows them.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Config {
     /// The file this came from.
     pub(crate) path: PathBuf,
@@ -83,6 +84,7 @@ pub struct Config {
     pub(crate) warnings: Vec<String>,
 }
 
+/// The `intake` section: how sales are read (mapping, default customer, settling, encoding).
 #[derive(Debug, Clone)]
 pub struct IntakeSettings {
     /// `intake.mapping` as written: canonical field -> the till's column
@@ -113,6 +115,7 @@ pub struct ConnectorSettings {
     pub(crate) pos_systems: Vec<String>,
 }
 
+/// The `local_api` section: the loopback HTTP server's address, key and limits.
 #[derive(Debug, Clone)]
 pub struct LocalApiSettings {
     pub(crate) enabled: bool,
@@ -139,6 +142,7 @@ pub struct LocalApiSettings {
 /// The wait before answering a wrong local API key: `first` for the first
 /// one in a minute, doubling with each further one, at most `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct WrongKeyDelay {
     pub first: Duration,
     pub max: Duration,
@@ -181,6 +185,7 @@ pub(crate) struct ReceiptSettings {
 /// `quickbooks.*`. The OAuth endpoints come from `environment`, or from
 /// `auth_base`/`api_base` (a simulator, a test double), which win.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct QuickbooksConfig {
     pub(crate) enabled: bool,
     /// `sandbox`, `production`, or `custom` when `auth_base`/`api_base` are set.
@@ -285,12 +290,14 @@ impl Paper {
 
 /// After which stage of the Laravel invoice it is pushed to QuickBooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum PushAfter {
     Created,
     Submitted,
 }
 
 impl PushAfter {
+    /// The value as written in config.json.
     pub fn as_str(self) -> &'static str {
         match self {
             PushAfter::Created => "created",
@@ -356,12 +363,15 @@ impl LogLevel {
 
 /// One thing wrong with one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct KeyProblem {
     pub key: String,
     pub problem: String,
 }
 
+/// Why the config could not be found, read or accepted; each message names the fix.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum ConfigError {
     #[error("no config file found (looked for {}); pass --config PATH, set {ENV_CONFIG_PATH}, or copy config/config.example.json to config/config.json", list_paths(.tried))]
     NotFound { tried: Vec<PathBuf> },

@@ -54,6 +54,7 @@ pub(crate) const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The heartbeat's state, for the status page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct HeartbeatStatus {
     /// False when no `api_key` is configured (no heartbeat at all).
     pub enabled: bool,
@@ -197,6 +198,7 @@ impl Heartbeat {
         ))
     }
 
+    /// A heartbeat from its parts: the connector channel, the outbox it reports on, the inbox interval the backend may change, how often it beats and the POS systems it names.
     pub fn new(
         client: ConnectorClient,
         outbox: OutboxHandle,

@@ -6,6 +6,7 @@
 // The public API is what the binary, the tests and the bench use; the rest
 // is pub(crate), and this lint keeps it so.
 #![warn(unreachable_pub)]
+#![warn(missing_docs)]
 
 pub(crate) mod backoff;
 pub(crate) mod call_stats;

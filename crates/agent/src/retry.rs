@@ -23,7 +23,9 @@ pub(crate) trait Retryable {
     fn retry_hint(&self) -> RetryHint;
 }
 
+/// How often and how far apart a safe call is tried again.
 #[derive(Debug, Clone, Copy)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct RetryPolicy {
     /// Total tries, the first included.
     pub max_attempts: usize,

@@ -35,7 +35,9 @@ const KEY_FILE: &str = "secret.key";
 const VAULT_FILE: &str = "secrets.bin";
 const LOCK_FILE: &str = "secrets.lock";
 
+/// Why the secrets store could not be read or written.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum SecretError {
     #[error("cannot use the secrets store in {}: {source}", .dir.display())]
     Io {
@@ -69,6 +71,7 @@ impl PasswordOrigin {
 /// A token as persisted: the secret, its expiry, and for OAuth backends the
 /// refresh token and free-form metadata (realm, refresh expiries...).
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct StoredToken {
     pub secret: SecretString,
     pub expires_at: DateTime<Utc>,
@@ -122,6 +125,7 @@ impl Vault {
         }
     }
 
+    /// The password stored by `--setup-password`, if any.
     pub fn password(&self) -> Result<Option<SecretString>, SecretError> {
         Ok(self.read()?.password.map(SecretString::from))
     }
@@ -130,6 +134,7 @@ impl Vault {
         self.update(|d| d.password = password.map(|p| p.expose_secret().to_string()))
     }
 
+    /// A stored token by its name in the store, if any.
     pub fn token(&self, name: &str) -> Result<Option<StoredToken>, SecretError> {
         Ok(self.read()?.tokens.remove(name).map(|t| StoredToken {
             secret: SecretString::from(t.secret),

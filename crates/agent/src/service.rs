@@ -48,7 +48,9 @@ use crate::systemd;
 /// The lock file that keeps a second agent off the same data folder.
 pub(crate) const LOCK_FILE: &str = "agent.lock";
 
+/// Why the service could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum ServiceError {
     #[error("another pos-connector is already running with the data folder {} (it holds {}); stop it first, or give this one its own data_dir", .dir.display(), LOCK_FILE)]
     AlreadyRunning { dir: PathBuf },
@@ -111,10 +113,12 @@ async fn start_quickbooks(
 
 /// Where the running agent can be reached (for tests).
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Running {
     pub local_api: Option<std::net::SocketAddr>,
 }
 
+/// Runs the agent until `shutdown` completes: outbox, intake, pipeline, receipts, local API, token refresher and systemd, started and stopped here.
 pub async fn run(
     cfg: &Config,
     clock: Arc<dyn Clock>,
@@ -331,6 +335,7 @@ pub(crate) async fn run_with(
 
 /// The service running on a task of the current runtime: how the demo,
 /// the tests and the benchmarks run it.
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Spawned {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServiceError>>,

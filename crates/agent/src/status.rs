@@ -30,6 +30,7 @@ use crate::token::RefreshRecord;
 /// How many recent jobs the page lists.
 pub(crate) const RECENT_JOBS: usize = 50;
 
+/// What a person sees about the agent: sign-in, QuickBooks link, queue, inbox, health and what needs attention.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub(crate) generated_at: DateTime<Utc>,
@@ -48,6 +49,7 @@ pub struct StatusReport {
 /// The inbox folder's polling: the interval in force and where it comes
 /// from (config.json, or the backend's heartbeat answer).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct InboxView {
     pub(crate) folder: PathBuf,
     pub interval_seconds: u64,
@@ -296,6 +298,7 @@ pub(crate) struct Health {
 /// The live parts of a running service; absent when a command reads the
 /// state from disk.
 #[derive(Debug, Clone, Default)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Live {
     pub started_at: Option<DateTime<Utc>>,
     pub heartbeat: Option<Value>,

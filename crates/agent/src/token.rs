@@ -37,6 +37,7 @@ use crate::clock::Clock;
 pub trait TokenValue: Send + Sync + 'static {
     /// The value sent as `Authorization: Bearer ...`.
     fn bearer(&self) -> &SecretString;
+    /// When the backend stops accepting the token.
     fn expires_at(&self) -> DateTime<Utc>;
     /// When the token was obtained, if known. Lets the keeper shrink the
     /// refresh window for short-lived tokens (a backend that says a token
@@ -48,6 +49,7 @@ pub trait TokenValue: Send + Sync + 'static {
 
 /// Why a refresh failed, as the source classifies it.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum RefreshError {
     /// Retrying cannot help until a person acts (wrong password, disabled
     /// OAuth grant). The text says what to do.
@@ -62,6 +64,7 @@ pub enum RefreshError {
 
 /// A backend's way of obtaining and storing tokens.
 pub trait TokenSource: Send + Sync + 'static {
+    /// The token this source obtains.
     type Token: TokenValue;
 
     /// A short name for logs and errors ("laravel", "quickbooks").
@@ -87,6 +90,7 @@ pub trait TokenSource: Send + Sync + 'static {
 
 /// The keeper's error, cheap to clone so waiters can share one result.
 #[derive(Debug, Clone, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum TokenError {
     #[error("{backend} sign-in needs a person: {reason}")]
     NeedsPerson { backend: String, reason: String },
@@ -133,6 +137,7 @@ pub(crate) struct RefreshRecord {
 
 /// A snapshot of the keeper for `status` views. Never contains a secret.
 #[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct KeeperStatus {
     pub(crate) backend: String,
     pub(crate) has_token: bool,
@@ -188,6 +193,7 @@ struct State<T> {
     refreshes_failed: u64,
 }
 
+/// Keeps one backend's token fresh: expiry window, single-flight refresh, 401 invalidation, cooldown, persistence.
 pub struct TokenKeeper<S: TokenSource> {
     source: S,
     clock: Arc<dyn Clock>,
@@ -521,6 +527,7 @@ impl<S: TokenSource> TokenKeeper<S> {
         self.lock().current.clone()
     }
 
+    /// A snapshot for the status page and the metrics: token, expiry, refreshes, last outcome.
     pub fn status(&self) -> KeeperStatus {
         let st = self.lock();
         let tok = st.current.as_ref();

@@ -53,6 +53,7 @@ const MAX_READS_PER_PASS: u32 = 5;
 
 /// What one pass over the inbox did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct PassReport {
     pub files_archived: usize,
     pub files_rejected: usize,

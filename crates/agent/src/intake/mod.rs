@@ -36,6 +36,7 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// The intake over `outbox`: sales read with `options`, `on_commit` called after each commit.
     pub fn new(
         outbox: OutboxHandle,
         options: IntakeOptions,

@@ -38,6 +38,7 @@ pub(crate) type LaravelKeeper = TokenKeeper<LaravelLogin>;
 
 /// What create did.
 #[derive(Debug)]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum CreateOutcome {
     Created(CreatedInvoice),
     /// The backend already has this invoice number. `after_lost_answer` is
@@ -50,6 +51,7 @@ pub enum CreateOutcome {
 
 /// What submit did.
 #[derive(Debug)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct SubmitOutcome {
     pub status: InvoiceStatus,
     pub(crate) raw: Value,
@@ -77,6 +79,7 @@ impl Retryable for OnlyUnsent {
 
 /// Which document to download.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum DocumentKind {
     Pdf,
     Xml,
@@ -99,11 +102,13 @@ impl DocumentKind {
 
 /// A document saved to disk.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Download {
     pub path: PathBuf,
     pub(crate) bytes: u64,
 }
 
+/// The Laravel backend's invoice API: signed-in calls with the 401-refresh-replay rule and safe retries.
 #[derive(Clone)]
 pub struct LaravelClient {
     http: reqwest::Client,
@@ -139,6 +144,7 @@ impl LaravelClient {
         &self.stats
     }
 
+    /// The token keeper this client signs its calls with.
     pub fn keeper(&self) -> &Arc<LaravelKeeper> {
         &self.keeper
     }

@@ -41,6 +41,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// What can go wrong on the connector channel: the key (a person must fix
 /// it), or anything the invoice calls can meet ([`ApiError`]).
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum ConnectorError {
     #[error("the backend refused the connector API key (401 on {method} {path}: \"{message}\"): {}", key_fix(*.from_env))]
     KeyRefused {
@@ -182,6 +183,7 @@ impl HeartbeatAnswer {
 /// `GET /api/pos-connector/test`: `{"status": "connection_ok", "customer",
 /// "customer_id", "server_time", "message"}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct ConnectionTest {
     pub(crate) status: Option<String>,
     /// The shop the key belongs to.

@@ -18,7 +18,9 @@ use crate::token::TokenError;
 /// How much of a response body goes into errors and logs.
 pub(crate) const EXCERPT_CHARS: usize = 300;
 
+/// Why a call to the Laravel backend failed (refused, unreachable, unreadable), with the fix in each message.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum ApiError {
     // ---- the server said no ----
     #[error("the backend refused the email/password for {email} (401 Invalid credentials): check \"email\" in config.json and store the right password with `pos-connector --setup-password`")]

@@ -12,6 +12,7 @@ use serde_json::Value;
 /// The body of `POST /api/invoices`. Optional fields are omitted, never
 /// sent as null.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct NewInvoice {
     pub(crate) invoice_number: String,
     pub customer_name: String,
@@ -69,6 +70,7 @@ pub(crate) fn decimal_of(v: &Value) -> Option<Decimal> {
 /// Statuses the backend reports. Unknown ones (a webhook may set others)
 /// are kept as they are, never rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum InvoiceStatus {
     Draft,
     Submitted,

@@ -84,7 +84,9 @@ const OVERLAY_MAX: usize = 500;
 /// Rows `data` answers at most.
 pub(crate) const DATA_MAX: usize = 1000;
 
+/// Why a cache refresh or read failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum CacheError {
     /// QuickBooks is not connected, or the connection needs a person.
     #[error("{reason}; the QuickBooks cache keeps its last copy and catches up once QuickBooks is connected again")]
@@ -142,6 +144,7 @@ impl CacheError {
 /// What kind of refresh ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum RefreshKind {
     Full,
     Incremental,
@@ -149,6 +152,7 @@ pub enum RefreshKind {
 
 /// What a refresh did to one entity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct EntityRefresh {
     /// Reloaded whole.
     pub full: bool,
@@ -163,6 +167,7 @@ pub struct EntityRefresh {
 
 /// What a refresh did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct RefreshReport {
     pub kind: RefreshKind,
     /// Why this kind of refresh ("the cache is empty", "changes since ...").
@@ -202,6 +207,7 @@ impl RefreshReport {
 
 /// Rows held per entity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct CacheCounts {
     pub customers: u64,
     pub(crate) vendors: u64,
@@ -211,6 +217,7 @@ pub struct CacheCounts {
 
 /// The cache at a glance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct CacheStatus {
     /// The company the copy belongs to.
     pub realm: Option<String>,
@@ -495,6 +502,7 @@ impl QboCache {
         self.snapshot().search(index, q, limit)
     }
 
+    /// What the cache holds: counts per entity, the last full and incremental refreshes, whether one runs now.
     pub async fn status(&self) -> Result<CacheStatus, CacheError> {
         let (state, counts) = self
             .inner
@@ -523,6 +531,7 @@ impl QboCache {
         })
     }
 
+    /// The in-memory search indexes and their sizes.
     pub fn indexes_status(&self) -> Vec<IndexStatus> {
         self.snapshot().status()
     }

@@ -38,6 +38,7 @@ pub fn request_id(kind: &str, key: &str) -> String {
     id
 }
 
+/// The QuickBooks Online accounting API of one company: token keeper, rate limiter, refresh-and-replay.
 #[derive(Clone)]
 pub struct QboClient {
     http: reqwest::Client,
@@ -103,6 +104,7 @@ impl QboClient {
         &self.keeper
     }
 
+    /// The company's rate limiter, shared by every call of this client.
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
     }

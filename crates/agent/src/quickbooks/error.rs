@@ -433,6 +433,7 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 /// What went wrong talking to QuickBooks. Cheap to clone, so one failure
 /// can be logged, stored with the job and returned.
 #[derive(Debug, Clone, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum QboError {
     // ---- QuickBooks said no ----
     /// 401 or fault 3200: the access token was refused (the client

@@ -194,6 +194,7 @@ pub struct Ref {
 }
 
 impl Ref {
+    /// A reference by Id alone, without a display name.
     pub fn new(value: impl Into<String>) -> Ref {
         Ref {
             value: value.into(),
@@ -297,6 +298,7 @@ pub(crate) struct SalesItemLineDetail {
     pub(crate) extra: Map<String, Value>,
 }
 
+/// An invoice's tax summary: the tax code and the total tax; other fields kept.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TxnTaxDetail {
@@ -314,6 +316,7 @@ pub struct TxnTaxDetail {
 /// deleted invoice in a CDC answer carries little more than its Id.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Invoice {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<String>,
@@ -354,6 +357,7 @@ pub struct Invoice {
     pub extra: Map<String, Value>,
 }
 
+/// A QuickBooks customer; fields this agent does not use are kept.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Customer {
@@ -491,6 +495,7 @@ impl Customer {
 
 /// The kinds of object the agent reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum Entity {
     Customer,
     Item,
@@ -557,6 +562,7 @@ pub(crate) fn parse_entity<T: DeserializeOwned>(entity: Entity, body: &Value) ->
 
 /// One page of a query's answer.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct QueryResponse<T> {
     pub items: Vec<T>,
     pub(crate) start_position: Option<u32>,
@@ -610,6 +616,7 @@ pub(crate) fn parse_query_object<T: DeserializeOwned>(
 
 /// A value in a query condition.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum QueryValue {
     /// Quoted and escaped.
     Text(String),
@@ -694,6 +701,7 @@ pub struct Query {
 }
 
 impl Query {
+    /// All rows of `entity`, to narrow with conditions, order and paging.
     pub fn select(entity: Entity) -> Query {
         Query {
             entity,
@@ -784,6 +792,7 @@ impl Query {
         self
     }
 
+    /// The query language text, values escaped.
     pub fn build(&self) -> String {
         let mut q = format!(
             "SELECT {} FROM {}",

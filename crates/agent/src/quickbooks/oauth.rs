@@ -56,6 +56,7 @@ pub(crate) type QboKeeper = TokenKeeper<QboTokenSource>;
 
 /// The tokens of one connection. `Debug` never shows a token.
 #[derive(Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct QboToken {
     pub access: SecretString,
     pub refresh: SecretString,
@@ -121,6 +122,7 @@ impl QboToken {
 
 /// The last refresh, as kept on disk for `qbo status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct RefreshOutcome {
     pub(crate) at: DateTime<Utc>,
     pub ok: bool,
@@ -129,6 +131,7 @@ pub struct RefreshOutcome {
 
 /// A connection to one company, as stored in the vault.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct QboConnection {
     pub token: QboToken,
     /// The app it was made with: tokens of another app are useless.
@@ -249,6 +252,7 @@ pub(crate) struct RefreshLock {
 }
 
 impl ConnectionStore {
+    /// The connection kept in the secrets store of `data_dir`.
     pub fn new(data_dir: &std::path::Path) -> ConnectionStore {
         ConnectionStore {
             vault: Vault::new(data_dir),
@@ -256,6 +260,7 @@ impl ConnectionStore {
         }
     }
 
+    /// The saved connection, if QuickBooks was ever connected.
     pub fn load(&self) -> Result<Option<QboConnection>, String> {
         let stored = self.vault.token(VAULT_NAME).map_err(|e| e.to_string())?;
         Ok(stored.and_then(QboConnection::from_stored))
@@ -301,6 +306,7 @@ impl ConnectionStore {
 }
 
 /// What the token endpoint answered (tokens wrapped at once).
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct TokenAnswer {
     pub access_token: SecretString,
     pub refresh_token: SecretString,
@@ -333,6 +339,7 @@ fn seconds(v: &Option<Value>) -> Option<i64> {
 
 /// Why the token endpoint did not give tokens.
 #[derive(Debug, Clone, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum OAuthError {
     #[error("QuickBooks refused the refresh token (invalid_grant: {description}){}: the connection is gone; reconnect with `pos-connector qbo connect`", tid_text(.tid))]
     InvalidGrant {

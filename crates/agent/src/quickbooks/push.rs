@@ -110,6 +110,7 @@ impl PushSettings {
 
 /// What one push came to.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum PushOutcome {
     /// In QuickBooks as this Id; `existed`: it was already there.
     Pushed { qbo_id: String, existed: bool },
@@ -174,6 +175,7 @@ struct Inner {
 }
 
 impl Pusher {
+    /// A pusher of the outbox's QuickBooks track through `client`.
     pub fn new(
         outbox: OutboxHandle,
         client: QboClient,
@@ -212,6 +214,7 @@ impl Pusher {
         self.inner.cache.get()
     }
 
+    /// The QuickBooks client the pushes go through.
     pub fn client(&self) -> &QboClient {
         &self.inner.client
     }

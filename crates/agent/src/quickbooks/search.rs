@@ -65,7 +65,9 @@ pub(crate) const INDEX_NAMES: [&str; 6] = [
     "part_names",
 ];
 
+/// Why a search could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum SearchError {
     #[error("unknown search index \"{index}\": use one of client_names, vendor_names, product_names, product_descriptions, part_numbers or part_names")]
     UnknownIndex { index: String },
@@ -73,6 +75,7 @@ pub enum SearchError {
 
 /// One entry found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct SearchHit {
     /// The QuickBooks Id.
     pub id: String,
@@ -100,6 +103,7 @@ pub struct SearchHit {
 
 /// The answer of a search: `{"query", "results", "total"}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct SearchAnswer {
     pub(crate) query: String,
     pub results: Vec<SearchHit>,
@@ -109,6 +113,7 @@ pub struct SearchAnswer {
 
 /// One index, for the status page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct IndexStatus {
     pub name: &'static str,
     /// Set for `part_names`: the index it is another name for.

@@ -50,6 +50,7 @@ use text::{is_format, sanitize};
 /// What a provisional receipt shows. Amounts are computed here from the lines
 /// with [`crate::tax::totals`], the backend's rule, never taken from the POS.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Receipt {
     pub shop_name: String,
     pub invoice_number: String,
@@ -61,14 +62,18 @@ pub struct Receipt {
     pub lines: Vec<ReceiptLine>,
 }
 
+/// One line of a receipt: what was sold, how many, at what unit price.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct ReceiptLine {
     pub description: String,
     pub quantity: Decimal,
     pub unit_price: Decimal,
 }
 
+/// Why a receipt could not be rendered or written.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum ReceiptError {
     #[error(
         "receipt {invoice}: the sale has no lines, so there is nothing to print; \

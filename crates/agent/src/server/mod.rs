@@ -64,7 +64,9 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// are counted into the next one).
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// Why the local API could not start or serve.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum ServerError {
     #[error("cannot listen on local_api.bind {addr}: {source}; another program (or another pos-connector) may hold the port: stop it, choose another port in local_api.bind, or set local_api.enabled to false")]
     Bind {
@@ -76,6 +78,7 @@ pub enum ServerError {
 
 /// How [`serve`] guards its connections.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct ServeOptions {
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,

@@ -196,6 +196,7 @@ const MIGRATIONS: &[&str] = &[
 /// got; `state` is what people see: the stage, or `retrying`/`parked`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum Stage {
     Queued,
     Created,
@@ -213,6 +214,7 @@ impl Stage {
         Stage::Done,
     ];
 
+    /// The stage as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Queued => "queued",
@@ -239,7 +241,9 @@ pub(crate) const STATES: [&str; 7] = [
     "parked",
 ];
 
+/// Why the outbox could not be opened, migrated, read or written.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum StoreError {
     #[error("cannot create the data folder {}: {source}", .path.display())]
     Folder {
@@ -269,6 +273,7 @@ pub enum StoreError {
 
 /// A sale to put in the outbox.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct NewJob {
     pub invoice_number: String,
     /// The canonical sale, as JSON.
@@ -281,6 +286,7 @@ pub struct NewJob {
 
 /// One job as stored.
 #[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Job {
     pub id: i64,
     pub invoice_number: String,
@@ -341,6 +347,7 @@ fn ser_sale<S: serde::Serializer>(json: &str, s: S) -> Result<S::Ok, S::Error> {
 
 /// One line of a job's log.
 #[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct JobEvent {
     pub(crate) at: String,
     pub event: String,
@@ -359,6 +366,7 @@ pub enum Enqueued {
 }
 
 impl Enqueued {
+    /// The job, whichever way enqueueing went.
     pub fn job(&self) -> &Job {
         match self {
             Enqueued::New(j) | Enqueued::Duplicate(j) | Enqueued::Conflict(j) => j,
@@ -368,6 +376,7 @@ impl Enqueued {
 
 /// A step's result, recorded with the job's new stage in one transaction.
 #[derive(Debug, Clone, Default)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct StepResult {
     pub laravel_id: Option<u64>,
     pub uuid: Option<String>,
@@ -635,6 +644,7 @@ impl Outbox {
         Ok(counts)
     }
 
+    /// A job's log, oldest first.
     pub fn events(&self, job_id: i64) -> Result<Vec<JobEvent>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT at, event, detail FROM job_events WHERE job_id = ?1 ORDER BY id",
@@ -1060,6 +1070,7 @@ impl OutboxHandle {
         OutboxHandle::start(Outbox::open(data_dir)?)
     }
 
+    /// Moves the outbox to its own thread; calls then go through the handle.
     pub fn start(mut outbox: Outbox) -> Result<OutboxHandle, StoreError> {
         let (tx, rx) = mpsc::channel::<Task>();
         let path = outbox.path().to_path_buf();

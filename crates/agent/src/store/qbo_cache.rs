@@ -25,6 +25,7 @@ use super::{stamp, Outbox, StoreError};
 /// The entities kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(missing_docs, reason = "the variant names say what they are")]
 pub enum CacheKind {
     Customer,
     Vendor,
@@ -249,6 +250,7 @@ fn dec_col(s: Option<String>) -> Option<Decimal> {
 }
 
 impl Outbox {
+    /// The QuickBooks cache's saved state: company, sync point, last refreshes, last error.
     pub fn qbo_cache_state(&self) -> Result<CacheState, StoreError> {
         let row = self
             .conn

@@ -40,6 +40,7 @@ pub(crate) const FAILING_AFTER: u32 = 3;
 const PENDING_STATES: &str = "'queued','created','submitted','pdf_saved','retrying'";
 
 impl Outbox {
+    /// The queue's summary: counts by state, pending, parked, oldest pending, last success.
     pub fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let counts = self.counts()?;
         let pending = counts

@@ -9,6 +9,7 @@ use super::*;
 
 /// How intake reads its inputs.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct IntakeOptions {
     pub mapping: Mapping,
     /// The customer of sales that name none.

@@ -166,6 +166,7 @@ use self::numbers::*;
 
 /// A sale read from a POS export, in canonical form; stored as JSON in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Sale {
     pub invoice_number: String,
     /// true when the till gave no number and one was derived from the content.
@@ -183,6 +184,7 @@ pub struct Sale {
 
 /// One line of a [`Sale`], as it is sent to the backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct SaleLine {
     /// As sent to the backend (may carry the " (1.5 x 4.00)" note of the fraction rule).
     pub description: String,
@@ -304,6 +306,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// One thing wrong with an input: where it is and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct Problem {
     pub location: String,
     pub message: String,
@@ -317,6 +320,7 @@ impl fmt::Display for Problem {
 
 /// Every problem found in one input, each with where it is and what to do.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs, reason = "plain data, described by the type's doc")]
 pub struct IntakeError {
     pub problems: Vec<Problem>,
 }
