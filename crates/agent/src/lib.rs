@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod fsutil;
 pub mod heartbeat;
+pub mod http_client;
 pub mod intake;
 pub mod laravel;
 pub mod log_format;

@@ -50,6 +50,10 @@ pub const LOCK_FILE: &str = "agent.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// A setting only a subsystem can judge (`intake.mapping`): the CLI
+    /// refuses it when loading; a library caller hears it here.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("another pos-connector is already running with the data folder {} (it holds {}); stop it first, or give this one its own data_dir", .dir.display(), LOCK_FILE)]
     AlreadyRunning { dir: PathBuf },
     #[error("cannot use the data folder {}: {source}", .dir.display())]
@@ -70,7 +74,8 @@ impl ServiceError {
     /// The process exit code: 2 for what the operator's setup must fix.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServiceError::AlreadyRunning { .. }
+            ServiceError::Config(_)
+            | ServiceError::AlreadyRunning { .. }
             | ServiceError::Server(_)
             | ServiceError::DataDir { .. }
             | ServiceError::QuickBooks(_) => 2,
@@ -130,6 +135,16 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
     started: impl FnOnce(&Running),
 ) -> Result<(), ServiceError> {
+    // Before anything starts: a mapping the intake cannot use would
+    // otherwise read every file with the default one.
+    let problems = intake::check_config(cfg);
+    if !problems.is_empty() {
+        return Err(crate::config::ConfigError::Invalid {
+            path: cfg.path.clone(),
+            problems,
+        }
+        .into());
+    }
     let _lock = hold_lock(&cfg.data_dir)?;
     let outbox = OutboxHandle::open(&cfg.data_dir)?;
     // The inbox's polling interval; the backend may change it through the

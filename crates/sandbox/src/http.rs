@@ -1008,7 +1008,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     fn client() -> reqwest::Client {
-        reqwest::Client::builder().no_proxy().build().unwrap()
+        crate::test_client_builder().no_proxy().build().unwrap()
     }
 
     async fn start() -> (ServerHandle, Arc<Harness>, Arc<AtomicU64>) {

@@ -75,7 +75,10 @@ impl AgentProcess {
         let agent = AgentProcess {
             child,
             port,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: pos_connector::http_client::builder()
+                .no_proxy()
+                .build()
+                .unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while agent.get("/api/health").await.is_none() {
@@ -151,7 +154,7 @@ fn proc_status(pid: u32, key: &str) -> u64 {
 }
 
 /// User + system CPU of a process, in ms.
-fn cpu_ms(pid: u32) -> u64 {
+pub(super) fn cpu_ms(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };

@@ -368,7 +368,10 @@ async fn setup_password_verifies_before_storing() {
 async fn legacy_token_from_the_old_connector_is_used_without_a_login() {
     let fx = Fixture::start().await;
     // A token the old connector got and wrote into config.json.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let answer: Value = http
         .post(format!("{}/api/vendors/login", fx.sandbox.base_url()))
         .header("Accept", "application/json")
@@ -408,7 +411,10 @@ async fn legacy_token_from_the_old_connector_is_used_without_a_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_token_near_expiry_is_refreshed_not_used() {
     let fx = Fixture::start().await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let answer: Value = http
         .post(format!("{}/api/vendors/login", fx.sandbox.base_url()))
         .header("Accept", "application/json")
@@ -669,7 +675,7 @@ async fn sandbox_command_serves_the_simulator_on_the_port_it_prints() {
         .strip_prefix("sandbox listening on ")
         .unwrap()
         .to_string();
-    let answer = reqwest::Client::builder()
+    let answer = pos_connector::http_client::builder()
         .no_proxy()
         .build()
         .unwrap()

@@ -430,7 +430,9 @@ async fn a_broken_jofotara_link_parks_the_sale_after_max_submit_errors() {
         why.contains("failed 3 times in a row") && why.contains("JoFotara integration"),
         "{why}"
     );
-    let status: Value = reqwest::Client::new()
+    let status: Value = pos_connector::http_client::builder()
+        .build()
+        .unwrap()
         .get(format!(
             "http://{}/api/status",
             agent.running.local_api.unwrap()

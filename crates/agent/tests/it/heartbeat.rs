@@ -831,7 +831,10 @@ async fn the_sandbox_command_takes_and_prints_the_api_key() {
         "{}/api/pos-connector/test",
         base.expect("the address is printed")
     );
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let ok = http
         .get(&url)
         .header("X-API-Key", "shop-key-77")

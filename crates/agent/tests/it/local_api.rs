@@ -267,7 +267,7 @@ async fn quickbooks_connects_through_the_api_and_the_callback() {
     let authorize = flow["authorize_url"].as_str().unwrap();
     assert!(authorize.starts_with(&a.qbo.auth_base()), "{authorize}");
     // The browser at Intuit: approved, sent back to our /callback.
-    let http = reqwest::Client::builder()
+    let http = pos_connector::http_client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()

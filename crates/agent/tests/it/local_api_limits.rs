@@ -163,7 +163,10 @@ async fn idle_connections_do_not_starve_the_inbox_of_file_handles() {
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     wait_until(Duration::from_secs(30), "the local API", || async {
         http.get(format!("http://{addr}/api/health"))
             .send()
@@ -280,7 +283,10 @@ async fn wrong_keys_are_slowed_down_and_logged_without_flooding() {
     let logs = Logs::default();
     let _guard = tracing::subscriber::set_default(logs.subscriber());
     let (addr, _stop) = guarded(options(64, Duration::from_secs(10))).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let url = format!("http://{addr}/keyed");
     let mut took = Vec::new();
     for i in 0..8 {

@@ -73,7 +73,10 @@ async fn connect_flow_end_to_end_and_a_wrong_state_is_refused() {
     assert!(param("state").len() >= 32, "a random state");
 
     // A forged callback (CSRF): refused, and nothing is exchanged.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let forged = http
         .get(format!("{}?state=forged&code=evil&realmId=666", q.redirect))
         .send()

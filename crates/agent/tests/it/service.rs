@@ -39,7 +39,9 @@ impl Agent {
 
     /// `POST /v1/sales` with `key` (none: no Authorization header).
     async fn post(&self, key: Option<&str>, body: &Value) -> reqwest::Response {
-        let mut req = reqwest::Client::new()
+        let mut req = pos_connector::http_client::builder()
+            .build()
+            .unwrap()
             .post(self.url("/v1/sales"))
             .json(body);
         if let Some(k) = key {
@@ -49,7 +51,9 @@ impl Agent {
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::Client::new()
+        pos_connector::http_client::builder()
+            .build()
+            .unwrap()
             .get(self.url(path))
             .bearer_auth(API_KEY)
             .send()

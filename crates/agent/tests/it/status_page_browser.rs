@@ -44,7 +44,10 @@ async fn start_driver(driver: &Path) -> Driver {
         .spawn()
         .expect("chromedriver starts");
     let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     wait_until(Duration::from_secs(20), "chromedriver ready", || async {
         http.get(format!("{url}/status"))
             .send()

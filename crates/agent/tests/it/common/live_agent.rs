@@ -96,7 +96,7 @@ impl LiveAgent {
             cfg,
             port,
             agent: None,
-            http: reqwest::Client::builder()
+            http: pos_connector::http_client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .build()

@@ -208,7 +208,9 @@ pub async fn run_bin(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: Opt
 /// Posts one sale to a running agent's `POST /v1/sales` and expects the
 /// 202 of a committed sale.
 pub async fn post(agent: &pos_connector::service::Spawned, sale: &Value) {
-    let resp = reqwest::Client::new()
+    let resp = pos_connector::http_client::builder()
+        .build()
+        .unwrap()
         .post(format!(
             "http://{}/v1/sales",
             agent.running.local_api.unwrap()
