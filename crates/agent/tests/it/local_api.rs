@@ -432,6 +432,7 @@ async fn status_command_reads_the_running_service_or_the_disk() {
     assert_eq!(v["queue"]["counts"]["done"], 1);
 
     a.stop_agent().await;
+    a.close_port();
     let offline = run_bin(
         a.fx.dir.path(),
         &["--config", c, "--json", "status"],
