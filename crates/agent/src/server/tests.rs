@@ -151,6 +151,12 @@ impl Harness {
         assert_eq!(status, want, "{method} {path}: {v}");
         v
     }
+
+    /// `POST /v1/sales` with the key, expecting `want`; the body.
+    async fn post_sale(&self, sale: Value, want: StatusCode) -> Value {
+        self.expect_with(Method::POST, "/v1/sales", Some(sale), want)
+            .await
+    }
 }
 
 fn sale(number: &str, customer: &str) -> Value {
@@ -435,44 +441,21 @@ async fn the_quickbooks_routes_say_it_is_not_enabled() {
 #[tokio::test]
 async fn sales_are_taken_shown_and_refused_with_the_reason() {
     let h = Harness::start().await;
-    let job = h
-        .expect_with(
-            Method::POST,
-            "/v1/sales",
-            Some(sale("S-1", "Ann")),
-            StatusCode::ACCEPTED,
-        )
-        .await;
+    let job = h.post_sale(sale("S-1", "Ann"), StatusCode::ACCEPTED).await;
     assert_eq!(
         (job["invoice_number"].as_str(), job["duplicate"].as_bool()),
         (Some("S-1"), Some(false))
     );
-    let again = h
-        .expect_with(
-            Method::POST,
-            "/v1/sales",
-            Some(sale("S-1", "Ann")),
-            StatusCode::ACCEPTED,
-        )
-        .await;
+    let again = h.post_sale(sale("S-1", "Ann"), StatusCode::ACCEPTED).await;
     assert_eq!(again["duplicate"], true, "{again}");
-    let taken = h
-        .expect_with(
-            Method::POST,
-            "/v1/sales",
-            Some(sale("S-1", "Bob")),
-            StatusCode::CONFLICT,
-        )
-        .await;
+    let taken = h.post_sale(sale("S-1", "Bob"), StatusCode::CONFLICT).await;
     assert!(
         taken["conflicts"].as_array().is_some_and(|c| c.len() == 1),
         "{taken}"
     );
     let bad = h
-        .expect_with(
-            Method::POST,
-            "/v1/sales",
-            Some(json!({"customer_name": "X", "items": [{"description": "A", "quantity": 1, "price": "abc"}]})),
+        .post_sale(
+            json!({"customer_name": "X", "items": [{"description": "A", "quantity": 1, "price": "abc"}]}),
             StatusCode::BAD_REQUEST,
         )
         .await;
@@ -495,13 +478,7 @@ async fn sales_are_taken_shown_and_refused_with_the_reason() {
 async fn the_job_routes_list_show_and_retry() {
     let h = Harness::start().await;
     for (n, who) in [("J-1", "Ann"), ("J-2", "Bob"), ("J-3", "Cy")] {
-        h.expect_with(
-            Method::POST,
-            "/v1/sales",
-            Some(sale(n, who)),
-            StatusCode::ACCEPTED,
-        )
-        .await;
+        h.post_sale(sale(n, who), StatusCode::ACCEPTED).await;
     }
     let now = chrono::Utc::now();
     h.outbox

@@ -728,20 +728,15 @@ async fn invoice_render_writes_a_receipt_without_a_backend() {
     fx.write_config(json!({"password": SANDBOX_PASSWORD}));
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/intake/generic_pos.json");
+    // A reference, so that the closure below can be called twice.
+    let fx = &fx;
+    let render = |src: std::path::PathBuf, out: std::path::PathBuf| async move {
+        let (src, out) = (src.to_str().unwrap(), out.to_str().unwrap());
+        fx.cli(&["invoice", "render", src, "--out", out], &[], None)
+            .await
+    };
     let out = fx.path("r.pdf");
-    let r = fx
-        .cli(
-            &[
-                "invoice",
-                "render",
-                src.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-            None,
-        )
-        .await;
+    let r = render(src, out.clone()).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("INV-GEN-001"));
     let pdf = std::fs::read(&out).unwrap();
@@ -757,19 +752,7 @@ async fn invoice_render_writes_a_receipt_without_a_backend() {
     )
     .unwrap();
     let out = fx.path("cjk.pdf");
-    let r = fx
-        .cli(
-            &[
-                "invoice",
-                "render",
-                cjk.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-            None,
-        )
-        .await;
+    let r = render(cjk, out.clone()).await;
     assert_eq!(r.code, 0, "{r:?}");
     let logged = format!("{}{}", r.stdout, r.stderr);
     assert!(
