@@ -168,6 +168,12 @@ wait_for 120 pdf_saved || fail "the service did not save WIN-SVC-1's PDF: $(tail
 [ -n "$(ls "$pd/receipts/" 2>/dev/null)" ] || fail "no provisional receipt"
 ls -R "$pd/inbox/archive/" | grep -q "win-svc-1" || fail "the sale file was not archived"
 echo "the service took the sale: $(ls "$pd/data/pdfs/" | grep WIN-SVC-1)"
+# Installing again over the running service updates it and starts it again.
+pc --config "$CFG" service install --start >"$work/reinstall.out" 2>&1 ||
+    fail "service install over the installed service: $(cat "$work/reinstall.out")"
+grep -q 'updated the installed service' "$work/reinstall.out" || fail "reinstall: $(cat "$work/reinstall.out")"
+wait_for 30 running || fail "the service is not running after the update: $(pc service status 2>&1)"
+echo "installing again updated the running service and started it again"
 pc service stop >/dev/null 2>&1 || fail "service stop"
 out=$(pc service status 2>&1 | tr -d '\r') && fail "status after stop exits 0: $out"
 echo "$out" | grep -q 'stopped' || fail "status after stop: $out"
@@ -268,7 +274,13 @@ if [ -n "$MSI" ]; then
     out=$(wine "$EXE" service status 2>&1 | tr -d '\r') || true
     echo "$out" | grep -q 'not installed' || fail "the service is still there after /x: $out"
     grep -q '"sync_interval": 61' "$pd/config.json" || fail "/x removed or replaced config.json"
-    wine msiexec /i "$(winpath "$(realpath "$MSI")")" /qn || fail "msiexec /i (again)"
+    # A service installed by hand from another folder: the MSI takes it
+    # over (it used to roll back on "the service already exists").
+    wine "$EXE" --config "$(winpath "$pd/config.json")" service install >/dev/null 2>&1 ||
+        fail "service install by hand before the MSI"
+    wine msiexec /i "$(winpath "$(realpath "$MSI")")" /qn || fail "msiexec /i (again, over a hand-installed service)"
+    wine reg query 'HKLM\SYSTEM\CurrentControlSet\Services\pos-connector' /v ImagePath 2>/dev/null | tr -d '\r' |
+        grep -qi 'Program Files' || fail "the MSI did not point the hand-installed service at Program Files"
     grep -q '"sync_interval": 61' "$pd/config.json" || fail "a fresh install replaced the edited config.json"
     wine msiexec /x "$(winpath "$(realpath "$MSI")")" /qn || fail "msiexec /x (again)"
     echo "uninstall keeps config.json; a new install does not overwrite it"

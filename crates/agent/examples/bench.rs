@@ -135,12 +135,8 @@ async fn qbo_section() {
 /// Pushes `n` pending invoices through the real pusher; prints invoices per
 /// (simulated) minute and the ratio to `ceiling`.
 async fn qbo_push_rate(n: usize, batch: bool, ceiling: f64, scale: f64) {
-    use pos_connector::quickbooks::{self, limiter::RateLimits, oauth, PushSettings, Pusher};
-    use pos_connector::store::{NewJob, OutboxHandle, Stage, StepResult};
-    use pos_sandbox::quickbooks::{
-        QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID,
-        SANDBOX_CLIENT_SECRET,
-    };
+    use pos_connector::quickbooks::limiter::RateLimits;
+    use pos_sandbox::quickbooks::{QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions};
     let sim = QuickbooksSandbox::start(
         "127.0.0.1:0".parse().unwrap(),
         QuickbooksSandboxOptions {
@@ -155,74 +151,15 @@ async fn qbo_push_rate(n: usize, batch: bool, ceiling: f64, scale: f64) {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let redirect = "http://127.0.0.1:9/callback";
-    let mut cfg = write_config(
-        dir.path(),
-        "http://127.0.0.1:9",
-        json!({"quickbooks": {
-            "enabled": true, "auth_base": sim.auth_base(), "api_base": sim.api_base(),
-            "client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET,
-            "redirect_uri": redirect, "income_account_id": "1", "tax_code": "3",
-            "batch_threshold": if batch { 3 } else { 1000 },
-        }}),
-    );
-    cfg.quickbooks.limits = RateLimits {
+    let limits = RateLimits {
         time_scale: scale,
         ..RateLimits::default()
     };
-    let oauth_client =
-        oauth::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(&cfg)).unwrap();
-    let code = sim.issue_code(redirect);
-    oauth::connect_with_code(
-        &oauth_client,
-        &oauth::ConnectionStore::new(&cfg.data_dir),
-        &SystemClock,
-        &code,
-        &sim.realm_id(),
-    )
-    .await
-    .unwrap();
-    {
-        let mut o = Outbox::open(&cfg.data_dir).unwrap();
-        o.set_qbo_push_after(Some(Stage::Submitted));
-        let now = chrono::Utc::now();
-        for i in 0..n {
-            let mut s = sale(i);
-            s.customer_name = format!("Customer {}", i % 5);
-            let job = o
-                .enqueue(
-                    &NewJob {
-                        invoice_number: s.invoice_number.clone(),
-                        sale_json: serde_json::to_string(&s).unwrap(),
-                        content_hash: format!("h{i}"),
-                        source: "bench".into(),
-                    },
-                    now,
-                )
-                .unwrap()
-                .job()
-                .clone();
-            o.record_step(
-                job.id,
-                Stage::Submitted,
-                &StepResult::default(),
-                "bench",
-                now,
-            )
-            .unwrap();
-        }
-    }
-    let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
-    let pusher = Pusher::new(
-        OutboxHandle::open(&cfg.data_dir).unwrap(),
-        client,
-        PushSettings::from_config(
-            &cfg.quickbooks,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        ),
-        Arc::new(SystemClock),
-    );
+    let threshold = if batch { 3 } else { 1000 };
+    let (pusher, cfg) = qbo_pusher(dir.path(), &sim, threshold, limits, n, |i| {
+        sale(i).invoice_number
+    })
+    .await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = {
         let p = pusher.clone();
@@ -317,12 +254,8 @@ async fn shared_run(
     scale: f64,
     minutes: f64,
 ) -> Vec<(u64, u64)> {
-    use pos_connector::quickbooks::{self, limiter::RateLimits, oauth, PushSettings, Pusher};
-    use pos_connector::store::{NewJob, OutboxHandle, Stage, StepResult};
-    use pos_sandbox::quickbooks::{
-        QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID,
-        SANDBOX_CLIENT_SECRET,
-    };
+    use pos_connector::quickbooks::limiter::RateLimits;
+    use pos_sandbox::quickbooks::{QboLimits, QuickbooksSandbox, QuickbooksSandboxOptions};
     let sim = QuickbooksSandbox::start(
         "127.0.0.1:0".parse().unwrap(),
         QuickbooksSandboxOptions {
@@ -339,85 +272,19 @@ async fn shared_run(
     )
     .await
     .unwrap();
-    let redirect = "http://127.0.0.1:9/callback";
     let dirs: Vec<_> = (0..agents).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut pushers = Vec::new();
     for (a, dir) in dirs.iter().enumerate() {
-        let mut cfg = write_config(
-            dir.path(),
-            "http://127.0.0.1:9",
-            json!({"quickbooks": {
-                "enabled": true, "auth_base": sim.auth_base(), "api_base": sim.api_base(),
-                "client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET,
-                "redirect_uri": redirect, "income_account_id": "1", "tax_code": "3",
-                "batch_threshold": 1000,
-            }}),
-        );
         let seed = 4200 + a as u64;
-        cfg.quickbooks.limits = RateLimits {
+        let limits = RateLimits {
             time_scale: scale,
             jitter_seed: Some(seed),
             ..RateLimits::default()
         };
-        let oauth_client =
-            oauth::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(&cfg))
-                .unwrap();
-        oauth::connect_with_code(
-            &oauth_client,
-            &oauth::ConnectionStore::new(&cfg.data_dir),
-            &SystemClock,
-            &sim.issue_code(redirect),
-            &sim.realm_id(),
-        )
-        .await
-        .unwrap();
-        {
-            // More than it can push in the time: always busy.
-            let mut o = Outbox::open(&cfg.data_dir).unwrap();
-            o.set_qbo_push_after(Some(Stage::Submitted));
-            let now = chrono::Utc::now();
-            for i in 0..1500 {
-                let mut s = sale(i);
-                s.invoice_number = format!("S{a}-{i:05}");
-                s.customer_name = format!("Customer {}", i % 5);
-                let job = o
-                    .enqueue(
-                        &NewJob {
-                            invoice_number: s.invoice_number.clone(),
-                            sale_json: serde_json::to_string(&s).unwrap(),
-                            content_hash: format!("h{a}-{i}"),
-                            source: "bench".into(),
-                        },
-                        now,
-                    )
-                    .unwrap()
-                    .job()
-                    .clone();
-                o.record_step(
-                    job.id,
-                    Stage::Submitted,
-                    &StepResult::default(),
-                    "bench",
-                    now,
-                )
-                .unwrap();
-            }
-        }
-        let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
         println!("   (agent {a}: jitter seed {seed})");
-        pushers.push((
-            Pusher::new(
-                OutboxHandle::open(&cfg.data_dir).unwrap(),
-                client,
-                PushSettings::from_config(
-                    &cfg.quickbooks,
-                    Duration::from_secs(1),
-                    Duration::from_secs(1),
-                ),
-                Arc::new(SystemClock),
-            ),
-            cfg,
-        ));
+        // More than it can push in the time: always busy.
+        let numbers = move |i| format!("S{a}-{i:05}");
+        pushers.push(qbo_pusher(dir.path(), &sim, 1000, limits, 1500, numbers).await);
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
     let tasks: Vec<_> = pushers
@@ -454,11 +321,9 @@ async fn shared_run(
 /// second, 500 a minute; the agent's own limiter keeps under them), then
 /// search latency in memory.
 async fn cache_section() {
-    use pos_connector::quickbooks::{self, oauth, QboCache};
+    use pos_connector::quickbooks::{self, QboCache};
     use pos_connector::store::OutboxHandle;
-    use pos_sandbox::quickbooks::{
-        QuickbooksSandbox, QuickbooksSandboxOptions, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET,
-    };
+    use pos_sandbox::quickbooks::{QuickbooksSandbox, QuickbooksSandboxOptions};
     use rand::{RngExt, SeedableRng};
 
     const CUSTOMERS: usize = 50_000;
@@ -479,27 +344,7 @@ async fn cache_section() {
     let items = sim.seed_items(ITEMS);
     sim.seed_vendors(200);
     let dir = tempfile::tempdir().unwrap();
-    let redirect = "http://127.0.0.1:9/callback";
-    let cfg = write_config(
-        dir.path(),
-        "http://127.0.0.1:9",
-        json!({"quickbooks": {
-            "enabled": true, "auth_base": sim.auth_base(), "api_base": sim.api_base(),
-            "client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET,
-            "redirect_uri": redirect, "income_account_id": "1", "tax_code": "3",
-        }}),
-    );
-    let oauth_client =
-        oauth::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(&cfg)).unwrap();
-    oauth::connect_with_code(
-        &oauth_client,
-        &oauth::ConnectionStore::new(&cfg.data_dir),
-        &SystemClock,
-        &sim.issue_code(redirect),
-        &sim.realm_id(),
-    )
-    .await
-    .unwrap();
+    let cfg = qbo_connected(dir.path(), &sim, 3, None).await;
     let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
     let cache = QboCache::open(
         OutboxHandle::open(&cfg.data_dir).unwrap(),
@@ -672,6 +517,105 @@ fn write_config(dir: &Path, base_url: &str, extra: Value) -> Config {
     config::load_from(&path, &[]).unwrap()
 }
 
+/// An agent's config in `dir` with QuickBooks on the simulator `sim`
+/// (`batch_threshold`, the limiter at `limits` or its default), connected to
+/// the simulated company by the OAuth code flow.
+async fn qbo_connected(
+    dir: &Path,
+    sim: &pos_sandbox::quickbooks::QuickbooksSandbox,
+    batch_threshold: u32,
+    limits: Option<pos_connector::quickbooks::limiter::RateLimits>,
+) -> Config {
+    use pos_connector::quickbooks::{self, oauth};
+    use pos_sandbox::quickbooks::{SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET};
+    let redirect = "http://127.0.0.1:9/callback";
+    let mut cfg = write_config(
+        dir,
+        "http://127.0.0.1:9",
+        json!({"quickbooks": {
+            "enabled": true, "auth_base": sim.auth_base(), "api_base": sim.api_base(),
+            "client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET,
+            "redirect_uri": redirect, "income_account_id": "1", "tax_code": "3",
+            "batch_threshold": batch_threshold,
+        }}),
+    );
+    if let Some(limits) = limits {
+        cfg.quickbooks.limits = limits;
+    }
+    let oauth_client =
+        oauth::OAuthClient::from_config(&cfg.quickbooks, quickbooks::http_client(&cfg)).unwrap();
+    oauth::connect_with_code(
+        &oauth_client,
+        &oauth::ConnectionStore::new(&cfg.data_dir),
+        &SystemClock,
+        &sim.issue_code(redirect),
+        &sim.realm_id(),
+    )
+    .await
+    .unwrap();
+    cfg
+}
+
+/// One agent's QuickBooks side on the simulator `sim`: its config in `dir`
+/// (the limiter at `limits`), connected by OAuth, `n` sales numbered by
+/// `number` queued as submitted to JoFotara, and a pusher over them, not yet
+/// running.
+async fn qbo_pusher(
+    dir: &Path,
+    sim: &pos_sandbox::quickbooks::QuickbooksSandbox,
+    batch_threshold: u32,
+    limits: pos_connector::quickbooks::limiter::RateLimits,
+    n: usize,
+    number: impl Fn(usize) -> String,
+) -> (pos_connector::quickbooks::Pusher, Config) {
+    use pos_connector::quickbooks::{self, PushSettings, Pusher};
+    use pos_connector::store::{NewJob, OutboxHandle, Stage, StepResult};
+    let cfg = qbo_connected(dir, sim, batch_threshold, Some(limits)).await;
+    {
+        let mut o = Outbox::open(&cfg.data_dir).unwrap();
+        o.set_qbo_push_after(Some(Stage::Submitted));
+        let now = chrono::Utc::now();
+        for i in 0..n {
+            let mut s = sale(i);
+            s.invoice_number = number(i);
+            s.customer_name = format!("Customer {}", i % 5);
+            let job = o
+                .enqueue(
+                    &NewJob {
+                        invoice_number: s.invoice_number.clone(),
+                        sale_json: serde_json::to_string(&s).unwrap(),
+                        content_hash: format!("h-{}", s.invoice_number),
+                        source: "bench".into(),
+                    },
+                    now,
+                )
+                .unwrap()
+                .job()
+                .clone();
+            o.record_step(
+                job.id,
+                Stage::Submitted,
+                &StepResult::default(),
+                "bench",
+                now,
+            )
+            .unwrap();
+        }
+    }
+    let client = quickbooks::connect(&cfg, Arc::new(SystemClock)).unwrap();
+    let pusher = Pusher::new(
+        OutboxHandle::open(&cfg.data_dir).unwrap(),
+        client,
+        PushSettings::from_config(
+            &cfg.quickbooks,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        ),
+        Arc::new(SystemClock),
+    );
+    (pusher, cfg)
+}
+
 fn sale(n: usize) -> Sale {
     let v = json!({"invoice_number": format!("B-{n:06}"), "customer_name": "Bench",
                    "items": [{"description": "Item", "quantity": 1, "price": "9.99"}]});
@@ -821,16 +765,5 @@ async fn shared_login() {
 
 /// User + system CPU time of this process, from /proc (Linux).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    process::cpu_ms(std::process::id()) as f64 / 1000.0
 }

@@ -199,7 +199,7 @@ pub struct QuickbooksConfig {
     /// `POS_CONNECTOR_QB_CLIENT_SECRET` wins over the file.
     pub client_secret: Option<SecretString>,
     pub(crate) client_secret_from_env: bool,
-    pub(crate) redirect_uri: Url,
+    pub redirect_uri: Url,
     /// The company expected; the one `qbo connect` brings back is used, and
     /// a mismatch with this is refused.
     pub(crate) realm_id: Option<String>,

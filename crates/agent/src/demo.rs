@@ -97,7 +97,7 @@ async fn run_service(cfg: &config::Config, out: &mut impl Write) -> anyhow::Resu
         .running
         .local_api
         .ok_or_else(|| anyhow!("the local API is off"))?;
-    let http = reqwest::Client::builder().no_proxy().build()?;
+    let http = crate::http_client::builder().no_proxy().build()?;
     let posted: Value = http
         .post(format!("http://{api}/v1/sales"))
         .bearer_auth(DEMO_API_KEY)
@@ -165,7 +165,7 @@ async fn connect_quickbooks(cfg: &config::Config) -> anyhow::Result<String> {
         oauth::OAuthClient::from_config(&cfg.quickbooks, crate::quickbooks::http_client(cfg))
             .map_err(|e| anyhow!("{e}"))?;
     let state = oauth::new_state();
-    let browser = reqwest::Client::builder()
+    let browser = crate::http_client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -387,7 +387,7 @@ pub(crate) async fn run(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> 
         pdf.bytes, xml.bytes
     )?;
 
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = crate::http_client::builder().no_proxy().build().unwrap();
     let before = logins(&sandbox_stats(&http, &base).await?);
     http.post(format!("{base}/__sandbox/tokens/revoke"))
         .send()

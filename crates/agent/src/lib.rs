@@ -16,6 +16,7 @@ pub mod config;
 pub(crate) mod demo;
 pub(crate) mod fsutil;
 pub mod heartbeat;
+pub mod http_client;
 pub mod intake;
 pub mod laravel;
 pub(crate) mod log_format;

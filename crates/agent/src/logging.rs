@@ -30,12 +30,13 @@ use std::path::Path;
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
 
 use crate::config::LogLevel;
 pub(crate) use crate::log_format::{is_unsafe_char, untrusted};
@@ -65,15 +66,32 @@ const LOG_QUEUE_LINES: usize = 8_192;
 /// The file name prefix; the appender adds `.YYYY-MM-DD`.
 pub(crate) const LOG_FILE_PREFIX: &str = "pos-connector.log";
 
-fn filter(level: LogLevel) -> EnvFilter {
-    // RUST_LOG, when set, is the operator's explicit choice for everything.
+/// Which targets log at which level. `Targets` (target prefixes and
+/// levels, as `warn,pos_connector=debug`) rather than `EnvFilter`: the
+/// latter's span and field directives need a regex engine, about a
+/// megabyte of the till's binary that no operator needs.
+fn filter(level: LogLevel) -> Targets {
+    // RUST_LOG, when set and readable, is the operator's explicit choice
+    // for everything.
     if let Ok(spec) = std::env::var("RUST_LOG") {
-        if let Ok(f) = EnvFilter::try_new(spec) {
-            return f;
+        match spec.parse::<Targets>() {
+            Ok(f) => return f,
+            Err(e) => {
+                // Once, though the console and the files each ask.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    eprintln!(
+                        "warning: RUST_LOG={spec:?} is not a list of target=level \
+                         directives ({e}); using the configured log level"
+                    )
+                });
+            }
         }
     }
     // Our own crate at the configured level; libraries only when they warn.
-    EnvFilter::new(format!("warn,pos_connector={}", level.as_str()))
+    format!("warn,pos_connector={}", level.as_str())
+        .parse()
+        .expect("a valid directive list")
 }
 
 /// How the console is written, decided once from where it goes.
@@ -138,14 +156,14 @@ where
     }
 }
 
-fn console_layer<S>(console: Console, filter: EnvFilter) -> Box<dyn Layer<S> + Send + Sync>
+fn console_layer<S>(console: Console, filter: Targets) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn styled<S, W>(
         writer: W,
         style: ConsoleStyle,
-        filter: EnvFilter,
+        filter: Targets,
     ) -> Box<dyn Layer<S> + Send + Sync>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,

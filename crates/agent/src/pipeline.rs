@@ -812,6 +812,21 @@ impl Pipeline {
         }
     }
 
+    /// Records that JoFotara has the invoice (`status` is the backend's
+    /// word for it), whichever way the submit step learned it.
+    async fn record_submitted(
+        &self,
+        job: &Job,
+        status: &InvoiceStatus,
+        detail: String,
+    ) -> Result<Job, Failure> {
+        let result = StepResult {
+            backend_status: Some(status.as_str().into()),
+            ..Default::default()
+        };
+        self.record(job, Stage::Submitted, result, detail).await
+    }
+
     async fn record(
         &self,
         job: &Job,
@@ -1079,13 +1094,9 @@ impl Pipeline {
             match status {
                 InvoiceStatus::Submitted => {
                     return self
-                        .record(
+                        .record_submitted(
                             job,
-                            Stage::Submitted,
-                            StepResult {
-                                backend_status: Some(status.as_str().into()),
-                                ..Default::default()
-                            },
+                            &status,
                             format!(
                                 "the submit started at {started} went through: invoice id \
                                  {lid} is submitted (status read after its answer was lost); \
@@ -1128,13 +1139,9 @@ impl Pipeline {
             match status {
                 InvoiceStatus::Submitted => {
                     return self
-                        .record(
+                        .record_submitted(
                             job,
-                            Stage::Submitted,
-                            StepResult {
-                                backend_status: Some(status.as_str().into()),
-                                ..Default::default()
-                            },
+                            &status,
                             format!(
                                 "already submitted to JoFotara (status check of invoice id {lid})"
                             ),
@@ -1214,13 +1221,9 @@ impl Pipeline {
         };
         match out.status {
             InvoiceStatus::Submitted => {
-                self.record(
+                self.record_submitted(
                     job,
-                    Stage::Submitted,
-                    StepResult {
-                        backend_status: Some(out.status.as_str().into()),
-                        ..Default::default()
-                    },
+                    &out.status,
                     format!("submitted to JoFotara (invoice id {lid})"),
                 )
                 .await

@@ -52,6 +52,10 @@ pub(crate) const LOCK_FILE: &str = "agent.lock";
 #[derive(Debug, thiserror::Error)]
 #[allow(missing_docs, reason = "each variant's #[error] message is its doc")]
 pub enum ServiceError {
+    /// A setting only a subsystem can judge (`intake.mapping`): the CLI
+    /// refuses it when loading; a library caller hears it here.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("another pos-connector is already running with the data folder {} (it holds {}); stop it first, or give this one its own data_dir", .dir.display(), LOCK_FILE)]
     AlreadyRunning { dir: PathBuf },
     #[error("cannot use the data folder {}: {source}", .dir.display())]
@@ -72,7 +76,8 @@ impl ServiceError {
     /// The process exit code: 2 for what the operator's setup must fix.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServiceError::AlreadyRunning { .. }
+            ServiceError::Config(_)
+            | ServiceError::AlreadyRunning { .. }
             | ServiceError::Server(_)
             | ServiceError::DataDir { .. }
             | ServiceError::QuickBooks(_) => 2,
@@ -134,6 +139,31 @@ pub(crate) async fn run_with(
     shutdown: impl Future<Output = ()>,
     started: impl FnOnce(&Running),
 ) -> Result<(), ServiceError> {
+    run_on(cfg, clock, None, shutdown, started).await
+}
+
+/// [`run_with`], serving the local API on `listener` when one is given
+/// instead of binding `local_api.bind`: a caller that bound the port
+/// itself knows it before the agent starts and keeps it across restarts
+/// (a test's QuickBooks redirect URI must name it). The listener's accept
+/// queue is the caller's. It is dropped unused when the local API is off.
+pub async fn run_on(
+    cfg: &Config,
+    clock: Arc<dyn Clock>,
+    listener: Option<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(&Running),
+) -> Result<(), ServiceError> {
+    // Before anything starts: a mapping the intake cannot use would
+    // otherwise read every file with the default one.
+    let problems = intake::check_config(cfg);
+    if !problems.is_empty() {
+        return Err(crate::config::ConfigError::Invalid {
+            path: cfg.path.clone(),
+            problems,
+        }
+        .into());
+    }
     let _lock = hold_lock(&cfg.data_dir)?;
     let outbox = OutboxHandle::open(&cfg.data_dir)?;
     // The inbox's polling interval; the backend may change it through the
@@ -194,7 +224,10 @@ pub(crate) async fn run_with(
     );
     // Without a key the local API could only refuse: it is not started.
     let listener = if cfg.local_api.enabled && cfg.local_api.api_key.is_some() {
-        Some(server::bind(&cfg.local_api).await?)
+        Some(match listener {
+            Some(given) => adopt_listener(given, cfg)?,
+            None => server::bind(&cfg.local_api).await?,
+        })
     } else {
         None
     };
@@ -345,13 +378,32 @@ pub struct Spawned {
 impl Spawned {
     /// Starts the service and waits until it takes work (or failed to).
     pub async fn start(cfg: &Config, clock: Arc<dyn Clock>) -> Result<Spawned, ServiceError> {
+        Spawned::launch(cfg, clock, None).await
+    }
+
+    /// [`Spawned::start`], the local API served on `listener` (see
+    /// [`run_on`]); `local_api.bind` is not bound.
+    pub async fn start_with_listener(
+        cfg: &Config,
+        clock: Arc<dyn Clock>,
+        listener: std::net::TcpListener,
+    ) -> Result<Spawned, ServiceError> {
+        Spawned::launch(cfg, clock, Some(listener)).await
+    }
+
+    async fn launch(
+        cfg: &Config,
+        clock: Arc<dyn Clock>,
+        listener: Option<std::net::TcpListener>,
+    ) -> Result<Spawned, ServiceError> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let cfg = cfg.clone();
         let task = tokio::spawn(async move {
-            run_with(
+            run_on(
                 &cfg,
                 clock,
+                listener,
                 async {
                     let _ = stop_rx.await;
                 },
@@ -404,6 +456,19 @@ async fn watchdog(outbox: OutboxHandle, every: Duration, stopped: impl Future<Ou
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// A listener bound by the caller, made ready for the runtime (tokio
+/// needs it non-blocking).
+fn adopt_listener(
+    listener: std::net::TcpListener,
+    cfg: &Config,
+) -> Result<tokio::net::TcpListener, ServiceError> {
+    let addr = listener.local_addr().unwrap_or(cfg.local_api.bind);
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|source| ServiceError::Server(ServerError::Bind { addr, source }))
 }
 
 /// Takes the data folder's lock file for the life of the returned handle.

@@ -125,7 +125,12 @@ impl Drop for ServerHandle {
 /// Binds `bind` (port 0 = any free port) and serves `router` on it until the
 /// returned handle is shut down or dropped.
 pub async fn serve(bind: SocketAddr, router: Router) -> std::io::Result<ServerHandle> {
-    let listener = TcpListener::bind(bind).await?;
+    serve_on(TcpListener::bind(bind).await?, router)
+}
+
+/// [`serve`] on a listener the caller made (its port known before, or held
+/// closed while the server was "down").
+pub fn serve_on(listener: TcpListener, router: Router) -> std::io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
     let task = tokio::spawn(accept_loop(listener, router));
     Ok(ServerHandle {
@@ -1008,7 +1013,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     fn client() -> reqwest::Client {
-        reqwest::Client::builder().no_proxy().build().unwrap()
+        crate::test_client_builder().no_proxy().build().unwrap()
     }
 
     async fn start() -> (ServerHandle, Arc<Harness>, Arc<AtomicU64>) {

@@ -43,3 +43,12 @@ pub use laravel::{
 pub use pdf::render_text_pdf;
 pub use pool::{PoolStats, WorkerPool};
 pub use quickbooks::{QuickbooksSandbox, QuickbooksSandboxOptions};
+
+/// A client builder for the sandbox's own tests. They speak plain HTTP to
+/// 127.0.0.1, but the workspace's reqwest has rustls without a crypto
+/// provider (the agent installs ring), and building any client needs one.
+#[cfg(test)]
+pub(crate) fn test_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

@@ -36,7 +36,7 @@ async fn serves_the_backend_on_the_port_it_prints() {
         second.starts_with("quickbooks simulator listening on http://127.0.0.1:"),
         "{second}"
     );
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = client_builder().no_proxy().build().unwrap();
     let login = |password: &'static str| {
         http.post(format!("{base}/api/vendors/login"))
             .header("Accept", "application/json")
@@ -73,7 +73,7 @@ async fn start(args: &[&str]) -> (tokio::process::Child, String) {
 
 #[tokio::test]
 async fn finish_after_disconnect_is_the_default_with_realistic_latency() {
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = client_builder().no_proxy().build().unwrap();
     for (args, expected) in [
         (&[][..], false),
         (&["--latency", "realistic"][..], true),
@@ -118,4 +118,11 @@ fn bad_arguments_exit_2_with_the_reason() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("error"), "{args:?}: {err}");
     }
+}
+
+/// reqwest's rustls has no crypto provider in this workspace (the agent
+/// installs ring): these plain-HTTP clients need one installed too.
+fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }

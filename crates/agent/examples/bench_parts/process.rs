@@ -16,6 +16,8 @@
 //! or `AGENT_BIN` (to measure another build the same way);
 //! `BENCH_AGENT_STDERR=FILE` keeps its stderr.
 
+use std::io::BufRead;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,32 +41,27 @@ fn agent_bin() -> PathBuf {
         .expect("the bench lives in target/<profile>/examples")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// `pos-connector run` in `dir` with `config`; stopped (SIGTERM, then
 /// kill) when dropped.
 struct AgentProcess {
     child: Child,
-    port: u16,
+    /// Its local API, on the port the system gave it (`local_api.bind`
+    /// has port 0, see [`base_config`]).
+    addr: SocketAddr,
     http: reqwest::Client,
 }
 
 impl AgentProcess {
-    async fn start(dir: &Path, config: &Value, port: u16) -> AgentProcess {
+    async fn start(dir: &Path, config: &Value) -> AgentProcess {
         let path = dir.join("config.json");
         std::fs::write(&path, config.to_string()).unwrap();
-        let child = Command::new(agent_bin())
+        let mut child = Command::new(agent_bin())
             .args(["--config", path.to_str().unwrap(), "run"])
             .current_dir(dir)
             .env("POS_CONNECTOR_PASSWORD", SANDBOX_PASSWORD)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(match std::env::var_os("BENCH_AGENT_STDERR") {
                 // Where the agent's stderr goes (to look into a run).
                 Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
@@ -72,10 +69,35 @@ impl AgentProcess {
             })
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", agent_bin().display()));
+        // Its port is in the log line `local API listening on ADDRESS` on
+        // stdout; the rest of stdout is read (and dropped) by the same thread
+        // so that the agent never blocks on a full pipe.
+        let stdout = child.stdout.take().expect("piped");
+        let (found, addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, rest)) = line.split_once("local API listening on ") {
+                    let addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                    if let (Some(tx), Some(addr)) = (found.take(), addr) {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr: SocketAddr =
+            tokio::task::spawn_blocking(move || addr.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap()
+                .expect("the agent logs its local API's address");
         let agent = AgentProcess {
             child,
-            port,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            addr,
+            http: pos_connector::http_client::builder()
+                .no_proxy()
+                .build()
+                .unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while agent.get("/api/health").await.is_none() {
@@ -92,7 +114,7 @@ impl AgentProcess {
     async fn get(&self, path: &str) -> Option<Value> {
         let r = self
             .http
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .get(format!("http://{}{path}", self.addr))
             .bearer_auth(KEY)
             .send()
             .await
@@ -104,7 +126,7 @@ impl AgentProcess {
     async fn post_sales(&self, sales: &Value) {
         let r = self
             .http
-            .post(format!("http://127.0.0.1:{}/v1/sales", self.port))
+            .post(format!("http://{}/v1/sales", self.addr))
             .bearer_auth(KEY)
             .json(sales)
             .send()
@@ -151,7 +173,7 @@ fn proc_status(pid: u32, key: &str) -> u64 {
 }
 
 /// User + system CPU of a process, in ms.
-fn cpu_ms(pid: u32) -> u64 {
+pub(super) fn cpu_ms(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -182,7 +204,7 @@ fn memory_line(pid: u32) -> String {
     )
 }
 
-fn base_config(dir: &Path, base_url: &str, port: u16) -> Value {
+fn base_config(dir: &Path, base_url: &str) -> Value {
     json!({
         "base_url": base_url,
         "email": pos_sandbox::SANDBOX_EMAIL,
@@ -190,7 +212,7 @@ fn base_config(dir: &Path, base_url: &str, port: u16) -> Value {
         "log_dir": dir.join("logs"),
         "invoice_folder": dir.join("inbox"),
         "receipts": {"dir": dir.join("receipts"), "shop_name": "Bench Shop"},
-        "local_api": {"bind": format!("127.0.0.1:{port}"), "api_key": KEY},
+        "local_api": {"bind": "127.0.0.1:0", "api_key": KEY},
     })
 }
 
@@ -211,13 +233,8 @@ pub async fn idle_section(idle: Duration) {
 
     // The local API, the inbox and the token refresher.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let agent = AgentProcess::start(
-        dir.path(),
-        &base_config(dir.path(), &laravel.base_url(), port),
-        port,
-    )
-    .await;
+    let agent =
+        AgentProcess::start(dir.path(), &base_config(dir.path(), &laravel.base_url())).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu0 = cpu_ms(agent.pid());
     tokio::time::sleep(idle).await;
@@ -246,13 +263,13 @@ pub async fn idle_section(idle: Duration) {
     sim.seed_customers(5000);
     sim.seed_items(500);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let redirect = format!("http://127.0.0.1:{port}/callback");
-    let mut config = base_config(dir.path(), &laravel.base_url(), port);
+    let mut config = base_config(dir.path(), &laravel.base_url());
+    // The default redirect URI: the code is exchanged here, not at the
+    // agent's `/callback`, so it need not name the agent's port.
     config["quickbooks"] = json!({
         "enabled": true, "auth_base": sim.auth_base(), "api_base": sim.api_base(),
         "client_id": SANDBOX_CLIENT_ID, "client_secret": SANDBOX_CLIENT_SECRET,
-        "redirect_uri": redirect, "income_account_id": "1", "tax_code": "3",
+        "income_account_id": "1", "tax_code": "3",
     });
     // Connected before it starts, as `qbo exchange-code` would.
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
@@ -263,12 +280,12 @@ pub async fn idle_section(idle: Duration) {
         &oauth_client,
         &oauth::ConnectionStore::new(&cfg.data_dir),
         &pos_connector::clock::SystemClock,
-        &sim.issue_code(&redirect),
+        &sim.issue_code(cfg.quickbooks.redirect_uri.as_str()),
         &sim.realm_id(),
     )
     .await
     .unwrap();
-    let agent = AgentProcess::start(dir.path(), &config, port).await;
+    let agent = AgentProcess::start(dir.path(), &config).await;
     let start = Instant::now();
     loop {
         let st = agent.get("/api/cache/status").await.unwrap_or_default();
@@ -321,15 +338,15 @@ pub async fn catchup_section(sales: usize) {
         agent_bin().display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let backend_port = free_port();
-    let port = free_port();
-    let mut config = base_config(
-        dir.path(),
-        &format!("http://127.0.0.1:{backend_port}"),
-        port,
-    );
+    // The backend's address, taken while it is down: bound but not
+    // listening, so the agent's calls are refused as by a machine with
+    // nothing on the port, and no other program can take it meanwhile.
+    let backend_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    backend_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let backend_addr = backend_socket.local_addr().unwrap();
+    let mut config = base_config(dir.path(), &format!("http://{backend_addr}"));
     config["pipeline"] = json!({"concurrency": workers});
-    let agent = AgentProcess::start(dir.path(), &config, port).await;
+    let agent = AgentProcess::start(dir.path(), &config).await;
     let pid = agent.pid();
 
     // The backend is down: the sales are taken and queued.
@@ -362,15 +379,14 @@ pub async fn catchup_section(sales: usize) {
     );
 
     // The backend returns.
-    let backend = LaravelSandbox::start(
-        format!("127.0.0.1:{backend_port}").parse().unwrap(),
+    let backend = LaravelSandbox::start_on(
+        backend_socket.listen(1024).unwrap(),
         LaravelSandboxOptions {
             latency: profile,
             workers: Some(workers),
             ..Default::default()
         },
     )
-    .await
     .unwrap();
     let back_at = Instant::now();
     let requests = || backend.stats_json()["requests_total"].as_u64().unwrap_or(0);

@@ -36,6 +36,13 @@ pub(crate) const EXIT_OK: u8 = 0;
 pub(crate) const EXIT_FAILED: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_NEEDS_PERSON: u8 = 3;
+// The service managers must not restart after the two exits that need a
+// person (the systemd unit's RestartPreventExitStatus, the Windows service's
+// recovery): the list they follow is these two codes.
+const _: () = assert!(
+    crate::platform::NO_RESTART_EXITS[0] == EXIT_USAGE
+        && crate::platform::NO_RESTART_EXITS[1] == EXIT_NEEDS_PERSON
+);
 
 #[derive(Debug, Parser)]
 #[command(

@@ -45,7 +45,7 @@ pub(super) async fn from_service(cfg: &Config) -> Option<StatusReport> {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let http = reqwest::Client::builder()
+    let http = crate::http_client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()

@@ -193,7 +193,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("local_api.enabled", Bool, Value("true"),
         "serve the loopback HTTP API"),
     key("local_api.bind", Text, Value("127.0.0.1:8765"),
-        "its address:port; a non-loopback address is refused unless `local_api.allow_remote` is `true`"),
+        "its address:port; a non-loopback address is refused unless `local_api.allow_remote` is `true`; port 0 takes a free one, named in the log line `local API listening on ADDRESS` (tests)"),
     key("local_api.api_key", Text, Unset,
         "the key of the local API and the status page: callers send `Authorization: Bearer <key>` or `X-API-Key: <key>`; without a key the local API is not started (a warning says so). At least 16 characters, and not the example file's placeholder (else exit 2): e.g. `openssl rand -hex 24`").secret(),
     key("local_api.allow_remote", Bool, Value("false"),

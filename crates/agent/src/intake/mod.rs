@@ -89,7 +89,8 @@ pub fn new_job(sale: &Sale, source: &str) -> NewJob {
 }
 
 /// The intake options from config.json (a mapping [`check_config`] refuses
-/// counts as none).
+/// counts as none here; the CLI's loading and `service::run` refuse it
+/// before anything reads a file).
 pub fn options_from_config(cfg: &Config) -> IntakeOptions {
     IntakeOptions {
         mapping: sale::Mapping::from_json(&cfg.intake.mapping).unwrap_or_default(),

@@ -491,7 +491,7 @@ mod tests {
     #[test]
     fn debug_never_shows_the_key() {
         let c = ConnectorClient::new(
-            reqwest::Client::new(),
+            crate::http_client::builder().build().unwrap(),
             Url::parse("http://127.0.0.1:8000/").unwrap(),
             SecretString::from("very-secret-shop-key"),
         );

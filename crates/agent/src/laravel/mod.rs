@@ -28,7 +28,7 @@ use crate::token::TokenKeeper;
 /// it thinks it is talking to a browser; that must surface as an error,
 /// not be followed).
 pub(crate) fn http_client(cfg: &Config) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder();
+    let mut builder = crate::http_client::builder();
     // A backend on this machine is never reached through a proxy, even when
     // the till's environment sets HTTP_PROXY for the outside world.
     if cfg

@@ -48,6 +48,23 @@ pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
+/// Exit codes after which the service manager must not restart the agent:
+/// 2 (usage or configuration) and 3 (a person must act) will not fix
+/// themselves, and a restart every few minutes would only bury the reason in
+/// the log. Every other failure is restarted. The systemd unit says it with
+/// `RestartPreventExitStatus=`, the Windows service by ending without
+/// reporting Stopped (which the SCM's recovery treats as a crash) for every
+/// other code; tests hold both to this list.
+pub(crate) const NO_RESTART_EXITS: [u8; 2] = [2, 3];
+
+/// Whether a service that ended with `exit` should be restarted by its
+/// service manager ([`NO_RESTART_EXITS`]; 0 is a clean stop). systemd
+/// reads the rule from the unit; the Windows service asks here.
+#[cfg(any(windows, test))]
+pub(crate) fn restart_after_exit(exit: u8) -> bool {
+    exit != 0 && !NO_RESTART_EXITS.contains(&exit)
+}
+
 /// Runs the agent (`body`, returning the exit code) as the service manager
 /// expects: under the Windows SCM's dispatcher when it started the process
 /// (`run --service`), reporting Running and Stopped and turning Stop,
@@ -159,4 +176,30 @@ pub(crate) struct InstallOptions {
     /// Windows: the named account's password.
     #[cfg_attr(not(windows), allow(dead_code))]
     pub(crate) password: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packaged unit (and the one `service install` writes from it)
+    /// restarts on failure except on [`NO_RESTART_EXITS`], as Windows does.
+    #[test]
+    fn the_systemd_unit_restarts_exactly_what_windows_restarts() {
+        let unit = include_str!("../../../../packaging/pos-connector.service");
+        assert!(unit.lines().any(|l| l == "Restart=on-failure"), "{unit}");
+        let prevent: Vec<u8> = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+            .expect("RestartPreventExitStatus= in the unit")
+            .split_whitespace()
+            .map(|c| c.parse::<u8>().unwrap())
+            .collect();
+        assert_eq!(prevent, NO_RESTART_EXITS);
+        assert!(!restart_after_exit(0));
+        assert!(restart_after_exit(1));
+        assert!(!restart_after_exit(2));
+        assert!(!restart_after_exit(3));
+        assert!(restart_after_exit(101), "a panic's exit code is restarted");
+    }
 }

@@ -44,6 +44,10 @@ fn scm_stop() -> &'static Notify {
 /// service (Windows sends CTRL_LOGOFF_EVENT to services too).
 static UNDER_SCM: AtomicBool = AtomicBool::new(false);
 
+/// True once the SCM asked the service to stop: an error on the way out is
+/// then reported as the stop's exit code, never as a crash to recover from.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
 /// Ctrl-C, Ctrl-Break, the console window closed, logoff (console runs
 /// only) and system shutdown, and the SCM's Stop / Shutdown / Preshutdown,
 /// all stop `run` cleanly. Windows gives a console program a few seconds
@@ -202,6 +206,7 @@ fn status(state: ScmState, exit: u8) -> ServiceStatus {
 pub(crate) fn handle_control(control: ServiceControl) -> ServiceControlHandlerResult {
     match control {
         ServiceControl::Stop | ServiceControl::Shutdown | ServiceControl::Preshutdown => {
+            STOP_REQUESTED.store(true, Ordering::SeqCst);
             scm_stop().notify_one();
             ServiceControlHandlerResult::NoError
         }
@@ -233,7 +238,23 @@ fn service_main(_args: Vec<OsString>) {
     let body = BODY.lock().unwrap_or_else(|e| e.into_inner()).take();
     let code = body.map(|b| b()).unwrap_or(1);
     EXIT.store(code, Ordering::SeqCst);
+    if report_as_crash(code, STOP_REQUESTED.load(Ordering::SeqCst)) {
+        // The SCM's recovery (restart after 5 s, 30 s, 60 s, then every 5
+        // minutes) runs for a service that ends without reporting Stopped.
+        // Reporting Stopped with an error code would need "failure actions
+        // on non-crash failures", which restarts every code, 2 and 3 too;
+        // ending here restarts exactly what systemd restarts. The reason is
+        // already in the log and the Event Log (logging ended with `body`).
+        std::process::exit(i32::from(code));
+    }
     let _ = handle.set_service_status(status(ScmState::Stopped, code));
+}
+
+/// Whether the service ends as a crash (the SCM's recovery restarts it)
+/// rather than reporting Stopped with its exit code: a failure that
+/// `restart_after_exit` would restart, when nobody asked it to stop.
+fn report_as_crash(exit: u8, stop_requested: bool) -> bool {
+    super::restart_after_exit(exit) && !stop_requested
 }
 
 // ------------------------------------------------------- service management
@@ -242,6 +263,7 @@ fn service_main(_args: Vec<OsString>) {
 const ERROR_ACCESS_DENIED: i32 = 5;
 const ERROR_INVALID_LEVEL: i32 = 124;
 const ERROR_SERVICE_DOES_NOT_EXIST: i32 = 1060;
+const ERROR_SERVICE_ALREADY_RUNNING: i32 = 1056;
 const ERROR_SERVICE_EXISTS: i32 = 1073;
 
 fn os_code(e: &windows_service::Error) -> Option<i32> {
@@ -267,9 +289,6 @@ fn scm_error(what: &str, e: windows_service::Error) -> ServiceError {
         )),
         Some(ERROR_SERVICE_DOES_NOT_EXIST) => ServiceError::Usage(format!(
             "{what}: the service is not installed; run `pos-connector service install` first"
-        )),
-        Some(ERROR_SERVICE_EXISTS) => ServiceError::Usage(format!(
-            "{what}: the service is already installed; run `pos-connector service uninstall` first to change it"
         )),
         _ => ServiceError::Failed(format!("{what}: {}", describe(&e))),
     }
@@ -357,18 +376,47 @@ impl ServiceManager {
         }
         let scm =
             self.connect(ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)?;
-        let service = scm
-            .create_service(
-                &service_info(opts),
-                ServiceAccess::CHANGE_CONFIG | ServiceAccess::START | ServiceAccess::QUERY_STATUS,
-            )
-            .map_err(|e| scm_error("cannot create the service", e))?;
-        done.push(format!(
-            "installed the service {SERVICE_NAME} ({}), running {} as {}",
-            DISPLAY_NAME,
-            opts.exe.display(),
-            opts.account.as_deref().unwrap_or("LocalSystem")
-        ));
+        let access = ServiceAccess::CHANGE_CONFIG
+            | ServiceAccess::START
+            | ServiceAccess::STOP
+            | ServiceAccess::QUERY_STATUS;
+        let info = service_info(opts);
+        let (service, restart) = match scm.create_service(&info, access) {
+            Ok(service) => {
+                done.push(format!(
+                    "installed the service {SERVICE_NAME} ({}), running {} as {}",
+                    DISPLAY_NAME,
+                    opts.exe.display(),
+                    opts.account.as_deref().unwrap_or("LocalSystem")
+                ));
+                (service, false)
+            }
+            // Installed before (by hand, or an older MSI): bring it up to
+            // date instead of failing, so an MSI over a hand-installed
+            // service does not roll back. A running service is stopped for
+            // the change and started again with the new settings.
+            Err(e) if os_code(&e) == Some(ERROR_SERVICE_EXISTS) => {
+                let service = scm
+                    .open_service(SERVICE_NAME, access)
+                    .map_err(|e| scm_error("cannot open the installed service", e))?;
+                let was_running = stop_and_wait(&service)?;
+                service
+                    .change_config(&info)
+                    .map_err(|e| scm_error("cannot update the installed service", e))?;
+                done.push(format!(
+                    "updated the installed service {SERVICE_NAME}: it runs {} as {}{}",
+                    opts.exe.display(),
+                    opts.account.as_deref().unwrap_or("LocalSystem"),
+                    if was_running {
+                        " (it was stopped for the change)"
+                    } else {
+                        ""
+                    }
+                ));
+                (service, was_running)
+            }
+            Err(e) => return Err(scm_error("cannot create the service", e)),
+        };
         let _ = service.set_description(DESCRIPTION);
         super::win_eventlog::register_source(&opts.exe).map_err(|e| {
             ServiceError::Failed(format!(
@@ -383,7 +431,11 @@ impl ServiceManager {
         service
             .update_failure_actions(failure_actions())
             .map_err(|e| scm_error("cannot set the restart-on-failure actions", e))?;
-        done.push("restarts on failure: after 5 s, 30 s, 60 s, then every 5 minutes".into());
+        done.push(
+            "restarts on failure: after 5 s, 30 s, 60 s, then every 5 minutes \
+             (not after exit 2 or 3: a person must act)"
+                .into(),
+        );
         // Delayed auto start and "failure actions on non-crash failures"
         // are not implemented by every SCM (Wine answers 124): say so.
         for (what, result) in [
@@ -391,9 +443,12 @@ impl ServiceManager {
                 "delayed automatic start",
                 service.set_delayed_auto_start(true),
             ),
+            // Off (also on a service installed by an older version): the
+            // restarts come from `report_as_crash`, which spares exits 2
+            // and 3 as systemd's unit does.
             (
-                "restart when it stops with an error code",
-                service.set_failure_actions_on_non_crash_failures(true),
+                "recovery only for failures, not for exits 2 and 3",
+                service.set_failure_actions_on_non_crash_failures(false),
             ),
             (
                 "a 30 s preshutdown timeout",
@@ -407,6 +462,12 @@ impl ServiceManager {
                 }
                 Err(e) => return Err(scm_error(&format!("cannot set {what}"), e)),
             }
+        }
+        if restart {
+            service
+                .start::<&str>(&[])
+                .map_err(|e| scm_error("cannot start the updated service again", e))?;
+            done.push("started it again with the new settings".into());
         }
         Ok(done)
     }
@@ -451,9 +512,12 @@ impl ServiceManager {
                 ServiceAccess::START | ServiceAccess::QUERY_STATUS,
             )
             .map_err(|e| scm_error("cannot open the service", e))?;
-        service
-            .start::<&str>(&[])
-            .map_err(|e| scm_error("cannot start the service", e))
+        match service.start::<&str>(&[]) {
+            // Already running is what the caller wants (`service install
+            // --start` after an update that restarted it).
+            Err(e) if os_code(&e) == Some(ERROR_SERVICE_ALREADY_RUNNING) => Ok(()),
+            other => other.map_err(|e| scm_error("cannot start the service", e)),
+        }
     }
 
     pub(crate) fn stop(&self) -> Result<(), ServiceError> {
@@ -551,6 +615,20 @@ mod tests {
             .iter()
             .all(|a| a.action_type == ServiceActionType::Restart));
         assert_eq!(actions[3].delay, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn only_failures_nobody_asked_for_end_as_a_crash_the_scm_restarts() {
+        // Exit 1 or a panic while running: recovered like systemd's
+        // Restart=on-failure.
+        assert!(report_as_crash(1, false));
+        assert!(report_as_crash(101, false));
+        // A clean stop, exits 2 and 3, and anything after a requested stop
+        // report Stopped with their code (no restart).
+        for code in [0, 2, 3] {
+            assert!(!report_as_crash(code, false), "{code}");
+        }
+        assert!(!report_as_crash(1, true));
     }
 
     #[tokio::test]

@@ -35,7 +35,7 @@ use crate::config::{is_loopback_host, Config};
 /// no redirects, no proxy for a simulator on this machine.
 pub fn http_client(cfg: &Config) -> reqwest::Client {
     let qb = &cfg.quickbooks;
-    let mut builder = reqwest::Client::builder();
+    let mut builder = crate::http_client::builder();
     if qb.api_base.host_str().is_some_and(is_loopback_host)
         && qb.token_url.host_str().is_some_and(is_loopback_host)
     {

@@ -167,7 +167,7 @@ mod tests {
             .await
         });
         ready_rx.await.unwrap();
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = crate::http_client::builder().no_proxy().build().unwrap();
         let base = format!("http://127.0.0.1:{port}/cb");
         let bad = http
             .get(format!("{base}?state=evil&code=x&realmId=1"))

@@ -32,6 +32,8 @@ pub(crate) mod api;
 pub(crate) mod callback;
 pub(crate) mod metrics;
 pub(crate) mod page;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -408,12 +410,16 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let addr = listener.local_addr().ok();
+    // The address in the message too: with port 0 in `local_api.bind` this
+    // line is where a person or a test learns the port.
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| format!("(unknown: {e})"), |a| a.to_string());
     tracing::info!(
-        addr = ?addr,
+        addr = %addr,
         max_connections = options.max_connections,
         header_timeout_seconds = options.header_timeout.as_secs_f64(),
-        "local API listening"
+        "local API listening on {addr}"
     );
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));

@@ -21,45 +21,35 @@ fn sale_json(number: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoice_commands_end_to_end_with_json_output() {
     let fx = Fixture::start().await;
-    let cfg = fx.write_config(json!({}));
-    let c = cfg.to_str().unwrap();
-    let dir = fx.dir.path();
+    fx.write_config(json!({}));
     std::fs::write(
         fx.path("sale.json"),
         format!("\u{feff}{}\r\n", sale_json("CLI-1")),
     )
     .unwrap();
 
-    let r = run_bin(
-        dir,
-        &["--config", c, "--json", "invoice", "create", "sale.json"],
-        &[PW],
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(&["--json", "invoice", "create", "sale.json"], &[PW], None)
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     let created: Value = serde_json::from_str(&r.stdout).unwrap();
     let id = created["id"].as_u64().unwrap().to_string();
     assert_eq!(created["total_amount"], "8.70");
 
-    let r = run_bin(dir, &["--config", c, "invoice", "submit", &id], &[PW], None).await;
+    let r = fx.cli(&["invoice", "submit", &id], &[PW], None).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("status submitted"), "{}", r.stdout);
 
-    let r = run_bin(
-        dir,
-        &["--config", c, "--json", "invoice", "status", &id],
-        &[PW],
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(&["--json", "invoice", "status", &id], &[PW], None)
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(
         serde_json::from_str::<Value>(&r.stdout).unwrap()["status"],
         "submitted"
     );
 
-    let r = run_bin(dir, &["--config", c, "invoice", "pdf", &id], &[PW], None).await;
+    let r = fx.cli(&["invoice", "pdf", &id], &[PW], None).await;
     assert_eq!(r.code, 0, "{r:?}");
     let pdf = fx.path(&format!("pdfs/invoice_CLI-1_{id}.pdf"));
     assert_eq!(
@@ -67,19 +57,15 @@ async fn invoice_commands_end_to_end_with_json_output() {
         fx.sandbox.pdf_bytes(id.parse().unwrap()).unwrap()
     );
 
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "xml", &id, "--out", "doc.xml"],
-        &[PW],
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(&["invoice", "xml", &id, "--out", "doc.xml"], &[PW], None)
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(std::fs::read_to_string(fx.path("doc.xml"))
         .unwrap()
         .contains("CLI-1"));
 
-    let r = run_bin(dir, &["--config", c, "invoice", "show", &id], &[PW], None).await;
+    let r = fx.cli(&["invoice", "show", &id], &[PW], None).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("3 x Tea"), "{}", r.stdout);
 
@@ -87,22 +73,22 @@ async fn invoice_commands_end_to_end_with_json_output() {
     assert_eq!(fx.sandbox.logins_ok(), 1);
 
     // The same number again: "already exists", exit 1, or 0 when told.
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "create", "-"],
-        &[PW],
-        Some(&sale_json("CLI-1")),
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["invoice", "create", "-"],
+            &[PW],
+            Some(&sale_json("CLI-1")),
+        )
+        .await;
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("already exists"), "{}", r.stderr);
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "create", "-", "--if-exists", "ok"],
-        &[PW],
-        Some(&sale_json("CLI-1")),
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["invoice", "create", "-", "--if-exists", "ok"],
+            &[PW],
+            Some(&sale_json("CLI-1")),
+        )
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(fx.sandbox.invoices_with_number("CLI-1"), 1);
 }
@@ -110,43 +96,31 @@ async fn invoice_commands_end_to_end_with_json_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_for_bad_input_wrong_password_and_disabled_account() {
     let fx = Fixture::start().await;
-    let cfg = fx.write_config(json!({}));
-    let c = cfg.to_str().unwrap();
-    let dir = fx.dir.path();
+    fx.write_config(json!({}));
 
     // A sale with problems: exit 2, each field named, nothing sent.
     let bad = r#"{"customer_name": "X", "items": [{"description": "A", "quantity": -1, "price": "abc"}]}"#;
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "create", "-"],
-        &[PW],
-        Some(bad),
-    )
-    .await;
+    let r = fx.cli(&["invoice", "create", "-"], &[PW], Some(bad)).await;
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
         r.stderr.contains("items[0].quantity") && r.stderr.contains("items[0].price"),
         "{}",
         r.stderr
     );
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "create", "-"],
-        &[PW],
-        Some("{not json"),
-    )
-    .await;
+    let r = fx
+        .cli(&["invoice", "create", "-"], &[PW], Some("{not json"))
+        .await;
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(fx.sandbox.requests("POST /api/invoices"), 0);
 
     // Wrong password: exit 3 and the fix.
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "status", "1"],
-        &[("POS_CONNECTOR_PASSWORD", "wrong")],
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["invoice", "status", "1"],
+            &[("POS_CONNECTOR_PASSWORD", "wrong")],
+            None,
+        )
+        .await;
     assert_eq!(r.code, 3, "{r:?}");
     assert!(
         r.stderr.contains("refused the email/password") && r.stderr.contains("--setup-password"),
@@ -155,28 +129,18 @@ async fn exit_codes_for_bad_input_wrong_password_and_disabled_account() {
     );
 
     // Not found: exit 1.
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "status", "4242"],
-        &[PW],
-        None,
-    )
-    .await;
+    let r = fx.cli(&["invoice", "status", "4242"], &[PW], None).await;
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("404"), "{}", r.stderr);
 
     // Disabled account on submit: exit 3, not retried.
     std::fs::write(fx.path("s.json"), sale_json("DIS-1")).unwrap();
-    let r = run_bin(
-        dir,
-        &["--config", c, "--json", "invoice", "create", "s.json"],
-        &[PW],
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(&["--json", "invoice", "create", "s.json"], &[PW], None)
+        .await;
     let id = serde_json::from_str::<Value>(&r.stdout).unwrap()["id"].to_string();
     fx.sandbox.set_user_active(SANDBOX_EMAIL, false);
-    let r = run_bin(dir, &["--config", c, "invoice", "submit", &id], &[PW], None).await;
+    let r = fx.cli(&["invoice", "submit", &id], &[PW], None).await;
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stderr.contains("disabled"), "{}", r.stderr);
     assert_eq!(fx.sandbox.requests("POST /api/invoices/{id}/submit"), 1);
@@ -184,26 +148,14 @@ async fn exit_codes_for_bad_input_wrong_password_and_disabled_account() {
     // Rejected by JoFotara: exit 1 with the reason.
     fx.sandbox.set_user_active(SANDBOX_EMAIL, true);
     fx.sandbox.queue_submit_outcomes(&["rejected"]);
-    let r = run_bin(dir, &["--config", c, "invoice", "submit", &id], &[PW], None).await;
+    let r = fx.cli(&["invoice", "submit", &id], &[PW], None).await;
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("rejected"), "{}", r.stderr);
 
     // Usage errors: exit 2.
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "status", "abc"],
-        &[PW],
-        None,
-    )
-    .await;
+    let r = fx.cli(&["invoice", "status", "abc"], &[PW], None).await;
     assert_eq!(r.code, 2, "{r:?}");
-    let r = run_bin(
-        dir,
-        &["--config", c, "--in-config", "check-config"],
-        &[PW],
-        None,
-    )
-    .await;
+    let r = fx.cli(&["--in-config", "check-config"], &[PW], None).await;
     assert_eq!(r.code, 2, "{r:?}");
 }
 
@@ -213,7 +165,7 @@ async fn check_config_validates_redacts_and_applies_environment() {
     let dir = fx.dir.path();
     let cfg = fx.write_config(json!({"password": "plain-text-secret-1", "pos_type": "square"}));
     let c = cfg.to_str().unwrap();
-    let r = run_bin(dir, &["--config", c, "check-config"], &[], None).await;
+    let r = fx.cli(&["check-config"], &[], None).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.stdout.contains("plain-text-secret-1"), "{}", r.stdout);
     assert!(
@@ -284,30 +236,23 @@ async fn setup_password_verifies_before_storing() {
     let fx = Fixture::start().await;
     let dir = fx.dir.path();
     let cfg = fx.write_config(json!({"password": "old-plain-password"}));
-    let c = cfg.to_str().unwrap();
     let vault = Vault::new(&fx.path("data"));
 
     // Wrong password: exit 3, nothing stored.
-    let r = run_bin(
-        dir,
-        &["--config", c, "--setup-password"],
-        &[],
-        Some("nope\n"),
-    )
-    .await;
+    let r = fx.cli(&["--setup-password"], &[], Some("nope\n")).await;
     assert_eq!(r.code, 3, "{r:?}");
     assert!(r.stderr.contains("nothing was stored"), "{}", r.stderr);
     assert!(vault.password().unwrap().is_none());
 
     // Right password: stored encrypted; the plain one leaves config.json,
     // whose other keys stay.
-    let r = run_bin(
-        dir,
-        &["--config", c, "setup-password"],
-        &[],
-        Some(&format!("{SANDBOX_PASSWORD}\r\n")),
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["setup-password"],
+            &[],
+            Some(&format!("{SANDBOX_PASSWORD}\r\n")),
+        )
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.stdout.contains(SANDBOX_PASSWORD), "{}", r.stdout);
     assert_eq!(
@@ -321,18 +266,18 @@ async fn setup_password_verifies_before_storing() {
     );
     // The login's token was kept: the next command needs no login.
     let logins = fx.sandbox.logins_ok();
-    let r = run_bin(dir, &["--config", c, "invoice", "status", "1"], &[], None).await;
+    let r = fx.cli(&["invoice", "status", "1"], &[], None).await;
     assert_eq!(r.code, 1, "{r:?}"); // 404: no invoice 1, but authenticated
     assert_eq!(fx.sandbox.logins_ok(), logins);
 
     // --in-config: plain text in config.json, mode 0600.
-    let r = run_bin(
-        dir,
-        &["--config", c, "--setup-password", "--in-config"],
-        &[],
-        Some(SANDBOX_PASSWORD),
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["--setup-password", "--in-config"],
+            &[],
+            Some(SANDBOX_PASSWORD),
+        )
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(std::fs::read_to_string(&cfg)
         .unwrap()
@@ -368,7 +313,10 @@ async fn setup_password_verifies_before_storing() {
 async fn legacy_token_from_the_old_connector_is_used_without_a_login() {
     let fx = Fixture::start().await;
     // A token the old connector got and wrote into config.json.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let answer: Value = http
         .post(format!("{}/api/vendors/login", fx.sandbox.base_url()))
         .header("Accept", "application/json")
@@ -380,7 +328,7 @@ async fn legacy_token_from_the_old_connector_is_used_without_a_login() {
         .await
         .unwrap();
     let expiry = (chrono::Local::now() + chrono::Duration::hours(20)).naive_local();
-    let cfg = fx.write_config(json!({
+    fx.write_config(json!({
         "token": answer["token"],
         "token_expiry": expiry.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
         "vendor_id": 2,
@@ -389,13 +337,7 @@ async fn legacy_token_from_the_old_connector_is_used_without_a_login() {
         "invoice_folder": "invoices",
     }));
     let before = fx.sandbox.logins_ok();
-    let r = run_bin(
-        fx.dir.path(),
-        &["--config", cfg.to_str().unwrap(), "invoice", "status", "1"],
-        &[],
-        None,
-    )
-    .await;
+    let r = fx.cli(&["invoice", "status", "1"], &[], None).await;
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("404"), "{}", r.stderr);
     assert_eq!(fx.sandbox.logins_ok(), before, "no login needed");
@@ -408,7 +350,10 @@ async fn legacy_token_from_the_old_connector_is_used_without_a_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_token_near_expiry_is_refreshed_not_used() {
     let fx = Fixture::start().await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let answer: Value = http
         .post(format!("{}/api/vendors/login", fx.sandbox.base_url()))
         .header("Accept", "application/json")
@@ -422,19 +367,13 @@ async fn legacy_token_near_expiry_is_refreshed_not_used() {
     for (minutes_left, logins) in [(10, 1), (40, 0)] {
         let _ = std::fs::remove_dir_all(fx.path("data"));
         let expiry = chrono::Utc::now() + chrono::Duration::minutes(minutes_left);
-        let cfg = fx.write_config(json!({
+        fx.write_config(json!({
             "token": answer["token"],
             "token_expiry": expiry.to_rfc3339(),
             "password": SANDBOX_PASSWORD,
         }));
         let before = fx.sandbox.logins_ok();
-        let r = run_bin(
-            fx.dir.path(),
-            &["--config", cfg.to_str().unwrap(), "invoice", "status", "1"],
-            &[],
-            None,
-        )
-        .await;
+        let r = fx.cli(&["invoice", "status", "1"], &[], None).await;
         assert_eq!(r.code, 1, "{r:?}");
         assert!(r.stderr.contains("404"), "{}", r.stderr);
         assert_eq!(
@@ -451,7 +390,7 @@ async fn token_refresh_harness_passes_and_leaves_nothing_behind() {
     let cfg = fx.write_config(json!({}));
     let c = cfg.to_str().unwrap();
     let dir = fx.dir.path();
-    let r = run_bin(dir, &["--config", c, "test-token-refresh"], &[PW], None).await;
+    let r = fx.cli(&["test-token-refresh"], &[PW], None).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout.matches("PASS").count(), 7, "{}", r.stdout);
     for name in pos_connector::token_check::SCENARIOS {
@@ -465,13 +404,9 @@ async fn token_refresh_harness_passes_and_leaves_nothing_behind() {
         "initial login + one automatic refresh"
     );
 
-    let r = run_bin(
-        dir,
-        &["--config", c, "test-token-refresh", "--create-invoice"],
-        &[PW],
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(&["test-token-refresh", "--create-invoice"], &[PW], None)
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout.matches("PASS").count(), 11, "{}", r.stdout);
     assert_eq!(fx.sandbox.invoice_count(), 1);
@@ -509,13 +444,13 @@ async fn token_refresh_harness_passes_and_leaves_nothing_behind() {
     );
 
     // Wrong password: every scenario after the first is not run; exit 3.
-    let r = run_bin(
-        dir,
-        &["--config", c, "test-token-refresh"],
-        &[("POS_CONNECTOR_PASSWORD", "wrong")],
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["test-token-refresh"],
+            &[("POS_CONNECTOR_PASSWORD", "wrong")],
+            None,
+        )
+        .await;
     assert_eq!(r.code, 3, "{r:?}");
     assert!(
         r.stdout.contains("FAIL  1. initial authentication"),
@@ -536,58 +471,38 @@ async fn no_password_or_token_reaches_the_log_files() {
         ..Default::default()
     })
     .await;
-    let cfg = fx.write_config(json!({"log_level": "trace"}));
-    let c = cfg.to_str().unwrap();
-    let dir = fx.dir.path();
+    fx.write_config(json!({"log_level": "trace"}));
     let env = [("POS_CONNECTOR_PASSWORD", password)];
     std::fs::write(fx.path("s.json"), sale_json("LOG-1")).unwrap();
-    let r = run_bin(
-        dir,
-        &[
-            "--config",
-            c,
-            "--setup-password",
-            "test-token-refresh",
-            "--create-invoice",
-        ],
-        &[],
-        Some(password),
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["--setup-password", "test-token-refresh", "--create-invoice"],
+            &[],
+            Some(password),
+        )
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
-    let r = run_bin(
-        dir,
-        &["--config", c, "--json", "invoice", "create", "s.json"],
-        &env,
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(&["--json", "invoice", "create", "s.json"], &env, None)
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     fx.sandbox.revoke_all_tokens();
-    let r = run_bin(
-        dir,
-        &[
-            "--config",
-            c,
-            "--log-level",
-            "trace",
-            "invoice",
-            "status",
-            "1",
-        ],
-        &env,
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["--log-level", "trace", "invoice", "status", "1"],
+            &env,
+            None,
+        )
+        .await;
     assert_eq!(r.code, 0, "{r:?}");
     // A wrong password attempt logs the refusal, not the password.
-    let r = run_bin(
-        dir,
-        &["--config", c, "invoice", "status", "1"],
-        &[("POS_CONNECTOR_PASSWORD", "Wr0ng-Attempt-Pw")],
-        None,
-    )
-    .await;
+    let r = fx
+        .cli(
+            &["invoice", "status", "1"],
+            &[("POS_CONNECTOR_PASSWORD", "Wr0ng-Attempt-Pw")],
+            None,
+        )
+        .await;
     assert_eq!(r.code, 0, "the stored token still works: {r:?}");
 
     let token = Vault::new(&fx.path("data"))
@@ -669,7 +584,7 @@ async fn sandbox_command_serves_the_simulator_on_the_port_it_prints() {
         .strip_prefix("sandbox listening on ")
         .unwrap()
         .to_string();
-    let answer = reqwest::Client::builder()
+    let answer = pos_connector::http_client::builder()
         .no_proxy()
         .build()
         .unwrap()
@@ -767,14 +682,7 @@ async fn queue_commands_list_show_and_release_jobs() {
         )
         .unwrap();
     }
-    let cfg_arg = config.to_str().unwrap();
-    let list = run_bin(
-        fx.dir.path(),
-        &["--config", cfg_arg, "queue", "list"],
-        &[],
-        None,
-    )
-    .await;
+    let list = fx.cli(&["queue", "list"], &[], None).await;
     assert_eq!(list.code, 0, "{list:?}");
     assert!(
         list.stdout.contains("parked 1") && list.stdout.contains("queued 7"),
@@ -783,27 +691,15 @@ async fn queue_commands_list_show_and_release_jobs() {
     );
     assert!(list.stdout.contains("TXN008"));
 
-    let parked = run_bin(
-        fx.dir.path(),
-        &[
-            "--config", cfg_arg, "--json", "queue", "list", "--state", "parked",
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let parked = fx
+        .cli(&["--json", "queue", "list", "--state", "parked"], &[], None)
+        .await;
     let v: Value = serde_json::from_str(&parked.stdout).unwrap();
     assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(v["jobs"][0]["invoice_number"], "TXN002");
     assert_eq!(v["jobs"][0]["sale"]["customer_name"], "Jane Doe");
 
-    let show = run_bin(
-        fx.dir.path(),
-        &["--config", cfg_arg, "queue", "show", "TXN002"],
-        &[],
-        None,
-    )
-    .await;
+    let show = fx.cli(&["queue", "show", "TXN002"], &[], None).await;
     assert_eq!(show.code, 0);
     assert!(
         show.stdout.contains("last error: JoFotara rejected"),
@@ -812,13 +708,7 @@ async fn queue_commands_list_show_and_release_jobs() {
     );
     assert!(show.stdout.contains("parked"));
 
-    let retry = run_bin(
-        fx.dir.path(),
-        &["--config", cfg_arg, "queue", "retry", "--all-parked"],
-        &[],
-        None,
-    )
-    .await;
+    let retry = fx.cli(&["queue", "retry", "--all-parked"], &[], None).await;
     assert_eq!(retry.code, 0);
     assert!(
         retry.stdout.contains("TXN002") && retry.stdout.contains("released"),
@@ -826,56 +716,33 @@ async fn queue_commands_list_show_and_release_jobs() {
         retry.stdout
     );
 
-    let bad_state = run_bin(
-        fx.dir.path(),
-        &["--config", cfg_arg, "queue", "list", "--state", "lost"],
-        &[],
-        None,
-    )
-    .await;
+    let bad_state = fx
+        .cli(&["queue", "list", "--state", "lost"], &[], None)
+        .await;
     assert_eq!(bad_state.code, 2);
     assert!(bad_state.stderr.contains("parked"), "{}", bad_state.stderr);
-    let missing = run_bin(
-        fx.dir.path(),
-        &["--config", cfg_arg, "queue", "show", "NOPE"],
-        &[],
-        None,
-    )
-    .await;
+    let missing = fx.cli(&["queue", "show", "NOPE"], &[], None).await;
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("queue list"), "{}", missing.stderr);
-    let neither = run_bin(
-        fx.dir.path(),
-        &["--config", cfg_arg, "queue", "retry"],
-        &[],
-        None,
-    )
-    .await;
+    let neither = fx.cli(&["queue", "retry"], &[], None).await;
     assert_eq!(neither.code, 2, "N or --all-parked is required");
 }
 
 #[tokio::test]
 async fn invoice_render_writes_a_receipt_without_a_backend() {
     let fx = Fixture::start().await;
-    let config = fx.write_config(json!({"password": SANDBOX_PASSWORD}));
+    fx.write_config(json!({"password": SANDBOX_PASSWORD}));
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/intake/generic_pos.json");
+    // A reference, so that the closure below can be called twice.
+    let fx = &fx;
+    let render = |src: std::path::PathBuf, out: std::path::PathBuf| async move {
+        let (src, out) = (src.to_str().unwrap(), out.to_str().unwrap());
+        fx.cli(&["invoice", "render", src, "--out", out], &[], None)
+            .await
+    };
     let out = fx.path("r.pdf");
-    let r = run_bin(
-        fx.dir.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "invoice",
-            "render",
-            src.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let r = render(src, out.clone()).await;
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("INV-GEN-001"));
     let pdf = std::fs::read(&out).unwrap();
@@ -891,21 +758,7 @@ async fn invoice_render_writes_a_receipt_without_a_backend() {
     )
     .unwrap();
     let out = fx.path("cjk.pdf");
-    let r = run_bin(
-        fx.dir.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "invoice",
-            "render",
-            cjk.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let r = render(cjk, out.clone()).await;
     assert_eq!(r.code, 0, "{r:?}");
     let logged = format!("{}{}", r.stdout, r.stderr);
     assert!(
@@ -914,18 +767,8 @@ async fn invoice_render_writes_a_receipt_without_a_backend() {
     );
     let text = pos_connector::receipt::extract_text(&std::fs::read(&out).unwrap()).unwrap();
     assert!(text.contains("U+738B"), "{text}");
-    let bad = run_bin(
-        fx.dir.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "invoice",
-            "render",
-            "no-such-thing",
-        ],
-        &[],
-        None,
-    )
-    .await;
+    let bad = fx
+        .cli(&["invoice", "render", "no-such-thing"], &[], None)
+        .await;
     assert_eq!(bad.code, 2);
 }

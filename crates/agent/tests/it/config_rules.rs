@@ -233,3 +233,28 @@ fn intake_encoding_takes_a_known_label_and_names_the_fix_otherwise() {
         assert!(text.contains("windows-1256"), "{text}");
     }
 }
+
+/// A library caller (the demo, the bench, an embedding program) that starts
+/// the service with a mapping the intake cannot use hears it as a config
+/// error (exit 2), as the binary's loading does; the agent does not read
+/// every file with the default mapping instead.
+#[tokio::test]
+async fn the_service_refuses_an_intake_mapping_it_cannot_use() {
+    let fx = Fixture::start().await;
+    let cfg = fx.config(json!({"intake": {"mapping": {"colour": "x"}}}));
+    let err = pos_connector::service::run(
+        &cfg,
+        std::sync::Arc::new(pos_connector::clock::SystemClock),
+        std::future::pending(),
+    )
+    .await
+    .expect_err("a bad mapping must stop the start");
+    assert_eq!(err.exit_code(), 2);
+    let text = err.to_string();
+    assert!(text.contains("intake.mapping"), "{text}");
+    assert_eq!(
+        fx.sandbox.requests("POST /api/vendors/login"),
+        0,
+        "nothing was sent before the check"
+    );
+}

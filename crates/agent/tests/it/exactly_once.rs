@@ -18,20 +18,6 @@ use serde_json::{json, Value};
 
 const SUBMIT: &str = "POST /api/invoices/{id}/submit";
 
-/// Config for these tests, `extra` merged over quick polling and backoff.
-fn config(fx: &Fixture, extra: Value) -> Config {
-    let mut base = json!({
-        "sync_interval": 1,
-        "intake": {"settle_seconds": 0},
-        "pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 5},
-        "request_timeout_secs": 5,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        base[k] = v.clone();
-    }
-    fx.config(base)
-}
-
 fn job(cfg: &Config, number: &str) -> Job {
     Outbox::open(&cfg.data_dir)
         .unwrap()
@@ -85,11 +71,8 @@ async fn submits_slower_than_the_client_timeout_reach_jofotara_once() {
     // JoFotara answers); the agent gives up after 2 s.
     fx.sandbox
         .inject(SUBMIT, Fault::SlowWork(Duration::from_secs(15)), 8);
-    let cfg = config(
-        &fx,
-        json!({"request_timeout_secs": 2,
-               "pipeline": {"max_backoff_seconds": 4, "concurrency": 4}}),
-    );
+    let cfg = fx.service_config(json!({"request_timeout_secs": 2,
+               "pipeline": {"max_backoff_seconds": 4, "concurrency": 4}}));
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let agent = Spawned::start(&cfg, clock).await.unwrap();
     for i in 0..8 {
@@ -133,11 +116,8 @@ async fn submits_slower_than_the_client_timeout_reach_jofotara_once() {
 async fn a_restart_waits_out_the_settle_window_of_a_submit_in_flight() {
     let fx = Fixture::start().await;
     let slow = SlowSubmits::start(&fx.sandbox.base_url(), Duration::from_secs(20)).await;
-    let cfg = config(
-        &fx,
-        json!({"base_url": slow.base_url,
-               "pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 0}}),
-    );
+    let cfg = fx.service_config(json!({"base_url": slow.base_url,
+               "pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 0}}));
     // One clock across both runs: wall time goes on while the agent is down.
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let agent = Spawned::start(&cfg, clock.clone()).await.unwrap();
@@ -202,7 +182,7 @@ async fn a_restart_waits_out_the_settle_window_of_a_submit_in_flight() {
 #[tokio::test]
 async fn another_tills_sale_with_our_number_is_never_adopted() {
     let fx = Fixture::start().await;
-    let cfg = config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     let till = fx.client(&cfg, Arc::new(SystemClock));
     let new = |v: Value| pos_connector::laravel::NewInvoice::from_json(&v).unwrap();
     // Another till: same number, same customer, same total (100.00 net),
@@ -255,7 +235,7 @@ async fn another_tills_sale_with_our_number_is_never_adopted() {
 #[tokio::test]
 async fn our_own_lost_multi_line_create_is_found_and_adopted() {
     let fx = Fixture::start().await;
-    let cfg = config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     let agent = Spawned::start(&cfg, Arc::new(SystemClock)).await.unwrap();
     // Three lines of 1.03: the backend's tax is 0.49 (rounded once), not
     // the 0.48 of per-line rounding; lines are compared, not totals.
@@ -290,7 +270,7 @@ async fn our_own_lost_multi_line_create_is_found_and_adopted() {
 #[tokio::test]
 async fn official_pdfs_of_look_alike_numbers_never_overwrite_each_other() {
     let fx = Fixture::start().await;
-    let cfg = config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     let agent = Spawned::start(&cfg, Arc::new(SystemClock)).await.unwrap();
     let numbers = ["COLL 1", "COLL_1", "A/X", "B/X"];
     for n in numbers {
@@ -351,10 +331,8 @@ fn poisoned_sale() -> Sale {
 #[tokio::test(start_paused = true)]
 async fn one_poisoned_sale_backs_off_alone_while_the_others_flow() {
     let fx = Fixture::start().await;
-    let cfg = config(
-        &fx,
-        json!({"pipeline": {"max_backoff_seconds": 900, "concurrency": 4}}),
-    );
+    let cfg =
+        fx.service_config(json!({"pipeline": {"max_backoff_seconds": 900, "concurrency": 4}}));
     Outbox::open(&cfg.data_dir)
         .unwrap()
         .enqueue(
@@ -404,10 +382,8 @@ async fn one_poisoned_sale_backs_off_alone_while_the_others_flow() {
 #[tokio::test]
 async fn a_broken_jofotara_link_parks_the_sale_after_max_submit_errors() {
     let fx = Fixture::start().await;
-    let cfg = config(
-        &fx,
-        json!({"pipeline": {"max_backoff_seconds": 1, "max_submit_errors": 3}}),
-    );
+    let cfg =
+        fx.service_config(json!({"pipeline": {"max_backoff_seconds": 1, "max_submit_errors": 3}}));
     fx.sandbox
         .queue_submit_outcomes(&["error", "error", "error"]);
     let agent = Spawned::start(&cfg, Arc::new(SystemClock)).await.unwrap();
@@ -430,7 +406,9 @@ async fn a_broken_jofotara_link_parks_the_sale_after_max_submit_errors() {
         why.contains("failed 3 times in a row") && why.contains("JoFotara integration"),
         "{why}"
     );
-    let status: Value = reqwest::Client::new()
+    let status: Value = pos_connector::http_client::builder()
+        .build()
+        .unwrap()
         .get(format!(
             "http://{}/api/status",
             agent.running.local_api.unwrap()
@@ -479,7 +457,7 @@ async fn invoice_submit_reads_the_status_first() {
     let path = fx.write_config(json!({}));
     let c = path.to_str().unwrap();
     let cfg = pos_connector::config::load(&path).unwrap();
-    let client = fx.client(&config(&fx, json!({})), Arc::new(SystemClock));
+    let client = fx.client(&fx.service_config(json!({})), Arc::new(SystemClock));
     let dir = fx.dir.path();
     let pw = [("POS_CONNECTOR_PASSWORD", SANDBOX_PASSWORD)];
     let mk = |n: &str| {

@@ -716,7 +716,13 @@ async fn the_inbox_polls_on_the_interval_the_backend_sets() {
             .await
     });
     // The inbox's first look (empty, at once) is done; a till drops a file.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The look starts by creating the inbox's folders and, with nothing to
+    // read, never waits until it sleeps for the interval: on this
+    // single-threaded runtime, once the folders are seen the look is over.
+    wait_until(PATIENCE, "the inbox's first look", || async {
+        cfg.invoice_folder.join("archive").is_dir()
+    })
+    .await;
     let file = cfg.invoice_folder.join("sale.json");
     let sample =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/intake/minimal_format.json");
@@ -831,7 +837,10 @@ async fn the_sandbox_command_takes_and_prints_the_api_key() {
         "{}/api/pos-connector/test",
         base.expect("the address is printed")
     );
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let ok = http
         .get(&url)
         .header("X-API-Key", "shop-key-77")

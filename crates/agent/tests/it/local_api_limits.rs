@@ -143,12 +143,11 @@ async fn open_connections_are_capped_and_everyone_is_served_in_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_starve_the_inbox_of_file_handles() {
     let fx = Fixture::start().await;
-    let port = free_port();
     let cfg = fx.write_config(json!({
         "password": SANDBOX_PASSWORD,
         "sync_interval": 1,
         "intake": {"settle_seconds": 0},
-        "local_api": {"bind": format!("127.0.0.1:{port}"), "api_key": API_KEY,
+        "local_api": {"bind": "127.0.0.1:0", "api_key": API_KEY,
                       "max_connections": 8, "header_timeout_seconds": 30},
     }));
     let mut child = tokio::process::Command::new("sh")
@@ -157,13 +156,16 @@ async fn idle_connections_do_not_starve_the_inbox_of_file_handles() {
         .arg(env!("CARGO_BIN_EXE_pos-connector"))
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .current_dir(fx.dir.path())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let addr = local_api_addr(&mut child).await;
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     wait_until(Duration::from_secs(30), "the local API", || async {
         http.get(format!("http://{addr}/api/health"))
             .send()
@@ -280,7 +282,10 @@ async fn wrong_keys_are_slowed_down_and_logged_without_flooding() {
     let logs = Logs::default();
     let _guard = tracing::subscriber::set_default(logs.subscriber());
     let (addr, _stop) = guarded(options(64, Duration::from_secs(10))).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let url = format!("http://{addr}/keyed");
     let mut took = Vec::new();
     for i in 0..8 {

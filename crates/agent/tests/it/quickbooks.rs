@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::common::qbo::{
     doc_numbers, pusher, qbo_counts, sale, sim_options, submitted, submitted_jobs, unlimited, Qbo,
-    INVOICE_ROUTE, QUERY_ROUTE, TOKEN_ROUTE,
+    INVOICE_ROUTE, TOKEN_ROUTE,
 };
 use crate::common::*;
 use pos_connector::clock::SystemClock;
@@ -26,9 +26,10 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn connect_flow_end_to_end_and_a_wrong_state_is_refused() {
-    let q = Qbo::start(sim_options()).await;
+    let mut q = Qbo::start(sim_options()).await;
     let cfg = q.config(json!({}));
     use tokio::io::AsyncBufReadExt;
+    q.release_redirect_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pos-connector"))
         .args([
             "--config",
@@ -73,7 +74,10 @@ async fn connect_flow_end_to_end_and_a_wrong_state_is_refused() {
     assert!(param("state").len() >= 32, "a random state");
 
     // A forged callback (CSRF): refused, and nothing is exchanged.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let forged = http
         .get(format!("{}?state=forged&code=evil&realmId=666", q.redirect))
         .send()
@@ -258,21 +262,18 @@ async fn an_existing_doc_number_and_a_6140_record_the_existing_id() {
     );
     assert_eq!(q.sim.requests(INVOICE_ROUTE), 0, "not created again");
 
-    // Another till creates it between our check and our create: 6140.
-    q.sim
-        .inject(QUERY_ROUTE, Fault::HoldAfter(Duration::from_millis(600)), 1);
-    let p2 = p.clone();
-    let job = jobs[1].clone();
-    let push = tokio::spawn(async move { p2.push_one(&job).await });
-    wait_until(Duration::from_secs(5), "the check ran", || async {
-        q.sim.requests(QUERY_ROUTE) >= 2
-    })
-    .await;
-    // Counted on arrival: give the handler a moment (the answer is held
-    // 600 ms after it ran).
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let raced = q.sim.seed_invoice("EX-0001", "Someone Else");
-    let o = push.await.unwrap();
+    // Another till creates it between our check and our create: 6140. The
+    // simulator puts the other till's invoice in when our create arrives,
+    // after our check came back empty: the race, without a timing window.
+    q.sim.race_next_create("EX-0001", "Someone Else");
+    let o = p.push_one(&jobs[1]).await;
+    let raced = q
+        .sim
+        .invoices()
+        .iter()
+        .find(|i| i["DocNumber"] == "EX-0001")
+        .and_then(|i| i["Id"].as_str().map(String::from))
+        .expect("the other till's invoice");
     assert_eq!(
         o,
         PushOutcome::Pushed {
@@ -326,8 +327,9 @@ async fn invalid_grant_parks_pushes_until_reconnected_and_is_reported_once() {
         qbo_counts(&cfg)["waiting"] >= 1
     })
     .await;
-    // Time for a loop of invalid_grant, if there were one.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Another sale makes the pusher ask for a token again: it waits too,
+    // without a second refresh.
+    sale_waits_for_quickbooks(&q, &cfg, "IG-3").await;
     assert_eq!(
         q.sim.token_grants().invalid_grant,
         1,
@@ -336,7 +338,7 @@ async fn invalid_grant_parks_pushes_until_reconnected_and_is_reported_once() {
     let c = qbo_counts(&cfg);
     assert_eq!(
         (c["waiting"] + c["pending"], c["pushed"], c["parked"]),
-        (2, 0, 0),
+        (3, 0, 0),
         "nothing dropped: {c:?}"
     );
     let job = Outbox::open(&cfg.data_dir)
@@ -374,14 +376,14 @@ async fn invalid_grant_parks_pushes_until_reconnected_and_is_reported_once() {
     wait_until(
         Duration::from_secs(30),
         "pushed after reconnecting",
-        || async { qbo_counts(&cfg)["pushed"] == 2 },
+        || async { qbo_counts(&cfg)["pushed"] == 3 },
     )
     .await;
-    assert_eq!(doc_numbers(&q.sim), vec!["IG-1", "IG-2"]);
+    assert_eq!(doc_numbers(&q.sim), vec!["IG-1", "IG-2", "IG-3"]);
     agent.stop().await.unwrap();
     let st = q.cli(&["qbo", "status"], None).await;
     assert_eq!(st.code, 0, "{st:?}");
-    assert!(st.stdout.contains("pushed 2"), "{}", st.stdout);
+    assert!(st.stdout.contains("pushed 3"), "{}", st.stdout);
 }
 
 #[tokio::test]
@@ -431,6 +433,30 @@ async fn a_thousand_pending_invoices_pushed_with_zero_429s() {
 }
 
 // ------------------------------------------------------- SIGKILL and tokens
+
+/// Drops a sale in the running agent's inbox and waits until JoFotara has
+/// it and its QuickBooks push waits for a reconnect: the pusher asked the
+/// token keeper for a token and was held.
+async fn sale_waits_for_quickbooks(q: &Qbo, cfg: &Config, number: &str) {
+    let inbox = q.fx.path("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let sale = json!({"invoice_number": number, "customer_name": "C",
+                      "items": [{"description": "Z", "quantity": 1, "price": 4}]});
+    std::fs::write(inbox.join(format!("{number}.json")), sale.to_string()).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{number}'s push waiting"),
+        || async {
+            let job = Outbox::open(&cfg.data_dir).unwrap().find(number).unwrap();
+            job.and_then(|j| j.qbo).is_some_and(|p| {
+                p.state == "waiting"
+                    && p.last_error
+                        .is_some_and(|e| e.starts_with("QuickBooks reconnect needed"))
+            })
+        },
+    )
+    .await;
+}
 
 fn spawn_agent(dir: &Path, config: &Path) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pos-connector"));
@@ -549,15 +575,18 @@ async fn strict_rotation_loses_a_token_only_if_killed_before_it_is_on_disk() {
         q.sim.token_grants().invalid_grant == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A sale makes the pusher ask for a token: it waits, and the dead
+    // grant is not tried again.
+    sale_waits_for_quickbooks(&q, &cfg, "SR-1").await;
     assert_eq!(q.sim.token_grants().invalid_grant, 1, "reported once");
     let st = q.cli(&["qbo", "status"], None).await;
     assert_eq!(st.code, 3, "{st:?}");
     assert!(st.stdout.contains("RECONNECT NEEDED"), "{}", st.stdout);
     sigkill(agent).await;
-    // A restart does not spend the dead grant again either.
+    // A restart does not spend the dead grant again either, with work for
+    // QuickBooks waiting.
     let agent = spawn_agent(q.fx.dir.path(), &q.config_path());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    sale_waits_for_quickbooks(&q, &cfg, "SR-2").await;
     sigkill(agent).await;
     assert_eq!(q.sim.token_grants().invalid_grant, 1);
 }

@@ -39,7 +39,9 @@ impl Agent {
 
     /// `POST /v1/sales` with `key` (none: no Authorization header).
     async fn post(&self, key: Option<&str>, body: &Value) -> reqwest::Response {
-        let mut req = reqwest::Client::new()
+        let mut req = pos_connector::http_client::builder()
+            .build()
+            .unwrap()
             .post(self.url("/v1/sales"))
             .json(body);
         if let Some(k) = key {
@@ -49,27 +51,15 @@ impl Agent {
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::Client::new()
+        pos_connector::http_client::builder()
+            .build()
+            .unwrap()
             .get(self.url(path))
             .bearer_auth(API_KEY)
             .send()
             .await
             .unwrap()
     }
-}
-
-/// Config for service tests: quick polling and short backoffs.
-fn service_config(fx: &Fixture, extra: Value) -> Config {
-    let mut base = json!({
-        "sync_interval": 1,
-        "intake": {"settle_seconds": 0},
-        "pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 5},
-        "request_timeout_secs": 5,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        base[k] = v.clone();
-    }
-    fx.config(base)
 }
 
 fn outbox(cfg: &Config) -> Outbox {
@@ -101,7 +91,7 @@ async fn wait_state(cfg: &Config, state: &str, n: u64, secs: u64) {
 #[tokio::test]
 async fn sample_exports_flow_from_inbox_to_done() {
     let fx = Fixture::start().await;
-    let cfg = service_config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     let inbox = fx.path("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
     for f in [
@@ -190,7 +180,7 @@ async fn sample_exports_flow_from_inbox_to_done() {
 #[tokio::test]
 async fn local_http_intake_answers_as_documented() {
     let fx = Fixture::start().await;
-    let cfg = service_config(&fx, json!({"auto_submit_jofotara": false}));
+    let cfg = fx.service_config(json!({"auto_submit_jofotara": false}));
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
     let sale = json!({
         "invoice_number": "WEB-1",
@@ -284,7 +274,7 @@ async fn a_create_whose_answer_was_lost_is_found_by_the_id_scan() {
     let fx = Fixture::start().await;
     // Other vendors' invoices sit among ours in the id sequence.
     fx.sandbox.seed_foreign_invoices(5);
-    let cfg = service_config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
     post_sale(&agent, &simple_sale("EARLY-1")).await;
     wait_state(&cfg, "done", 1, 20).await;
@@ -316,7 +306,7 @@ async fn a_fresh_agents_lost_create_is_found_among_many_foreign_invoices() {
     // A busy shared backend: more invoices than the scan may read, and an
     // agent that has never seen an id (its floor is 0).
     fx.sandbox.seed_foreign_invoices(800);
-    let cfg = service_config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
     fx.sandbox.inject("POST /api/invoices", Fault::DropAfter, 1);
     post_sale(&agent, &simple_sale("FIRST-1")).await;
@@ -339,9 +329,7 @@ async fn a_configured_lookup_path_replaces_the_scan() {
         ..Default::default()
     })
     .await;
-    let cfg = service_config(
-        &fx,
-        json!({"pipeline": {"max_backoff_seconds": 1, "lookup_path": "/api/invoices/by-number/{invoice_number}"}}),
+    let cfg = fx.service_config(json!({"pipeline": {"max_backoff_seconds": 1, "lookup_path": "/api/invoices/by-number/{invoice_number}"}}),
     );
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
     fx.sandbox.inject("POST /api/invoices", Fault::DropAfter, 1);
@@ -355,7 +343,7 @@ async fn a_configured_lookup_path_replaces_the_scan() {
 #[tokio::test]
 async fn a_number_taken_by_another_sale_parks_the_job_with_the_reason() {
     let fx = Fixture::start().await;
-    let cfg = service_config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     // Someone else already used the number for a different sale.
     let client = fx.client(&cfg, Arc::new(SystemClock));
     let mut other = sale("TAKEN-1");
@@ -377,7 +365,7 @@ async fn a_number_taken_by_another_sale_parks_the_job_with_the_reason() {
 #[tokio::test]
 async fn rejected_and_disabled_park_and_queue_retry_releases() {
     let fx = Fixture::start().await;
-    let cfg = service_config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     fx.sandbox.queue_submit_outcomes(&["rejected"]);
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
     post_sale(&agent, &simple_sale("REJ-1")).await;
@@ -401,36 +389,41 @@ async fn rejected_and_disabled_park_and_queue_retry_releases() {
         job.last_error.as_deref().unwrap().contains("disabled"),
         "{job:?}"
     );
+    // Parked means not submitted again. A sale taken now wakes the pipeline
+    // for a pass over every due job, oldest first: were DIS-1 still due, it
+    // would be submitted ahead of the new sale. Once the new sale is parked
+    // too (its own submit met the same 403), the only new submit is its own.
     let submits = fx.sandbox.requests("POST /api/invoices/{id}/submit");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    post_sale(&agent, &simple_sale("DIS-2")).await;
+    wait_state(&cfg, "parked", 3, 20).await;
     assert_eq!(
         fx.sandbox.requests("POST /api/invoices/{id}/submit"),
-        submits
+        submits + 1,
+        "a parked sale was submitted again"
     );
 
     // The admin re-enables the account; the operator releases the jobs.
     fx.sandbox.set_user_active(SANDBOX_EMAIL, true);
     let released = outbox(&cfg).retry_all_parked(chrono::Utc::now()).unwrap();
-    assert_eq!(released.len(), 2);
+    assert_eq!(released.len(), 3);
     // (The running agent re-reads the outbox at least every 30 s; a sale
     // arriving wakes it at once.)
     post_sale(&agent, &simple_sale("WAKE-1")).await;
-    wait_state(&cfg, "done", 2, 40).await;
+    wait_state(&cfg, "done", 3, 40).await;
     // The rejected invoice stays rejected: checked, parked again, not resubmitted.
     wait_state(&cfg, "parked", 1, 20).await;
     let rej = outbox(&cfg).find("REJ-1").unwrap().unwrap();
     assert_eq!(rej.state, "parked");
     assert_eq!(fx.sandbox.invoices_with_number("DIS-1"), 1);
+    assert_eq!(fx.sandbox.invoices_with_number("DIS-2"), 1);
     agent.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_outage_is_waited_out_with_one_global_backoff() {
     let fx = Fixture::start().await;
-    let cfg = service_config(
-        &fx,
-        json!({"pipeline": {"max_backoff_seconds": 900, "concurrency": 4}}),
-    );
+    let cfg =
+        fx.service_config(json!({"pipeline": {"max_backoff_seconds": 900, "concurrency": 4}}));
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let agent = Agent::start(&cfg, clock).await;
     // Sign in first, then the backend goes down for an hour.
@@ -475,8 +468,7 @@ async fn an_outage_is_waited_out_with_one_global_backoff() {
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_submit_finish_and_a_restart_never_submits_twice() {
     let fx = Fixture::start().await;
-    let cfg = service_config(
-        &fx,
+    let cfg = fx.service_config(
         json!({"pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 0,
                             "submit_settle_seconds": 4}}),
     );
@@ -509,7 +501,7 @@ async fn shutdown_lets_an_in_flight_submit_finish_and_a_restart_never_submits_tw
 #[tokio::test]
 async fn a_second_agent_on_the_same_data_folder_is_refused() {
     let fx = Fixture::start().await;
-    let cfg = service_config(&fx, json!({}));
+    let cfg = fx.service_config(json!({}));
     let agent = Agent::start(&cfg, Arc::new(SystemClock)).await;
     let second = service::run(&cfg, Arc::new(SystemClock), async {}).await;
     let err = second.unwrap_err();

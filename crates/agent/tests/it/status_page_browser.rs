@@ -28,23 +28,42 @@ fn find_program(env_var: &str, candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
 
-/// chromedriver on a free port, killed when dropped.
+/// chromedriver on a port of its choosing, killed when dropped.
 struct Driver {
     _child: tokio::process::Child,
     url: String,
 }
 
+/// `--port=0` makes chromedriver take a port the system picks and name it
+/// on stdout ("ChromeDriver was started successfully on port N."): no port
+/// is chosen for it beforehand that another program could take first.
 async fn start_driver(driver: &Path) -> Driver {
-    let port = free_port();
-    let child = tokio::process::Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(driver)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("chromedriver starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split_once("started successfully on port ") {
+                return rest.1.trim_end_matches('.').trim().parse().unwrap();
+            }
+        }
+        panic!("chromedriver ended without naming its port");
+    })
+    .await
+    .expect("chromedriver names its port");
+    // Its later output (one line per session) must not fill the pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = pos_connector::http_client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     wait_until(Duration::from_secs(20), "chromedriver ready", || async {
         http.get(format!("{url}/status"))
             .send()

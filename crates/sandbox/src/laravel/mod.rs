@@ -106,7 +106,7 @@ use tokio::time::Instant;
 
 use super::http::{
     bad_request, control_body, ctl_answer, fault_control_routes, fault_middleware, form_decode,
-    html_error_page, html_response, json_response, lock, serve, CtlResult, Fault, Harness,
+    html_error_page, html_response, json_response, lock, serve_on, CtlResult, Fault, Harness,
     RandomFaults, ServerHandle,
 };
 use super::pdf::render_text_pdf;
@@ -488,6 +488,15 @@ impl LaravelSandbox {
         bind: SocketAddr,
         opts: LaravelSandboxOptions,
     ) -> std::io::Result<LaravelSandbox> {
+        LaravelSandbox::start_on(tokio::net::TcpListener::bind(bind).await?, opts)
+    }
+
+    /// [`LaravelSandbox::start`] on a listener the caller bound: a backend
+    /// whose address was handed out while it was still down.
+    pub fn start_on(
+        listener: tokio::net::TcpListener,
+        opts: LaravelSandboxOptions,
+    ) -> std::io::Result<LaravelSandbox> {
         if opts.workers == Some(0) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -526,7 +535,7 @@ impl LaravelSandbox {
             latency: Mutex::new(opts.latency),
             lookup_route: opts.lookup_route,
         });
-        let server = serve(bind, router(shared.clone())).await?;
+        let server = serve_on(listener, router(shared.clone()))?;
         tracing::info!(addr = %server.addr(), "Laravel sandbox listening");
         Ok(LaravelSandbox { shared, server })
     }

@@ -231,6 +231,7 @@ pub(super) fn run_op(
         }
         Op::Write(kind) => {
             let v = parse_json_body(body, kind)?;
+            super::run_race(db, kind, &v);
             let row = upsert(db, kind, v, None)?;
             let mut out = Map::new();
             out.insert(kind.name().into(), Value::Object(row));

@@ -78,6 +78,7 @@ pub(super) fn batch_item(db: &mut Db, item: &Value) -> Result<(String, Value), A
         }
         other => return Err(unsupported_operation(&format!("{other} {}", kind.name()))),
     }
+    super::run_race(db, kind, &entity);
     let row = upsert(db, kind, entity, None)?;
     Ok((kind.name().into(), Value::Object(row)))
 }

@@ -286,6 +286,9 @@ pub struct TokenCounts {
 struct Db {
     opts: QuickbooksSandboxOptions,
     duplicate_doc_check: bool,
+    /// Invoices another till creates just before our next create with the
+    /// same `DocNumber` lands: DocNumber -> the other till's customer.
+    races: HashMap<String, String>,
     codes: HashMap<String, AuthCode>,
     grants: Vec<Grant>,
     refresh: HashMap<String, RefreshRec>,
@@ -462,6 +465,7 @@ impl QuickbooksSandbox {
             db: Mutex::new(Db {
                 opts,
                 duplicate_doc_check: true,
+                races: HashMap::new(),
                 codes: HashMap::new(),
                 grants: Vec::new(),
                 refresh: HashMap::new(),
@@ -717,6 +721,18 @@ impl QuickbooksSandbox {
         seed_invoice(&mut self.shared.db(), doc_number, customer_display_name)
     }
 
+    /// Another till wins a race: the next invoice create (single or in a
+    /// batch) with `doc_number` finds that number just taken by an invoice
+    /// for `customer_display_name`, created after any query that came
+    /// before it (so the check-then-create sees nothing, then meets 6140).
+    /// The other invoice's id is in [`QuickbooksSandbox::invoices`].
+    pub fn race_next_create(&self, doc_number: &str, customer_display_name: &str) {
+        self.shared
+            .db()
+            .races
+            .insert(doc_number.into(), customer_display_name.into());
+    }
+
     /// Replaces the rate limits (the requests already counted stay in the
     /// windows).
     pub fn set_limits(&self, limits: QboLimits) {
@@ -733,5 +749,19 @@ impl QuickbooksSandbox {
     /// the app (exchange it within 10 minutes, once).
     pub fn issue_code(&self, redirect_uri: &str) -> String {
         issue_code_locked(&mut self.shared.db(), redirect_uri)
+    }
+}
+
+/// Before a create of `kind` with `body` is handled: the other till's
+/// invoice of a pending [`QuickbooksSandbox::race_next_create`] goes in.
+fn run_race(db: &mut Db, kind: Kind, body: &Value) {
+    if kind != Kind::Invoice || body.get("Id").is_some_and(|id| !id.is_null()) {
+        return;
+    }
+    let Some(doc) = body.get("DocNumber").and_then(Value::as_str) else {
+        return;
+    };
+    if let Some(customer) = db.races.remove(doc) {
+        seed_invoice(db, doc, &customer);
     }
 }

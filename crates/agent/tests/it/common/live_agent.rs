@@ -2,6 +2,10 @@
 //! QuickBooks simulator, with its local API on a known loopback port (the
 //! QuickBooks redirect URI must name it): what the local API tests and the
 //! browser test drive.
+//!
+//! The port is a listener this fixture binds and holds for its whole life,
+//! handed to each start of the agent: known before the config is written,
+//! never free for another program to take between a stop and a restart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use pos_sandbox::quickbooks::{
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{free_port, wait_until, Fixture, API_KEY};
+use super::{wait_until, Fixture, API_KEY};
 
 /// How a request presents the local API key.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +35,9 @@ pub struct LiveAgent {
     pub qbo: QuickbooksSandbox,
     pub cfg: Config,
     pub port: u16,
+    /// The local API's socket; each start serves a clone of it. `None`
+    /// once [`LiveAgent::close_port`] let it go.
+    listener: Option<std::net::TcpListener>,
     agent: Option<Spawned>,
     http: reqwest::Client,
 }
@@ -57,12 +64,9 @@ impl LiveAgent {
             enforce: false,
             ..Default::default()
         });
-        let port = free_port();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
         let mut base = json!({
-            "sync_interval": 1,
-            "intake": {"settle_seconds": 0},
-            "pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 5},
-            "request_timeout_secs": 5,
             "local_api": {"bind": format!("127.0.0.1:{port}"), "api_key": API_KEY},
             "quickbooks": {
                 "enabled": qbo_enabled,
@@ -79,7 +83,7 @@ impl LiveAgent {
         for (k, v) in extra.as_object().unwrap() {
             base[k] = v.clone();
         }
-        let mut cfg = fx.config(base);
+        let mut cfg = fx.service_config(base);
         // The simulator's limits are real; the tests need not wait on them.
         cfg.quickbooks.limits = RateLimits {
             time_scale: 0.001,
@@ -95,8 +99,9 @@ impl LiveAgent {
             qbo,
             cfg,
             port,
+            listener: Some(listener),
             agent: None,
-            http: reqwest::Client::builder()
+            http: pos_connector::http_client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .build()
@@ -111,7 +116,13 @@ impl LiveAgent {
     }
 
     pub async fn start_agent(&mut self) {
-        let spawned = Spawned::start(&self.cfg, Arc::new(SystemClock))
+        let listener = self
+            .listener
+            .as_ref()
+            .expect("the port was closed")
+            .try_clone()
+            .unwrap();
+        let spawned = Spawned::start_with_listener(&self.cfg, Arc::new(SystemClock), listener)
             .await
             .expect("the agent starts");
         self.agent = Some(spawned);
@@ -121,6 +132,13 @@ impl LiveAgent {
         if let Some(a) = self.agent.take() {
             a.stop().await.unwrap();
         }
+    }
+
+    /// Closes the (stopped) agent's port: connections are refused, as with
+    /// no agent at all, where a held port would take them and never answer.
+    pub fn close_port(&mut self) {
+        assert!(self.agent.is_none(), "stop the agent first");
+        self.listener = None;
     }
 
     pub fn url(&self, path: &str) -> String {

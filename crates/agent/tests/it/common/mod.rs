@@ -20,11 +20,31 @@ pub mod live_agent;
 pub mod qbo;
 pub mod slow_submits;
 
-/// A free loopback port (bound, then released for the code under test to
-/// take).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// Where a `pos-connector run` child whose config binds `local_api.bind`
+/// to port 0 serves its local API: read from its log line `local API
+/// listening on ADDRESS` on stdout (the service's console; the child must
+/// be spawned with stdout piped). The system picked a port nobody held, so
+/// there is no window in which another program could take it first. The
+/// rest of stdout is drained in the background so that the child never
+/// blocks on a full pipe.
+pub async fn local_api_addr(child: &mut tokio::process::Child) -> std::net::SocketAddr {
+    use tokio::io::AsyncBufReadExt;
+    const MARK: &str = "local API listening on ";
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, rest)) = line.split_once(MARK) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                return addr.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+            }
+        }
+        panic!("the agent ended without a local API line");
+    })
+    .await
+    .expect("the agent logs its local API's address within a minute");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
 }
 
 /// The local API key the fixtures configure.
@@ -76,6 +96,15 @@ impl Fixture {
         p
     }
 
+    /// Runs the binary in the temp folder with the config.json that
+    /// [`Fixture::write_config`] wrote (`--config` before `args`).
+    pub async fn cli(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        let config = self.path("config.json");
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bin(self.dir.path(), &all, env, stdin).await
+    }
+
     /// A config with the sandbox password in it (plain, for library tests).
     pub fn config(&self, extra: Value) -> Config {
         let mut extra = extra;
@@ -84,6 +113,23 @@ impl Fixture {
         }
         let p = self.write_config(extra);
         config::load_from(&p, &[]).unwrap()
+    }
+
+    /// A config for a running agent (the service, or the binary's `run`):
+    /// the inbox looked at every second and taken at once, backoffs of a
+    /// second, short timeouts and shutdown grace; `extra`'s keys replace
+    /// those of the same name.
+    pub fn service_config(&self, extra: Value) -> Config {
+        let mut base = json!({
+            "sync_interval": 1,
+            "intake": {"settle_seconds": 0},
+            "pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 5},
+            "request_timeout_secs": 5,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        self.config(base)
     }
 
     pub fn client(&self, cfg: &Config, clock: Arc<dyn Clock>) -> LaravelClient {
@@ -208,7 +254,9 @@ pub async fn run_bin(cwd: &Path, args: &[&str], env: &[(&str, &str)], stdin: Opt
 /// Posts one sale to a running agent's `POST /v1/sales` and expects the
 /// 202 of a committed sale.
 pub async fn post(agent: &pos_connector::service::Spawned, sale: &Value) {
-    let resp = reqwest::Client::new()
+    let resp = pos_connector::http_client::builder()
+        .build()
+        .unwrap()
         .post(format!(
             "http://{}/v1/sales",
             agent.running.local_api.unwrap()

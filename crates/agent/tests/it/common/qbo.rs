@@ -18,7 +18,7 @@ use pos_sandbox::quickbooks::{
 };
 use serde_json::{json, Value};
 
-use super::{free_port, run_bin, Fixture, Run};
+use super::{Fixture, Run};
 
 pub const INVOICE_ROUTE: &str = "POST /v3/company/{realm}/invoice";
 pub const QUERY_ROUTE: &str = "GET /v3/company/{realm}/query";
@@ -28,7 +28,10 @@ pub const TOKEN_ROUTE: &str = "POST /oauth2/v1/tokens/bearer";
 pub struct Qbo {
     pub fx: Fixture,
     pub sim: QuickbooksSandbox,
+    /// The redirect URI, on a loopback port this fixture holds (see
+    /// [`Qbo::release_redirect_port`]).
     pub redirect: String,
+    redirect_port: Option<std::net::TcpListener>,
 }
 
 impl Qbo {
@@ -37,8 +40,32 @@ impl Qbo {
         let sim = QuickbooksSandbox::start("127.0.0.1:0".parse().unwrap(), opts)
             .await
             .unwrap();
-        let redirect = format!("http://127.0.0.1:{}/callback", free_port());
-        Qbo { fx, sim, redirect }
+        // The redirect URI must name its port before anything starts. Most
+        // tests only hand the URI to the simulator; holding the port keeps
+        // any other program from serving it meanwhile.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let redirect = format!(
+            "http://127.0.0.1:{}/callback",
+            held.local_addr().unwrap().port()
+        );
+        Qbo {
+            fx,
+            sim,
+            redirect,
+            redirect_port: Some(held),
+        }
+    }
+
+    /// Lets the redirect URI's port go, for a `qbo connect` child that
+    /// listens there itself. Between this and the child's bind another
+    /// program could take the port: that window cannot be closed from the
+    /// test, since `qbo connect` binds the port of its configured redirect
+    /// URI and cannot take an inherited socket (that would be systemd-style
+    /// socket activation, Unix-only code for `platform/`, for the sake of
+    /// one test). Called right before the spawn, it is a few system calls
+    /// wide, and a lost race fails loudly (`cannot listen on ...`).
+    pub fn release_redirect_port(&mut self) {
+        self.redirect_port = None;
     }
 
     pub fn qb_section(&self, extra: Value) -> Value {
@@ -59,15 +86,10 @@ impl Qbo {
         qb
     }
 
-    /// Config with quick polling and the QuickBooks section.
+    /// A running agent's config with the QuickBooks section.
     pub fn config(&self, qb_extra: Value) -> Config {
-        self.fx.config(json!({
-            "sync_interval": 1,
-            "intake": {"settle_seconds": 0},
-            "pipeline": {"max_backoff_seconds": 1, "shutdown_grace_seconds": 5},
-            "request_timeout_secs": 5,
-            "quickbooks": self.qb_section(qb_extra),
-        }))
+        self.fx
+            .service_config(json!({"quickbooks": self.qb_section(qb_extra)}))
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -76,10 +98,7 @@ impl Qbo {
 
     /// The real binary with this fixture's config.
     pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let config = self.config_path();
-        let mut all = vec!["--config", config.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run_bin(self.fx.dir.path(), &all, &[], stdin).await
+        self.fx.cli(args, &[], stdin).await
     }
 
     /// Connects as `qbo exchange-code` would, without a browser.

@@ -49,7 +49,10 @@ impl SlowSubmits {
         let log: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
         let proxy = Proxy {
             upstream: upstream.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: pos_connector::http_client::builder()
+                .no_proxy()
+                .build()
+                .unwrap(),
             work,
             log: log.clone(),
             working: Arc::default(),

@@ -29,7 +29,7 @@ async fn connector_routes_refuse_a_missing_or_wrong_key() {
     assert_eq!(r.status(), 401);
     // JSON even for a client that does not ask for it: the backend's
     // own check, not Sanctum's redirect to a login page.
-    let r = reqwest::Client::builder()
+    let r = crate::test_client_builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()

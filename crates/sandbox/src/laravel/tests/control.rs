@@ -3,7 +3,7 @@ use super::*;
 #[tokio::test]
 async fn control_api_over_http() {
     let t = start().await;
-    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let c = crate::test_client_builder().no_proxy().build().unwrap();
     let ctl = |p: &str| t.url(&format!("/__sandbox{p}"));
     let post = |p: &str, body: Value| c.post(ctl(p)).json(&body).send();
 
@@ -186,7 +186,7 @@ async fn control_api_over_http() {
 async fn control_api_random_and_hold_after_faults() {
     let t = start().await;
     let token = t.login().await;
-    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let c = crate::test_client_builder().no_proxy().build().unwrap();
     let ctl = |p: &str| t.url(&format!("/__sandbox{p}"));
 
     let r = c

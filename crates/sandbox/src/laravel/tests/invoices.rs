@@ -356,7 +356,7 @@ async fn pdf_and_xml_downloads() {
 async fn laravel_answers_without_accept_json() {
     let t = start().await;
     let token = t.login().await;
-    let plain = reqwest::Client::builder()
+    let plain = crate::test_client_builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -607,7 +607,7 @@ async fn foreign_invoices_and_the_highest_id() {
     t.create(&token, "OWN-1").await;
     assert_eq!(t.sb.seed_foreign_invoices(3), vec![2, 3, 4]);
     assert_eq!(t.create(&token, "OWN-2").await.1["id"], 5);
-    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let c = crate::test_client_builder().no_proxy().build().unwrap();
     let r = c
         .post(t.url("/__sandbox/foreign-invoices"))
         .json(&json!({"count": 2}))

@@ -14,7 +14,7 @@ struct T {
 fn json_client() -> reqwest::Client {
     let mut h = RHeaders::new();
     h.insert("accept", "application/json".parse().unwrap());
-    reqwest::Client::builder()
+    crate::test_client_builder()
         .no_proxy()
         .default_headers(h)
         .redirect(reqwest::redirect::Policy::none())

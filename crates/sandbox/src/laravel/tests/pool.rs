@@ -138,7 +138,7 @@ async fn worker_pool_bounds_concurrency_on_the_paused_clock() {
     assert!(pool["busy_us"].as_u64().unwrap() >= 600_000);
 
     // the control API's reset zeroes the totals
-    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let c = crate::test_client_builder().no_proxy().build().unwrap();
     c.post(t.url("/__sandbox/stats/reset"))
         .send()
         .await

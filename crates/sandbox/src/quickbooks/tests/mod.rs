@@ -13,7 +13,7 @@ struct T {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::test_client_builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()
