@@ -87,7 +87,8 @@ build_msi() {
     echo "== MSI (wixl)"
     local src=target/windows/msi-src
     rm -rf "$src" && mkdir -p "$src"
-    # The release profile keeps the symbol table; the installed exe needs none.
+    # The release profile strips symbols already; strip again in case a
+    # build with another profile (CARGO_PROFILE_RELEASE_STRIP) is packaged.
     x86_64-w64-mingw32-strip -o "$src/pos-connector.exe" "$WIN_EXE"
     cp README.md "$src/README.md"
     # Relative folders in it land beside it: C:\ProgramData\pos-connector\data, logs, ...
