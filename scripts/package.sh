@@ -7,9 +7,12 @@
 # (its path in target/windows/unit-tests). Each target is built once, in
 # release (the Windows tests share the exe's release dependencies). Installs
 # what it needs when missing: cargo-deb, dpkg-dev; mingw-w64, the rustup
-# target; wixl and msitools.
-# Usage: scripts/package.sh [deb|windows|msi]...   (default: all three;
-# msi builds the Windows exe first)
+# target; wixl and msitools; musl-tools.
+# Usage: scripts/package.sh [deb|windows|msi|musl]...   (default: deb,
+# windows and msi; msi builds the Windows exe first). `musl` builds the
+# static Linux binary target/x86_64-unknown-linux-musl/release/pos-connector
+# for tills on other distributions; it is not in the default set (a third
+# cold release build, about 8 minutes on 2 cores) and CI does not run it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -106,17 +109,27 @@ build_msi() {
     echo "$msi" >target/windows/latest-msi
 }
 
+MUSL=x86_64-unknown-linux-musl
+build_musl() {
+    # ring and the bundled SQLite are the only C; musl-gcc builds both.
+    command -v x86_64-linux-musl-gcc >/dev/null 2>&1 || apt_install musl-tools
+    rustup target list --installed | grep -qx "$MUSL" || rustup target add "$MUSL"
+    echo "== release build ($MUSL, static)"
+    cargo build --locked --release --target "$MUSL" -p pos-connector
+}
+
 for t in "${targets[@]}"; do
     case "$t" in
         deb) build_deb ;;
         windows) build_windows ;;
         msi) build_msi ;;
-        *) echo "usage: scripts/package.sh [deb|windows|msi]..." >&2; exit 2 ;;
+        musl) build_musl ;;
+        *) echo "usage: scripts/package.sh [deb|windows|msi|musl]..." >&2; exit 2 ;;
     esac
 done
 
 echo "== sizes"
-for f in target/release/pos-connector "$WIN_EXE"; do
+for f in target/release/pos-connector "$WIN_EXE" "target/$MUSL/release/pos-connector"; do
     [ -f "$f" ] && size "$f"
 done
 for f in target/debian/latest target/windows/latest-msi; do
