@@ -27,7 +27,7 @@ mod tests;
 mod view;
 
 pub(crate) use checks::is_loopback_host;
-pub(crate) use file::read_json_object;
+pub(crate) use file::{json_type, read_json_object};
 pub use view::redacted_view;
 
 use file::layer_environment;

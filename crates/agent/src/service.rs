@@ -156,14 +156,7 @@ pub async fn run_on(
 ) -> Result<(), ServiceError> {
     // Before anything starts: a mapping the intake cannot use would
     // otherwise read every file with the default one.
-    let problems = intake::check_config(cfg);
-    if !problems.is_empty() {
-        return Err(crate::config::ConfigError::Invalid {
-            path: cfg.path.clone(),
-            problems,
-        }
-        .into());
-    }
+    intake::validate(cfg)?;
     let _lock = hold_lock(&cfg.data_dir)?;
     let outbox = OutboxHandle::open(&cfg.data_dir)?;
     // The inbox's polling interval; the backend may change it through the

@@ -367,14 +367,7 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
 /// (config holds plain data): a problem is a config error like any other.
 pub(crate) fn load_checked(path: &std::path::Path) -> Result<Config, Failure> {
     let cfg = config::load(path)?;
-    let problems = crate::intake::check_config(&cfg);
-    if !problems.is_empty() {
-        return Err(config::ConfigError::Invalid {
-            path: cfg.path.clone(),
-            problems,
-        }
-        .into());
-    }
+    crate::intake::validate(&cfg)?;
     Ok(cfg)
 }
 

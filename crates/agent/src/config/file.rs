@@ -41,7 +41,8 @@ fn json_message(e: &serde_json::Error) -> String {
     }
 }
 
-pub(super) fn json_type(v: &Value) -> &'static str {
+/// What kind of JSON value `v` is, as an error message names it ("a string").
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

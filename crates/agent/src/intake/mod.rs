@@ -126,6 +126,19 @@ impl NewInvoice {
     }
 }
 
+/// [`check_config`] as the config error the CLI's loading and the service's
+/// start both give (exit 2).
+pub(crate) fn validate(cfg: &Config) -> Result<(), crate::config::ConfigError> {
+    let problems = check_config(cfg);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(crate::config::ConfigError::Invalid {
+        path: cfg.path.clone(),
+        problems,
+    })
+}
+
 /// What is wrong with the intake's keys of a loaded config: the fields of
 /// `intake.mapping` are the intake's to know (config holds plain data).
 pub(crate) fn check_config(cfg: &Config) -> Vec<KeyProblem> {

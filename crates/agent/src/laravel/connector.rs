@@ -158,7 +158,10 @@ impl HeartbeatAnswer {
     /// Reads an answer; the error says what is wrong with it.
     pub(crate) fn from_json(v: Value) -> Result<HeartbeatAnswer, String> {
         let Value::Object(mut o) = v else {
-            return Err(format!("expected a JSON object, got {}", kind_of(&v)));
+            return Err(format!(
+                "expected a JSON object, got {}",
+                crate::config::json_type(&v)
+            ));
         };
         let config_updates = match o.remove("config_updates") {
             None | Some(Value::Null) => Map::new(),
@@ -167,7 +170,7 @@ impl HeartbeatAnswer {
             Some(other) => {
                 return Err(format!(
                     "\"config_updates\" should be an object, got {}",
-                    kind_of(&other)
+                    crate::config::json_type(&other)
                 ))
             }
         };
@@ -198,7 +201,10 @@ pub struct ConnectionTest {
 impl ConnectionTest {
     pub(crate) fn from_json(v: Value) -> Result<ConnectionTest, String> {
         let Value::Object(mut o) = v else {
-            return Err(format!("expected a JSON object, got {}", kind_of(&v)));
+            return Err(format!(
+                "expected a JSON object, got {}",
+                crate::config::json_type(&v)
+            ));
         };
         let mut take = |k: &str| o.remove(k).as_ref().and_then(text);
         Ok(ConnectionTest {
@@ -225,17 +231,6 @@ fn text(v: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
