@@ -18,7 +18,7 @@ pub fn builder() -> reqwest::ClientBuilder {
 
 /// Makes `ring` the process's rustls provider (a no-op when a provider is
 /// already installed, e.g. by a program that embeds the library).
-pub fn install_crypto_provider() {
+fn install_crypto_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
